@@ -1,0 +1,1 @@
+//! The application: turns a configuration into running inbounds, a router and outbounds.

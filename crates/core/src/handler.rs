@@ -1,0 +1,68 @@
+//! The handler traits: how inbounds, the router and outbounds meet.
+//!
+//! An [`Outbound`] has two shapes (DESIGN.md): *connect* returns a new
+//! stream toward a destination; *handle* carries an inbound stream, by
+//! default by connecting and relaying both ways. The portal overrides
+//! *handle* to adopt a bridge's stream; the bridge uses *connect* (through
+//! [`Dispatch::connect`]) to get its tunnel.
+
+use std::io;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::policy::Policy;
+use crate::relay::relay;
+use crate::session::Session;
+use crate::stream::Stream;
+
+/// Where sessions go: freedom, VMess, blackhole, a portal.
+#[async_trait]
+pub trait Outbound: Send + Sync + 'static {
+    /// Opens a stream toward `session.destination`.
+    ///
+    /// Cancelling the future abandons the attempt; nothing is left open.
+    async fn connect(&self, session: &Session) -> io::Result<Stream>;
+
+    /// Carries `inbound` for `session` until both directions end or a
+    /// policy timeout fires. The default connects and relays.
+    async fn handle(&self, session: Session, inbound: Stream, policy: &Policy) -> io::Result<()> {
+        let outbound = self.connect(&session).await?;
+        relay(inbound, outbound, policy).await.map(drop)
+    }
+}
+
+/// The router plus the outbounds it chooses from.
+#[async_trait]
+pub trait Dispatch: Send + Sync + 'static {
+    /// Routes `session` and lets the chosen outbound carry `stream`.
+    /// Returns when the session is over.
+    async fn dispatch(&self, session: Session, stream: Stream) -> io::Result<()>;
+
+    /// Routes `session` and returns a stream toward its destination
+    /// through the chosen outbound.
+    async fn connect(&self, session: &Session) -> io::Result<Stream>;
+}
+
+/// What a running inbound is given.
+#[derive(Clone)]
+pub struct InboundContext {
+    /// Where accepted sessions go.
+    pub dispatch: Arc<dyn Dispatch>,
+    /// Cancelled when the process stops accepting; the inbound returns.
+    pub shutdown: CancellationToken,
+    /// Every connection task is spawned here so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// A listener: dokodemo-door, VMess.
+#[async_trait]
+pub trait Inbound: Send + Sync + 'static {
+    /// Accepts connections until `context.shutdown` is cancelled, handing
+    /// each to `context.dispatch` in a task of its own. An error on one
+    /// connection never ends the loop; an error returned here means the
+    /// listener itself failed.
+    async fn run(self: Arc<Self>, context: InboundContext) -> io::Result<()>;
+}

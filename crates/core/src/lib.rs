@@ -1,0 +1,34 @@
+//! Rayback's vocabulary: the types every other crate speaks.
+//!
+//! `core` sits at the bottom of the crate picture in DESIGN.md and depends on
+//! no other Rayback crate. It holds what a connection *is* ([`Destination`],
+//! [`Session`]), what carries its bytes ([`Stream`]), and the two handler
+//! shapes ([`Outbound::connect`] and [`Outbound::handle`]) plus the
+//! [`Inbound`] and [`Dispatch`] traits that tie listeners to the router.
+//! It knows nothing about JSON, VMess or Mux.Cool.
+//!
+//! Glossary (used across the workspace):
+//!
+//! | word | meaning |
+//! |---|---|
+//! | tag | the name of an inbound, outbound, bridge or portal in the config |
+//! | session | one proxied connection: where it came from, where it goes |
+//! | stream | the bytes of a session: a socket, a VMess body, a mux sub-stream |
+//! | packet stream | a stream of a UDP session: every packet framed by a 2-byte length (see [`packet`]) |
+//! | tunnel connection | a bridge's dial-out to a portal, carrying Mux.Cool |
+
+pub mod address;
+pub mod handler;
+pub mod packet;
+pub mod policy;
+pub mod relay;
+pub mod session;
+pub mod stream;
+
+pub use address::{Address, AddressError, Destination, Network};
+pub use handler::{Dispatch, Inbound, Outbound};
+pub use policy::Policy;
+pub use session::{Session, Tag, User};
+pub use stream::{AsyncStream, Stream};
+pub use handler::InboundContext;
+pub use policy::Policies;

@@ -1,0 +1,337 @@
+//! Copying a session's bytes both ways under its policy's timeouts.
+//!
+//! [`relay`] is the default body of [`crate::Outbound::handle`] and the
+//! hot path of every proxied connection, so it avoids per-read work: one
+//! buffer per direction, borrowed from a small per-thread pool only while
+//! bytes are in flight, so that thousands of idle connections hold no
+//! buffers at all.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::policy::Policy;
+
+/// Bytes one direction buffer holds: large enough for bulk transfers to
+/// move in few syscalls, small enough to pool.
+pub const RELAY_BUFFER: usize = 32 * 1024;
+
+/// How many idle buffers a thread keeps for reuse.
+const POOL_LIMIT: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Box<[u8]> {
+    POOL.with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0u8; RELAY_BUFFER].into_boxed_slice())
+}
+
+fn give_buffer(buffer: Box<[u8]>) {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL_LIMIT {
+            pool.push(buffer);
+        }
+    });
+}
+
+/// What a finished relay moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Bytes from the inbound side to the outbound side (the request).
+    pub uplink: u64,
+    /// Bytes from the outbound side back to the inbound side.
+    pub downlink: u64,
+}
+
+/// One direction's copy state.
+#[derive(Default)]
+struct Direction {
+    buffer: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+    read_done: bool,
+    need_flush: bool,
+    done: bool,
+    bytes: u64,
+}
+
+impl Direction {
+    /// Copies until the reader would block (returns `Pending`), or the
+    /// direction is finished (`Ready(Ok)`), or an error happens. Sets
+    /// `activity` when bytes moved.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+        activity: &mut bool,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.start == self.end && !self.read_done {
+                let buffer = self.buffer.get_or_insert_with(take_buffer);
+                let mut read_buf = ReadBuf::new(buffer);
+                match reader.as_mut().poll_read(cx, &mut read_buf) {
+                    Poll::Ready(Ok(())) => {
+                        let filled = read_buf.filled().len();
+                        if filled == 0 {
+                            self.read_done = true;
+                        } else {
+                            self.start = 0;
+                            self.end = filled;
+                            self.bytes += filled as u64;
+                            *activity = true;
+                        }
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {
+                        // Nothing buffered: hand the buffer back so an idle
+                        // connection costs no buffer memory.
+                        if let Some(buffer) = self.buffer.take() {
+                            give_buffer(buffer);
+                        }
+                        if self.need_flush {
+                            ready!(writer.as_mut().poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while self.start < self.end {
+                let buffer = self.buffer.as_ref().expect("bytes are buffered");
+                let written =
+                    ready!(writer.as_mut().poll_write(cx, &buffer[self.start..self.end]))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.start += written;
+                self.need_flush = true;
+                *activity = true;
+            }
+            if self.read_done {
+                if let Some(buffer) = self.buffer.take() {
+                    give_buffer(buffer);
+                }
+                // A peer that already went away cannot be shut down; the
+                // direction is over either way.
+                let _ = ready!(writer.as_mut().poll_shutdown(cx));
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl Drop for Direction {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            give_buffer(buffer);
+        }
+    }
+}
+
+struct Relay<'a, A: ?Sized, B: ?Sized> {
+    inbound: &'a mut A,
+    outbound: &'a mut B,
+    uplink: Direction,
+    downlink: Direction,
+    policy: Policy,
+    last_activity: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<A, B> Relay<'_, A, B>
+where
+    A: ?Sized,
+    B: ?Sized,
+{
+    /// The idle limit for the current phase, V2Ray's rule: `connIdle`
+    /// while both directions run, `downlinkOnly` once the request side
+    /// ended, `uplinkOnly` once the response side ended.
+    fn idle_limit(&self) -> Duration {
+        match (self.uplink.done, self.downlink.done) {
+            (false, false) => self.policy.conn_idle,
+            (true, _) => self.policy.downlink_only,
+            (false, true) => self.policy.uplink_only,
+        }
+    }
+}
+
+impl<A, B> Future for Relay<'_, A, B>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    type Output = io::Result<RelayStats>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut activity = false;
+        let up_was_done = this.uplink.done;
+        let down_was_done = this.downlink.done;
+        let up = this.uplink.poll_copy(
+            cx,
+            Pin::new(&mut *this.inbound),
+            Pin::new(&mut *this.outbound),
+            &mut activity,
+        );
+        if let Poll::Ready(Err(error)) = up {
+            return Poll::Ready(Err(error));
+        }
+        let down = this.downlink.poll_copy(
+            cx,
+            Pin::new(&mut *this.outbound),
+            Pin::new(&mut *this.inbound),
+            &mut activity,
+        );
+        if let Poll::Ready(Err(error)) = down {
+            return Poll::Ready(Err(error));
+        }
+        if this.uplink.done && this.downlink.done {
+            return Poll::Ready(Ok(RelayStats {
+                uplink: this.uplink.bytes,
+                downlink: this.downlink.bytes,
+            }));
+        }
+        let phase_changed = up_was_done != this.uplink.done || down_was_done != this.downlink.done;
+        if activity || phase_changed {
+            this.last_activity = Instant::now();
+        }
+        if phase_changed {
+            let deadline = this.last_activity + this.idle_limit();
+            this.timer.as_mut().reset(deadline);
+        }
+        // The timer is re-armed lazily: only when it fires do we look at
+        // when the last byte moved, so busy connections never touch it.
+        while this.timer.as_mut().poll(cx).is_ready() {
+            let deadline = this.last_activity + this.idle_limit();
+            if deadline <= Instant::now() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("idle for {:?}", this.idle_limit()),
+                )));
+            }
+            this.timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    }
+}
+
+/// Copies `inbound` → `outbound` (uplink) and back (downlink) until both
+/// directions reach end of stream, then returns the byte counts. When one
+/// side ends, its peer's write half is shut down. Fails with
+/// `ErrorKind::TimedOut` when the policy's idle limit passes with no bytes
+/// moving, or with the first read or write error of either side.
+///
+/// Cancelling the future stops copying; bytes read but not yet written
+/// are lost, as with any dropped connection.
+pub async fn relay<A, B>(mut inbound: A, mut outbound: B, policy: &Policy) -> io::Result<RelayStats>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    relay_borrowed(&mut inbound, &mut outbound, policy).await
+}
+
+/// [`relay`] over borrowed streams, for callers that keep them afterwards.
+pub async fn relay_borrowed<A, B>(
+    inbound: &mut A,
+    outbound: &mut B,
+    policy: &Policy,
+) -> io::Result<RelayStats>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let now = Instant::now();
+    Relay {
+        inbound,
+        outbound,
+        uplink: Direction::default(),
+        downlink: Direction::default(),
+        policy: *policy,
+        last_activity: now,
+        timer: Box::pin(tokio::time::sleep_until(now + policy.conn_idle)),
+    }
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn moves_bytes_both_ways_and_counts_them() {
+        let (mut client, inbound) = duplex(4096);
+        let (outbound, mut server) = duplex(4096);
+        let task = tokio::spawn(async move { relay(inbound, outbound, &Policy::default()).await });
+        let request: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let request_copy = request.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&request_copy).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut response = Vec::new();
+            client.read_to_end(&mut response).await.unwrap();
+            response
+        });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, request);
+        server.write_all(b"done").await.unwrap();
+        server.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), b"done");
+        let stats = task.await.unwrap().unwrap();
+        assert_eq!(stats.uplink, 200_000);
+        assert_eq!(stats.downlink, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closes_an_idle_connection() {
+        let (_client, inbound) = duplex(64);
+        let (outbound, _server) = duplex(64);
+        let policy = Policy {
+            conn_idle: Duration::from_secs(5),
+            ..Policy::default()
+        };
+        let started = Instant::now();
+        let error = relay(inbound, outbound, &policy).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn switches_to_downlink_only_after_request_ends() {
+        let (mut client, inbound) = duplex(64);
+        let (outbound, mut server) = duplex(64);
+        let policy = Policy {
+            conn_idle: Duration::from_secs(300),
+            downlink_only: Duration::from_secs(2),
+            ..Policy::default()
+        };
+        client.shutdown().await.unwrap();
+        let started = Instant::now();
+        let error = relay(inbound, outbound, &policy).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+}

@@ -1,0 +1,107 @@
+//! What routing and handlers know about one connection.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::address::Destination;
+
+/// The name of an inbound, outbound, bridge or portal, as written in the
+/// config. Cheap to clone: sessions carry it everywhere.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(Arc<str>);
+
+impl Tag {
+    pub fn new(name: &str) -> Tag {
+        Tag(Arc::from(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Tag {
+    fn from(name: &str) -> Tag {
+        Tag::new(name)
+    }
+}
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The authenticated user of a session (VMess), or just a policy level
+/// (dokodemo-door's `userLevel`). Routing's `user` condition matches `email`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct User {
+    /// The `email` of the VMess client entry; empty when there is none.
+    pub email: String,
+    /// The policy level whose timeouts apply to this session.
+    pub level: u32,
+}
+
+/// One proxied connection, as the router sees it.
+///
+/// Mux sub-streams inherit `inbound_tag`, `source` and `user` from the
+/// connection that carries them, as in V2Ray; a bridge's own connections
+/// have its tag and no source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The tag of the inbound (or bridge) the connection came from.
+    pub inbound_tag: Option<Tag>,
+    /// Where the connection wants to go.
+    pub destination: Destination,
+    /// The peer address of the accepted socket, when there is one.
+    pub source: Option<SocketAddr>,
+    /// The user, when the inbound knows one.
+    pub user: Option<User>,
+}
+
+impl Session {
+    pub fn new(destination: Destination) -> Session {
+        Session {
+            inbound_tag: None,
+            destination,
+            source: None,
+            user: None,
+        }
+    }
+
+    pub fn with_inbound_tag(mut self, tag: Tag) -> Session {
+        self.inbound_tag = Some(tag);
+        self
+    }
+
+    pub fn with_source(mut self, source: SocketAddr) -> Session {
+        self.source = Some(source);
+        self
+    }
+
+    pub fn with_user(mut self, user: User) -> Session {
+        self.user = Some(user);
+        self
+    }
+
+    /// The policy level: the user's, else 0.
+    pub fn level(&self) -> u32 {
+        self.user.as_ref().map_or(0, |user| user.level)
+    }
+
+    /// A copy of this session's origin (tag, source, user) going somewhere
+    /// else: what a mux sub-stream gets from its carrying connection.
+    pub fn redirected(&self, destination: Destination) -> Session {
+        Session {
+            destination,
+            ..self.clone()
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Handlers: freedom, blackhole and dokodemo-door.

@@ -1,0 +1,1 @@
+//! Mux.Cool: the frame codec and the client and server session managers.

@@ -1,0 +1,1 @@
+//! Reverse proxy: the bridge and the portal.

@@ -1,0 +1,1 @@
+//! Routing: field rules that turn a session into an outbound tag.
