@@ -1,1 +1,30 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands, in Rust so they run the same
+//! on every machine.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `ci` | the whole gate: format, lints, docs, every test (interop with the real v2ray included), the demo once |
+//! | `demo [--once]` | a web server, a bridge and a portal on loopback from the seed configs, and a request through them |
+//!
+//! It is not part of the product: it builds and runs the binaries, the
+//! real `v2ray`, tests and benchmarks.
+
+mod ci;
+mod demo;
+
+use anyhow::{bail, Result};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match command.as_str() {
+        "ci" => ci::run(&rest),
+        "demo" => demo::run(&rest),
+        "" | "help" | "--help" | "-h" => {
+            println!("usage: cargo xtask <ci | demo [--once]>");
+            Ok(())
+        }
+        other => bail!("unknown xtask command {other:?}; try `cargo xtask help`"),
+    }
+}

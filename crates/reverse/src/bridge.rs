@@ -1,0 +1,266 @@
+//! The bridge: dials tunnel connections to the portal and serves the
+//! sessions the portal opens on them.
+//!
+//! One task ([`Bridge::run`]) owns the list of tunnel connections
+//! ("workers"). It wakes every [`TICK`](crate::TICK), when a worker dies,
+//! and on shutdown; each time it drops workers that are no longer active
+//! (drained, closed, or silent) and dials one more when there are none or
+//! when the sessions per connection exceed
+//! [`SESSIONS_PER_CONNECTION`](crate::SESSIONS_PER_CONNECTION) — V2Ray's
+//! rule, so a Rayback bridge grows like a V2Ray one. Failed dials are
+//! retried with capped exponential backoff and jitter.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use rayback_core::packet::read_packet;
+use rayback_core::{Address, Destination, Dispatch, Session, Stream, Tag};
+use rayback_mux::{MuxServer, ServerConfig, ServerHandle, SessionHandler};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::control::{Control, State};
+use crate::{CONTROL_DOMAIN_V2FLY, CONTROL_DOMAIN_V2RAY, SESSIONS_PER_CONNECTION, TICK};
+
+/// What a bridge is told by the config.
+#[derive(Clone, Debug)]
+pub struct BridgeSettings {
+    /// Stamped as inbound tag on every connection the bridge originates.
+    pub tag: Tag,
+    /// The destination domain of its tunnel connections (`TCP <domain>:0`).
+    pub domain: String,
+    /// At most this many tunnel connections at once.
+    pub max_connections: usize,
+    /// A tunnel that carried heartbeats and then none for this long is
+    /// taken for dead and replaced. 4.34 portals skip a heartbeat with
+    /// probability 1/64, so several periods are needed.
+    pub heartbeat_timeout: Duration,
+    /// Mux limits for each tunnel connection.
+    pub mux: ServerConfig,
+    /// Backoff between failed dials: first and largest delay.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl BridgeSettings {
+    pub fn new(tag: Tag, domain: String) -> BridgeSettings {
+        BridgeSettings {
+            tag,
+            domain,
+            max_connections: 16,
+            heartbeat_timeout: Duration::from_secs(10),
+            mux: ServerConfig::default(),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The control state of one tunnel connection, shared with its control
+/// session's reader.
+struct Liveness {
+    draining: AtomicBool,
+    /// When the last control message arrived; `None` before the first.
+    last_control: Mutex<Option<Instant>>,
+}
+
+struct Worker {
+    server: ServerHandle,
+    liveness: Arc<Liveness>,
+}
+
+impl Worker {
+    fn is_active(&self, heartbeat_timeout: Duration) -> bool {
+        if self.server.is_closed() || self.liveness.draining.load(Ordering::Relaxed) {
+            return false;
+        }
+        let last = *self.liveness.last_control.lock().expect("not poisoned");
+        !last.is_some_and(|last| last.elapsed() > heartbeat_timeout)
+    }
+}
+
+/// A running bridge. Cheap to share; [`Bridge::run`] drives it.
+pub struct Bridge {
+    settings: BridgeSettings,
+    dispatch: Arc<dyn Dispatch>,
+    tracker: TaskTracker,
+    /// Woken when a worker dies, so a replacement is dialled at once.
+    worker_ended: Arc<Notify>,
+    /// Tunnel connections now up, for metrics and status.
+    connections: Mutex<usize>,
+}
+
+impl Bridge {
+    pub fn new(settings: BridgeSettings, dispatch: Arc<dyn Dispatch>, tracker: TaskTracker) -> Bridge {
+        Bridge {
+            settings,
+            dispatch,
+            tracker,
+            worker_ended: Arc::new(Notify::new()),
+            connections: Mutex::new(0),
+        }
+    }
+
+    pub fn settings(&self) -> &BridgeSettings {
+        &self.settings
+    }
+
+    /// Tunnel connections currently active.
+    pub fn connections(&self) -> usize {
+        *self.connections.lock().expect("not poisoned")
+    }
+
+    /// Keeps tunnel connections up until `shutdown`; then returns, leaving
+    /// open sessions to the tracker (they end with their connections).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut workers: Vec<Worker> = Vec::new();
+        let mut failures = 0u32;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let timeout = self.settings.heartbeat_timeout;
+            workers.retain(|worker| {
+                let active = worker.is_active(timeout);
+                if !active && !worker.server.is_closed() && !worker.liveness.draining.load(Ordering::Relaxed) {
+                    tracing::warn!(bridge = %self.settings.tag, "tunnel connection silent for {timeout:?}; closing it");
+                    worker.server.close();
+                }
+                active
+            });
+            *self.connections.lock().expect("not poisoned") = workers.len();
+            let sessions: usize = workers.iter().map(|w| w.server.active_sessions()).sum();
+            let wanted = workers.is_empty()
+                || sessions / workers.len() > SESSIONS_PER_CONNECTION;
+            if wanted && workers.len() < self.settings.max_connections {
+                let dial = tokio::select! {
+                    dial = self.dial() => dial,
+                    () = shutdown.cancelled() => return,
+                };
+                match dial {
+                    Ok(worker) => {
+                        failures = 0;
+                        workers.push(worker);
+                        *self.connections.lock().expect("not poisoned") = workers.len();
+                        tracing::info!(bridge = %self.settings.tag, connections = workers.len(), "tunnel connection up");
+                    }
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        let delay = self.backoff(failures);
+                        tracing::warn!(bridge = %self.settings.tag, "dialling the portal failed: {error}; retrying in {delay:?}");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = shutdown.cancelled() => return,
+                        }
+                    }
+                }
+                // Look again at once: more may be needed, or the new one may
+                // have died already.
+                if !workers.is_empty() {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        () = self.worker_ended.notified() => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.worker_ended.notified() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// The delay before the next dial after `failures` failed ones: doubling
+    /// from `backoff_min` up to `backoff_max`, with ±25% jitter so that many
+    /// bridges do not redial in step.
+    fn backoff(&self, failures: u32) -> Duration {
+        let base = self
+            .settings
+            .backoff_min
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(self.settings.backoff_max);
+        let jitter = rand::thread_rng().gen_range(0.75..1.25);
+        base.mul_f64(jitter)
+    }
+
+    /// Dials one tunnel connection through the router and starts serving
+    /// Mux.Cool on it.
+    async fn dial(&self) -> io::Result<Worker> {
+        let destination = Destination::tcp(Address::Domain(self.settings.domain.clone()), 0);
+        let session = Session::new(destination).with_inbound_tag(self.settings.tag.clone());
+        let stream = self.dispatch.connect(&session).await?;
+        let liveness = Arc::new(Liveness {
+            draining: AtomicBool::new(false),
+            last_control: Mutex::new(None),
+        });
+        let handler = Arc::new(BridgeSessions {
+            tag: self.settings.tag.clone(),
+            dispatch: self.dispatch.clone(),
+            liveness: liveness.clone(),
+        });
+        let server = MuxServer::serve_with(stream, handler, self.settings.mux.clone());
+        let ended = self.worker_ended.clone();
+        let watched = server.clone();
+        self.tracker.spawn(async move {
+            watched.closed().await;
+            ended.notify_one();
+        });
+        Ok(Worker { server, liveness })
+    }
+}
+
+/// Handles the sessions the portal opens on one tunnel connection.
+struct BridgeSessions {
+    tag: Tag,
+    dispatch: Arc<dyn Dispatch>,
+    liveness: Arc<Liveness>,
+}
+
+#[async_trait]
+impl SessionHandler for BridgeSessions {
+    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
+        let is_control = matches!(
+            destination.address.domain(),
+            Some(CONTROL_DOMAIN_V2RAY | CONTROL_DOMAIN_V2FLY)
+        );
+        if is_control {
+            read_control(stream, &self.liveness).await;
+            return Ok(());
+        }
+        let session = Session::new(destination).with_inbound_tag(self.tag.clone());
+        self.dispatch.dispatch(session, stream).await
+    }
+}
+
+/// Reads control messages until the session ends: each packet is one
+/// `Control`. A malformed one is logged and skipped, as V2Ray does.
+async fn read_control(mut stream: Stream, liveness: &Liveness) {
+    let mut packet = Vec::new();
+    loop {
+        match read_packet(&mut stream, &mut packet).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::debug!("control session ended: {error}");
+                return;
+            }
+        }
+        *liveness.last_control.lock().expect("not poisoned") = Some(Instant::now());
+        match Control::decode(&packet) {
+            Ok(control) if control.state == State::Drain => {
+                tracing::info!("portal drains this tunnel connection");
+                liveness.draining.store(true, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!("ignoring a bad control message: {error}"),
+        }
+    }
+}

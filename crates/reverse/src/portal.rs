@@ -1,0 +1,262 @@
+//! The portal: adopts tunnel connections from bridges and gives every
+//! other stream routed to it a sub-stream on one of them.
+//!
+//! The portal is an [`Outbound`]. [`Outbound::handle`] looks at the
+//! destination: its own domain means "a bridge's tunnel connection"; the
+//! stream is adopted ([`Portal::adopt`]) and driven as a Mux.Cool client
+//! with a control session and heartbeats until it ends. Anything else is a
+//! public connection: [`Outbound::connect`] opens a sub-stream on the
+//! live, non-draining connection with the fewest active sessions (ties to
+//! the oldest), waiting up to `no_bridge_wait` for one to appear.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use rayback_core::packet::write_packet;
+use rayback_core::relay::relay;
+use rayback_core::{Address, Destination, Outbound, Policy, Session, Stream, Tag};
+use rayback_mux::{ClientConfig, MuxClient};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::control::{Control, State, MAX_RANDOM};
+use crate::{CONTROL_DOMAIN_V2RAY, TICK};
+
+/// What a portal is told by the config.
+#[derive(Clone, Debug)]
+pub struct PortalSettings {
+    /// The outbound tag routing sends traffic to.
+    pub tag: Tag,
+    /// A stream routed here whose destination is this domain is a tunnel
+    /// connection (exact, case-sensitive, any port).
+    pub domain: String,
+    /// The control session's domain: V2Ray ≤ 4.34's by default.
+    pub control_domain: String,
+    /// How long a public connection waits for a bridge when none is up.
+    pub no_bridge_wait: Duration,
+    /// A tunnel connection that has opened more sessions than this is
+    /// drained and replaced (V2Ray: 256; session ids are 16 bits).
+    pub drain_after: u64,
+}
+
+impl PortalSettings {
+    pub fn new(tag: Tag, domain: String) -> PortalSettings {
+        PortalSettings {
+            tag,
+            domain,
+            control_domain: CONTROL_DOMAIN_V2RAY.to_owned(),
+            no_bridge_wait: Duration::from_secs(2),
+            drain_after: 256,
+        }
+    }
+}
+
+/// One adopted tunnel connection.
+struct Worker {
+    id: u64,
+    client: MuxClient,
+    draining: AtomicBool,
+    peer: Option<SocketAddr>,
+    since: Instant,
+}
+
+impl Worker {
+    fn is_usable(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && !self.client.is_closed()
+    }
+}
+
+/// What `/status` shows of one tunnel connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelStatus {
+    pub peer: Option<SocketAddr>,
+    pub up_for: Duration,
+    pub active_sessions: usize,
+    pub total_sessions: u64,
+    pub draining: bool,
+}
+
+/// A portal outbound.
+pub struct Portal {
+    settings: PortalSettings,
+    workers: Mutex<Vec<Arc<Worker>>>,
+    /// Woken when a tunnel connection is adopted.
+    adopted: Notify,
+    next_id: AtomicU64,
+}
+
+impl Portal {
+    pub fn new(settings: PortalSettings) -> Portal {
+        Portal {
+            settings,
+            workers: Mutex::new(Vec::new()),
+            adopted: Notify::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn settings(&self) -> &PortalSettings {
+        &self.settings
+    }
+
+    /// The tunnel connections now held.
+    pub fn tunnels(&self) -> Vec<TunnelStatus> {
+        let workers = self.workers.lock().expect("not poisoned");
+        workers
+            .iter()
+            .map(|worker| TunnelStatus {
+                peer: worker.peer,
+                up_for: worker.since.elapsed(),
+                active_sessions: worker.client.active_sessions(),
+                total_sessions: worker.client.total_opened(),
+                draining: worker.draining.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// The live, non-draining tunnel connection with the fewest active
+    /// sessions, ties to the oldest; a draining one only if nothing else
+    /// is left. Closed connections are never picked.
+    fn pick(&self) -> Option<Arc<Worker>> {
+        let mut workers = self.workers.lock().expect("not poisoned");
+        workers.retain(|worker| !worker.client.is_closed());
+        let least = |usable: bool| {
+            workers
+                .iter()
+                .filter(|worker| worker.is_usable() == usable)
+                .min_by_key(|worker| worker.client.active_sessions())
+                .cloned()
+        };
+        least(true).or_else(|| least(false))
+    }
+
+    fn forget(&self, id: u64) {
+        self.workers
+            .lock()
+            .expect("not poisoned")
+            .retain(|worker| worker.id != id);
+    }
+
+    /// Drives a bridge's tunnel connection until it ends: the mux client,
+    /// the control session and its heartbeats, and the drain.
+    pub async fn adopt(&self, session: &Session, stream: Stream) -> io::Result<()> {
+        let client = MuxClient::new(stream, ClientConfig::default());
+        let control_destination =
+            Destination::udp(Address::Domain(self.settings.control_domain.clone()), 0);
+        let mut control = client
+            .open(control_destination)
+            .await
+            .map_err(io::Error::other)?;
+        let worker = Arc::new(Worker {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            client: client.clone(),
+            draining: AtomicBool::new(false),
+            peer: session.source,
+            since: Instant::now(),
+        });
+        self.workers.lock().expect("not poisoned").push(worker.clone());
+        self.adopted.notify_waiters();
+        tracing::info!(portal = %self.settings.tag, peer = ?session.source, "bridge connection adopted");
+
+        let result = self.heartbeat(&worker, &mut control).await;
+        self.forget(worker.id);
+        client.close();
+        tracing::info!(portal = %self.settings.tag, peer = ?session.source, "bridge connection ended");
+        result
+    }
+
+    /// Sends a heartbeat at once and then every [`TICK`]; drains the
+    /// connection once it has opened `drain_after` sessions, and closes it
+    /// when a drained connection has no sessions left.
+    async fn heartbeat(&self, worker: &Worker, control: &mut Stream) -> io::Result<()> {
+        let mut message = Vec::with_capacity(2 + 3 + MAX_RANDOM);
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = worker.client.closed() => return Ok(()),
+            }
+            if worker.draining.load(Ordering::Relaxed) {
+                if worker.client.active_sessions() == 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            let drain = worker.client.total_opened() > self.settings.drain_after;
+            let control_message = Control {
+                state: if drain { State::Drain } else { State::Active },
+                random: random_padding(),
+            };
+            message.clear();
+            control_message.encode(&mut message);
+            write_packet(control, &message).await?;
+            if drain {
+                tracing::info!(portal = %self.settings.tag, "draining a bridge connection after {} sessions", worker.client.total_opened());
+                worker.draining.store(true, Ordering::Relaxed);
+                // Ends session 1, as V2Ray does after a DRAIN.
+                let _ = control.shutdown().await;
+            }
+        }
+    }
+
+    /// Opens a sub-stream for a public connection.
+    async fn open(&self, destination: &Destination) -> io::Result<Stream> {
+        let deadline = Instant::now() + self.settings.no_bridge_wait;
+        loop {
+            let adopted = self.adopted.notified();
+            tokio::pin!(adopted);
+            adopted.as_mut().enable();
+            if let Some(worker) = self.pick() {
+                match worker.client.open(destination.clone()).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(error) => {
+                        tracing::debug!("bridge connection refused a session: {error}");
+                        if worker.client.is_closed() {
+                            self.forget(worker.id);
+                        } else {
+                            worker.draining.store(true, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                }
+            }
+            if tokio::time::timeout_at(deadline, adopted).await.is_err() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    format!(
+                        "portal {}: no bridge connected within {:?}",
+                        self.settings.tag, self.settings.no_bridge_wait
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// 1..=63 random bytes: never empty, so every heartbeat goes on the wire.
+fn random_padding() -> Vec<u8> {
+    let mut rng = rand::thread_rng();
+    let len = rng.gen_range(1..=MAX_RANDOM);
+    (0..len).map(|_| rng.gen()).collect()
+}
+
+#[async_trait]
+impl Outbound for Portal {
+    async fn connect(&self, session: &Session) -> io::Result<Stream> {
+        self.open(&session.destination).await
+    }
+
+    async fn handle(&self, session: Session, stream: Stream, policy: &Policy) -> io::Result<()> {
+        if session.destination.address.domain() == Some(self.settings.domain.as_str()) {
+            return self.adopt(&session, stream).await;
+        }
+        let tunnel = self.open(&session.destination).await?;
+        relay(stream, tunnel, policy).await.map(drop)
+    }
+}

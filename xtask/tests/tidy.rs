@@ -1,0 +1,130 @@
+//! Checks of the tree's shape that `cargo test` enforces: the one-way crate
+//! picture of DESIGN.md, and a `//!` doc opening every library module.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace root")
+        .to_path_buf()
+}
+
+/// DESIGN.md's picture: crate folder → the workspace crates it may use.
+fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+    let mut allowed = BTreeMap::new();
+    allowed.insert("core", BTreeSet::new());
+    for leaf in ["config", "routing", "mux", "vmess", "handlers"] {
+        allowed.insert(leaf, BTreeSet::from(["core"]));
+    }
+    allowed.insert("reverse", BTreeSet::from(["core", "mux"]));
+    allowed.insert(
+        "app",
+        BTreeSet::from([
+            "core", "config", "routing", "mux", "vmess", "handlers", "reverse",
+        ]),
+    );
+    allowed
+}
+
+#[test]
+fn crates_depend_only_down_the_picture() {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "cargo metadata failed");
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let root = workspace_root();
+    let mut folder_of = BTreeMap::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        let manifest = PathBuf::from(package["manifest_path"].as_str().unwrap());
+        let dir = manifest.parent().unwrap().strip_prefix(&root).unwrap().to_path_buf();
+        folder_of.insert(package["name"].as_str().unwrap().to_owned(), dir);
+    }
+    let allowed = allowed();
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap();
+        let dir = &folder_of[name];
+        let parts: Vec<String> = dir.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        for dependency in package["dependencies"].as_array().unwrap() {
+            if dependency["kind"].as_str() == Some("dev") {
+                continue;
+            }
+            let target = dependency["name"].as_str().unwrap();
+            if parts.first().map(String::as_str) == Some("crates")
+                && ["config", "routing"].contains(&parts[1].as_str())
+                && target == "tokio"
+            {
+                wrong.push(format!("{name} depends on tokio; DESIGN.md keeps it pure"));
+            }
+            let Some(target_dir) = folder_of.get(target) else {
+                continue;
+            };
+            let target_parts: Vec<String> =
+                target_dir.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            checked += 1;
+            match parts[0].as_str() {
+                "crates" => {
+                    if let Some(may) = allowed.get(parts[1].as_str()) {
+                        if target_parts[0] != "crates" || !may.contains(target_parts[1].as_str()) {
+                            wrong.push(format!("{name} -> {target}: DESIGN.md has no such arrow"));
+                        }
+                    }
+                }
+                "bins" => {
+                    if !(target_parts[0] == "crates"
+                        && ["app", "config", "core"].contains(&target_parts[1].as_str()))
+                    {
+                        wrong.push(format!("{name} -> {target}: binaries stay thin"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(checked > 0, "found no workspace dependency edges to check");
+    assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_library_module_opens_with_a_doc_comment() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root.join("crates")).unwrap().flatten() {
+        rust_files(&entry.path().join("src"), &mut files);
+    }
+    assert!(files.len() >= 8, "found only {} library files", files.len());
+    let undocumented: Vec<String> = files
+        .iter()
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            !text.trim_start().starts_with("//!")
+        })
+        .map(|path| path.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "modules without a //! opening:\n{}",
+        undocumented.join("\n")
+    );
+}
