@@ -1,0 +1,324 @@
+//! Writing a [`Config`] back as V2Ray 4.34 JSON (for `--print-config`).
+//!
+//! The output uses the modern form (top-level `rules`, `inbounds`,
+//! `outbounds`), spells every value out (defaults included), and keeps the
+//! Rayback-only keys (`rayback`, `controlDomain`), which V2Ray ignores. It
+//! reveals VMess IDs: the result is a configuration, not a log line.
+//! Parsing the output gives back an equal `Config`.
+
+use serde_json::{json, Map, Value};
+
+use crate::model::*;
+
+impl Config {
+    /// The configuration as V2Ray JSON that `v2ray -test` accepts.
+    pub fn to_v2ray_json(&self) -> Value {
+        let mut top = Map::new();
+        top.insert("log".into(), log(&self.log));
+        top.insert(
+            "inbounds".into(),
+            self.inbounds.iter().map(inbound).collect(),
+        );
+        top.insert(
+            "outbounds".into(),
+            self.outbounds.iter().map(outbound).collect(),
+        );
+        top.insert("routing".into(), routing(&self.routing));
+        top.insert("reverse".into(), reverse(&self.reverse));
+        top.insert("policy".into(), policy(&self.policy));
+        top.insert("rayback".into(), rayback(&self.rayback));
+        Value::Object(top)
+    }
+}
+
+fn log(log: &Log) -> Value {
+    let target = |target: &LogTarget| match target {
+        LogTarget::Console => String::new(),
+        LogTarget::None => "none".to_owned(),
+        LogTarget::File(path) => path.clone(),
+    };
+    let level = match log.level {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warning => "warning",
+        LogLevel::Error => "error",
+        LogLevel::None => "none",
+    };
+    json!({ "access": target(&log.access), "error": target(&log.error), "loglevel": level })
+}
+
+fn network_names(networks: &[Network]) -> Value {
+    networks
+        .iter()
+        .map(|network| match network {
+            Network::Tcp => "tcp",
+            Network::Udp => "udp",
+        })
+        .collect()
+}
+
+fn inbound(inbound: &Inbound) -> Value {
+    let mut object = Map::new();
+    if let Some(tag) = &inbound.tag {
+        object.insert("tag".into(), json!(tag));
+    }
+    if let Some(listen) = inbound.listen {
+        object.insert("listen".into(), json!(listen.to_string()));
+    }
+    let port = match &inbound.port {
+        InboundPort::Range(range) if range.from == range.to => json!(range.from),
+        InboundPort::Range(range) => json!(range.to_string()),
+        InboundPort::Env(name) => json!(format!("env:{name}")),
+    };
+    object.insert("port".into(), port);
+    let (protocol, settings) = match &inbound.settings {
+        InboundSettings::DokodemoDoor(door) => {
+            let mut settings = Map::new();
+            if let Some(address) = &door.address {
+                settings.insert("address".into(), json!(address));
+            }
+            settings.insert("port".into(), json!(door.port));
+            settings.insert("network".into(), network_names(&door.network));
+            settings.insert("timeout".into(), json!(door.timeout));
+            settings.insert("followRedirect".into(), json!(door.follow_redirect));
+            settings.insert("userLevel".into(), json!(door.user_level));
+            ("dokodemo-door", Value::Object(settings))
+        }
+        InboundSettings::Vmess(vmess) => {
+            let clients: Vec<Value> = vmess
+                .clients
+                .iter()
+                .map(|client| {
+                    let mut user = Map::new();
+                    user.insert("id".into(), json!(client.id.reveal()));
+                    user.insert("level".into(), json!(client.level));
+                    user.insert("alterId".into(), json!(client.alter_id));
+                    if let Some(email) = &client.email {
+                        user.insert("email".into(), json!(email));
+                    }
+                    Value::Object(user)
+                })
+                .collect();
+            let mut settings = Map::new();
+            settings.insert("clients".into(), Value::Array(clients));
+            if let Some(default) = vmess.default {
+                settings.insert(
+                    "default".into(),
+                    json!({ "alterId": default.alter_id, "level": default.level }),
+                );
+            }
+            settings.insert(
+                "disableInsecureEncryption".into(),
+                json!(vmess.disable_insecure_encryption),
+            );
+            ("vmess", Value::Object(settings))
+        }
+    };
+    object.insert("protocol".into(), json!(protocol));
+    object.insert("settings".into(), settings);
+    Value::Object(object)
+}
+
+fn outbound(outbound: &Outbound) -> Value {
+    let mut object = Map::new();
+    if let Some(tag) = &outbound.tag {
+        object.insert("tag".into(), json!(tag));
+    }
+    if let Some(address) = outbound.send_through {
+        object.insert("sendThrough".into(), json!(address.to_string()));
+    }
+    if let Some(mux) = outbound.mux {
+        object.insert(
+            "mux".into(),
+            json!({ "enabled": mux.enabled, "concurrency": mux.concurrency }),
+        );
+    }
+    let (protocol, settings) = match &outbound.settings {
+        OutboundSettings::Freedom(freedom) => {
+            let strategy = match freedom.domain_strategy {
+                FreedomDomainStrategy::AsIs => "AsIs",
+                FreedomDomainStrategy::UseIp => "UseIP",
+                FreedomDomainStrategy::UseIpv4 => "UseIPv4",
+                FreedomDomainStrategy::UseIpv6 => "UseIPv6",
+            };
+            let mut settings = Map::new();
+            settings.insert("domainStrategy".into(), json!(strategy));
+            if let Some(redirect) = &freedom.redirect {
+                let host = match redirect.host.as_deref() {
+                    None => String::new(),
+                    Some(host) if host.contains(':') => format!("[{host}]"),
+                    Some(host) => host.to_owned(),
+                };
+                settings.insert(
+                    "redirect".into(),
+                    json!(format!("{host}:{}", redirect.port)),
+                );
+            }
+            settings.insert("userLevel".into(), json!(freedom.user_level));
+            if let Some(timeout) = freedom.timeout {
+                settings.insert("timeout".into(), json!(timeout));
+            }
+            ("freedom", Value::Object(settings))
+        }
+        OutboundSettings::Vmess(vmess) => {
+            let vnext: Vec<Value> = vmess
+                .vnext
+                .iter()
+                .map(|server| {
+                    let users: Vec<Value> = server
+                        .users
+                        .iter()
+                        .map(|user| {
+                            let security = match user.security {
+                                VmessSecurity::Aes128Gcm => "aes-128-gcm",
+                                VmessSecurity::Chacha20Poly1305 => "chacha20-poly1305",
+                                VmessSecurity::None => "none",
+                                VmessSecurity::Auto => "auto",
+                            };
+                            let mut object = Map::new();
+                            object.insert("id".into(), json!(user.id.reveal()));
+                            object.insert("alterId".into(), json!(user.alter_id));
+                            object.insert("security".into(), json!(security));
+                            object.insert("level".into(), json!(user.level));
+                            if let Some(email) = &user.email {
+                                object.insert("email".into(), json!(email));
+                            }
+                            Value::Object(object)
+                        })
+                        .collect();
+                    json!({ "address": server.address, "port": server.port, "users": users })
+                })
+                .collect();
+            ("vmess", json!({ "vnext": vnext }))
+        }
+        OutboundSettings::Blackhole(blackhole) => {
+            let kind = match blackhole.response {
+                BlackholeResponse::None => "none",
+                BlackholeResponse::Http => "http",
+            };
+            ("blackhole", json!({ "response": { "type": kind } }))
+        }
+    };
+    object.insert("protocol".into(), json!(protocol));
+    object.insert("settings".into(), settings);
+    Value::Object(object)
+}
+
+fn routing(routing: &Routing) -> Value {
+    let strategy = match routing.domain_strategy {
+        DomainStrategy::AsIs => "AsIs",
+        DomainStrategy::IpIfNonMatch => "IPIfNonMatch",
+        DomainStrategy::IpOnDemand => "IPOnDemand",
+        DomainStrategy::AlwaysIp => "AlwaysIP",
+    };
+    let rules: Vec<Value> = routing.rules.iter().map(rule).collect();
+    let balancers: Vec<Value> = routing
+        .balancers
+        .iter()
+        .map(|balancer| json!({ "tag": balancer.tag, "selector": balancer.selector }))
+        .collect();
+    json!({ "domainStrategy": strategy, "rules": rules, "balancers": balancers })
+}
+
+fn rule(rule: &Rule) -> Value {
+    let mut object = Map::new();
+    object.insert("type".into(), json!("field"));
+    match &rule.target {
+        RuleTarget::Outbound(tag) => object.insert("outboundTag".into(), json!(tag)),
+        RuleTarget::Balancer(tag) => object.insert("balancerTag".into(), json!(tag)),
+    };
+    let mut list = |key: &str, values: &[String]| {
+        if !values.is_empty() {
+            object.insert(key.into(), json!(values));
+        }
+    };
+    list("domain", &rule.domain);
+    list("ip", &rule.ip);
+    list("source", &rule.source);
+    list("user", &rule.user);
+    list("inboundTag", &rule.inbound_tag);
+    list("protocol", &rule.protocol);
+    if let Some(port) = &rule.port {
+        object.insert("port".into(), json!(port));
+    }
+    if let Some(port) = &rule.source_port {
+        object.insert("sourcePort".into(), json!(port));
+    }
+    if !rule.network.is_empty() {
+        let names: Vec<&str> = rule
+            .network
+            .iter()
+            .map(|network| match network {
+                RuleNetwork::Tcp => "tcp",
+                RuleNetwork::Udp => "udp",
+                RuleNetwork::Unix => "unix",
+                RuleNetwork::Unknown(name) => name.as_str(),
+            })
+            .collect();
+        object.insert("network".into(), json!(names));
+    }
+    if let Some(attrs) = &rule.attrs {
+        object.insert("attrs".into(), json!(attrs));
+    }
+    Value::Object(object)
+}
+
+fn reverse(reverse: &Reverse) -> Value {
+    let bridges: Vec<Value> = reverse
+        .bridges
+        .iter()
+        .map(|bridge| json!({ "tag": bridge.tag, "domain": bridge.domain }))
+        .collect();
+    let portals: Vec<Value> = reverse
+        .portals
+        .iter()
+        .map(|portal| {
+            json!({ "tag": portal.tag, "domain": portal.domain, "controlDomain": portal.control_domain.as_str() })
+        })
+        .collect();
+    json!({ "bridges": bridges, "portals": portals })
+}
+
+fn policy(policy: &Policy) -> Value {
+    let mut levels = Map::new();
+    for (level, values) in &policy.levels {
+        let buffer_kib: i64 = match values.buffer_size {
+            BufferSize::Unlimited => -1,
+            BufferSize::Bytes(bytes) => (bytes / 1024) as i64,
+        };
+        levels.insert(
+            level.to_string(),
+            json!({
+                "handshake": values.handshake.as_secs(),
+                "connIdle": values.conn_idle.as_secs(),
+                "uplinkOnly": values.uplink_only.as_secs(),
+                "downlinkOnly": values.downlink_only.as_secs(),
+                "bufferSize": buffer_kib,
+            }),
+        );
+    }
+    json!({ "levels": levels })
+}
+
+fn rayback(extras: &RaybackExtras) -> Value {
+    let mut object = Map::new();
+    if let Some(metrics) = extras.metrics {
+        object.insert("metrics".into(), json!(metrics.to_string()));
+    }
+    object.insert(
+        "noBridgeWait".into(),
+        json!(extras.no_bridge_wait.as_millis() as u64),
+    );
+    let limits = &extras.limits;
+    object.insert(
+        "limits".into(),
+        json!({
+            "streamsPerConnection": limits.streams_per_connection,
+            "connectionsPerBridge": limits.connections_per_bridge,
+            "unauthenticatedPerSource": limits.unauthenticated_per_source,
+            "streamStallTimeout": limits.stream_stall_timeout.as_secs(),
+            "streamBuffer": limits.stream_buffer,
+        }),
+    );
+    Value::Object(object)
+}

@@ -1,0 +1,620 @@
+//! The typed configuration: what `parse` returns and the app crate consumes.
+//!
+//! Every value here is validated and has V2Ray 4.34's defaults filled in;
+//! the types say which settings exist (protocols are enums, absent optional
+//! values are `None`). This module holds no parsing; `build` fills these
+//! types and `emit` writes them back as V2Ray JSON.
+//!
+//! Routing conditions are kept close to the JSON (normalized string lists):
+//! the `routing` crate compiles domain, IP and port syntax, not this crate.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// A complete configuration after merging all sources.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub log: Log,
+    /// Inbounds in V2Ray's order: deprecated `inbound`, then `inboundDetour`,
+    /// then `inbounds`.
+    pub inbounds: Vec<Inbound>,
+    /// Outbounds in V2Ray's order; the first one is the default outbound.
+    pub outbounds: Vec<Outbound>,
+    pub routing: Routing,
+    pub reverse: Reverse,
+    pub policy: Policy,
+    /// Rayback-only settings (the top-level `rayback` object).
+    pub rayback: RaybackExtras,
+}
+
+impl Config {
+    /// The outbound connections go to when no rule matches: the first
+    /// configured one. `None` when there are none (then a portal, if any,
+    /// becomes the default in V2Ray).
+    pub fn default_outbound(&self) -> Option<&Outbound> {
+        self.outbounds.first()
+    }
+
+    /// The last outbound with `tag` (V2Ray's tag table keeps the last one).
+    pub fn outbound(&self, tag: &str) -> Option<&Outbound> {
+        self.outbounds
+            .iter()
+            .rev()
+            .find(|outbound| outbound.tag.as_deref() == Some(tag))
+    }
+}
+
+// ---------------------------------------------------------------- log
+
+/// The `log` object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log {
+    pub access: LogTarget,
+    pub error: LogTarget,
+    pub level: LogLevel,
+}
+
+impl Default for Log {
+    /// V2Ray's log when the config has no `log` object: no access log,
+    /// errors on the console at `warning`.
+    fn default() -> Log {
+        Log {
+            access: LogTarget::None,
+            error: LogTarget::Console,
+            level: LogLevel::Warning,
+        }
+    }
+}
+
+/// Where a log goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard output.
+    Console,
+    /// Nowhere (`"none"`).
+    None,
+    /// Appended to this file.
+    File(String),
+}
+
+/// The error log's level (`loglevel`); `None` turns both logs off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    None,
+}
+
+// ---------------------------------------------------------------- inbounds
+
+/// One inbound (`inbounds[i]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inbound {
+    /// `None` for an untagged inbound (the JSON had no tag or `""`).
+    pub tag: Option<String>,
+    /// Address to listen on; `None` = every interface.
+    pub listen: Option<IpAddr>,
+    pub port: InboundPort,
+    pub settings: InboundSettings,
+}
+
+/// The `port` of an inbound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboundPort {
+    /// A port or an inclusive range (`"1000-1010"`): one listener per port.
+    Range(PortRange),
+    /// `"env:NAME"`: the port (or range) is read from the environment
+    /// variable NAME when the app starts; see [`InboundPort::resolve`].
+    Env(String),
+}
+
+impl InboundPort {
+    /// The port range, reading `env:NAME` through `lookup` (normally
+    /// `|name| std::env::var(name).ok()`). An unset variable reads as
+    /// empty, which is an invalid port, as in V2Ray.
+    pub fn resolve(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<PortRange, String> {
+        match self {
+            InboundPort::Range(range) => Ok(*range),
+            InboundPort::Env(name) => {
+                let value = lookup(name).unwrap_or_default();
+                crate::reader::parse_port_range_text(&value)
+                    .map_err(|message| format!("environment variable {name}: {message}"))
+            }
+        }
+    }
+}
+
+/// An inclusive port range; `from == to` for a single port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.from == self.to {
+            write!(f, "{}", self.from)
+        } else {
+            write!(f, "{}-{}", self.from, self.to)
+        }
+    }
+}
+
+/// A transport network of a listener or a routed connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Network {
+    Tcp,
+    Udp,
+}
+
+/// Protocol settings of an inbound.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InboundSettings {
+    /// `dokodemo-door`: every accepted connection goes to one destination.
+    DokodemoDoor(DokodemoDoor),
+    /// `vmess`: the VMess server.
+    Vmess(VmessInbound),
+}
+
+/// `dokodemo-door` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DokodemoDoor {
+    /// Destination address (IP or domain). `None`: every connection fails
+    /// unless `follow_redirect` finds the original destination.
+    pub address: Option<String>,
+    /// Destination port (0 is accepted; dialing it fails later).
+    pub port: u16,
+    /// Which listeners to open; also the destination's network. Default TCP.
+    pub network: Vec<Network>,
+    /// Deprecated idle timeout in seconds; 0 = unset. When > 0 and
+    /// `user_level` is 0 it replaces the policy's `connIdle`.
+    pub timeout: u32,
+    /// Use the original destination of a redirected (iptables) connection.
+    pub follow_redirect: bool,
+    /// Policy level of this inbound's connections.
+    pub user_level: u32,
+}
+
+/// `vmess` inbound settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmessInbound {
+    pub clients: Vec<VmessClient>,
+    /// `default`: alterId and level for users created by detour (kept for
+    /// fidelity; Rayback has no detour).
+    pub default: Option<VmessDefault>,
+    /// Reject the legacy (MD5) header and `none`/non-AEAD body security.
+    pub disable_insecure_encryption: bool,
+}
+
+/// One user of a VMess inbound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmessClient {
+    pub id: VmessId,
+    pub level: u32,
+    /// Legacy alter IDs (0 = AEAD only from the client side).
+    pub alter_id: u16,
+    /// Used by routing `user` conditions and logs; unique among clients
+    /// (compared without regard to case).
+    pub email: Option<String>,
+}
+
+/// `default` of a VMess inbound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmessDefault {
+    pub alter_id: u16,
+    pub level: u8,
+}
+
+/// A VMess user ID. `Debug` and `Display` show only its ends
+/// (`2784…4b6b`) so logs never carry the secret; [`VmessId::reveal`] gives
+/// the full hyphenated text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VmessId(pub uuid::Uuid);
+
+impl VmessId {
+    /// The 16 bytes VMess keys are derived from.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    /// The full ID, e.g. for writing the configuration back.
+    pub fn reveal(&self) -> String {
+        self.0.hyphenated().to_string()
+    }
+}
+
+impl fmt::Debug for VmessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for VmessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let text = self.0.simple().encode_lower(&mut buffer);
+        write!(f, "{}…{}", &text[..4], &text[28..])
+    }
+}
+
+// ---------------------------------------------------------------- outbounds
+
+/// One outbound (`outbounds[i]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outbound {
+    /// `None` for an untagged outbound.
+    pub tag: Option<String>,
+    /// Local address to dial from (`sendThrough`).
+    pub send_through: Option<IpAddr>,
+    /// Mux.Cool on this outbound; `None` when absent or disabled by a
+    /// negative concurrency.
+    pub mux: Option<Mux>,
+    pub settings: OutboundSettings,
+}
+
+/// The outbound `mux` object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mux {
+    pub enabled: bool,
+    /// Sessions per connection, 1..=1024 (0 in the JSON means 8).
+    pub concurrency: u16,
+}
+
+/// Protocol settings of an outbound.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutboundSettings {
+    Freedom(Freedom),
+    Vmess(VmessOutbound),
+    Blackhole(Blackhole),
+}
+
+/// `freedom` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Freedom {
+    pub domain_strategy: FreedomDomainStrategy,
+    /// Send every connection here instead of its destination.
+    pub redirect: Option<Redirect>,
+    pub user_level: u32,
+    /// Deprecated idle timeout in seconds (replaces `connIdle` when > 0 and
+    /// `user_level` is 0).
+    pub timeout: Option<u32>,
+}
+
+/// How freedom dials a domain destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreedomDomainStrategy {
+    /// Dial the domain as given (the system resolver picks the address).
+    AsIs,
+    /// Resolve first, then dial one of the addresses.
+    UseIp,
+    UseIpv4,
+    UseIpv6,
+}
+
+/// freedom's `redirect`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// `None` (`":80"`) keeps the original address; so does `0.0.0.0`.
+    pub host: Option<String>,
+    /// 0 keeps the original port.
+    pub port: u16,
+}
+
+/// `vmess` outbound settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmessOutbound {
+    /// Servers; never empty.
+    pub vnext: Vec<VmessServer>,
+}
+
+/// One `vnext` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmessServer {
+    /// IP or domain of the server.
+    pub address: String,
+    pub port: u16,
+    /// Never empty.
+    pub users: Vec<VmessUser>,
+}
+
+/// A user of a VMess outbound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmessUser {
+    pub id: VmessId,
+    pub alter_id: u16,
+    pub security: VmessSecurity,
+    pub level: u32,
+    pub email: Option<String>,
+}
+
+/// Body security a VMess client asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmessSecurity {
+    Aes128Gcm,
+    Chacha20Poly1305,
+    None,
+    /// AES-128-GCM on x86-64/arm64, ChaCha20-Poly1305 elsewhere. Also what
+    /// unknown names (e.g. `"zero"`) mean in 4.34.
+    Auto,
+}
+
+/// `blackhole` settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blackhole {
+    pub response: BlackholeResponse,
+}
+
+/// What a blackhole answers before closing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlackholeResponse {
+    /// Nothing.
+    None,
+    /// A fixed HTTP 403 response.
+    Http,
+}
+
+// ---------------------------------------------------------------- routing
+
+/// The `routing` object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routing {
+    pub domain_strategy: DomainStrategy,
+    /// Top-level `rules` followed by the legacy `settings.rules`.
+    pub rules: Vec<Rule>,
+    pub balancers: Vec<Balancer>,
+}
+
+/// `routing.domainStrategy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DomainStrategy {
+    /// Match what the connection carries (the default, and what unknown
+    /// names mean).
+    #[default]
+    AsIs,
+    /// When no rule matches a domain target, resolve it and try again.
+    IpIfNonMatch,
+    /// Resolve a domain target the first time an `ip` condition needs it.
+    IpOnDemand,
+    /// Accepted by 4.34 but treated like `AsIs` by its router.
+    AlwaysIp,
+}
+
+/// A `"type": "field"` routing rule. Every non-empty condition must match.
+/// Lists hold the JSON strings unchanged (a comma-separated string is split,
+/// not trimmed); their syntax is checked by the `routing` crate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub target: RuleTarget,
+    /// `domain` followed by `domains`.
+    pub domain: Vec<String>,
+    pub ip: Vec<String>,
+    /// `port` as text: `"53,443,1000-2000"`; a JSON number becomes its
+    /// decimal text. `Some("")` is an (effective) condition matching nothing.
+    pub port: Option<String>,
+    pub source_port: Option<String>,
+    /// `network`; a name V2Ray does not know is kept and matches nothing.
+    pub network: Vec<RuleNetwork>,
+    pub source: Vec<String>,
+    pub user: Vec<String>,
+    pub inbound_tag: Vec<String>,
+    pub protocol: Vec<String>,
+    /// Starlark expression over request attributes; `None` when absent or empty.
+    pub attrs: Option<String>,
+}
+
+impl Rule {
+    /// A rule with a target and no conditions (fill the fields you need).
+    pub fn new(target: RuleTarget) -> Rule {
+        Rule {
+            target,
+            domain: Vec::new(),
+            ip: Vec::new(),
+            port: None,
+            source_port: None,
+            network: Vec::new(),
+            source: Vec::new(),
+            user: Vec::new(),
+            inbound_tag: Vec::new(),
+            protocol: Vec::new(),
+            attrs: None,
+        }
+    }
+
+    /// True when at least one condition is present (V2Ray refuses a rule
+    /// without: `this rule has no effective fields`).
+    pub fn has_condition(&self) -> bool {
+        !self.domain.is_empty()
+            || !self.ip.is_empty()
+            || self.port.is_some()
+            || self.source_port.is_some()
+            || !self.network.is_empty()
+            || !self.source.is_empty()
+            || !self.user.is_empty()
+            || !self.inbound_tag.is_empty()
+            || !self.protocol.is_empty()
+            || self.attrs.is_some()
+    }
+}
+
+/// Where a matching rule sends the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleTarget {
+    /// `outboundTag` (an outbound's or a portal's tag).
+    Outbound(String),
+    /// `balancerTag`: one of `routing.balancers`.
+    Balancer(String),
+}
+
+/// A network name in a rule's `network` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleNetwork {
+    Tcp,
+    Udp,
+    Unix,
+    /// Any other name, kept as written; it matches nothing.
+    Unknown(String),
+}
+
+/// A `routing.balancers` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Balancer {
+    pub tag: String,
+    /// Outbound tag prefixes; never empty.
+    pub selector: Vec<String>,
+}
+
+// ---------------------------------------------------------------- reverse
+
+/// The `reverse` object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reverse {
+    pub bridges: Vec<Bridge>,
+    pub portals: Vec<Portal>,
+}
+
+/// A bridge: dials the portal and serves its mux sessions locally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bridge {
+    /// Inbound tag stamped on every connection the bridge originates.
+    pub tag: String,
+    /// Destination domain of the bridge's dial-outs (need not resolve).
+    pub domain: String,
+}
+
+/// A portal: adopts bridge connections and sends public traffic over them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Portal {
+    /// Tag of the outbound the portal registers.
+    pub tag: String,
+    /// Routed connections to exactly this domain are bridge connections.
+    pub domain: String,
+    /// Rayback-only: the control channel's domain.
+    pub control_domain: ControlDomain,
+}
+
+/// Domain of the reverse control channel (mux session 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ControlDomain {
+    /// `reverse.internal.v2ray.com`: V2Ray up to 4.34.
+    #[default]
+    V2Ray,
+    /// `reverse.internal.v2fly.org`: v2fly 4.35 and later.
+    V2Fly,
+}
+
+impl ControlDomain {
+    pub const V2RAY_DOMAIN: &'static str = "reverse.internal.v2ray.com";
+    pub const V2FLY_DOMAIN: &'static str = "reverse.internal.v2fly.org";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlDomain::V2Ray => ControlDomain::V2RAY_DOMAIN,
+            ControlDomain::V2Fly => ControlDomain::V2FLY_DOMAIN,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- policy
+
+/// The `policy` object: per-level limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Configured levels, each complete (unset fields have the defaults).
+    pub levels: BTreeMap<u32, LevelPolicy>,
+}
+
+impl Policy {
+    /// The policy of `level`: its configured values, else the defaults.
+    pub fn level(&self, level: u32) -> LevelPolicy {
+        self.levels.get(&level).copied().unwrap_or_default()
+    }
+}
+
+/// Limits of one user level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LevelPolicy {
+    /// Time allowed for an inbound handshake (V2Ray always uses level 0's).
+    pub handshake: Duration,
+    pub conn_idle: Duration,
+    pub uplink_only: Duration,
+    pub downlink_only: Duration,
+    pub buffer_size: BufferSize,
+}
+
+impl Default for LevelPolicy {
+    /// V2Ray 4.34's defaults: 60 s handshake, 300 s idle, 1 s uplink-only
+    /// and downlink-only, 512 KiB per direction (amd64).
+    fn default() -> LevelPolicy {
+        LevelPolicy {
+            handshake: Duration::from_secs(60),
+            conn_idle: Duration::from_secs(300),
+            uplink_only: Duration::from_secs(1),
+            downlink_only: Duration::from_secs(1),
+            buffer_size: BufferSize::Bytes(512 * 1024),
+        }
+    }
+}
+
+/// Per-direction connection buffer (`bufferSize`, given in KiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferSize {
+    /// A negative `bufferSize`.
+    Unlimited,
+    Bytes(u64),
+}
+
+// ---------------------------------------------------------------- rayback
+
+/// The Rayback-only top-level `rayback` object (V2Ray ignores it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaybackExtras {
+    /// Where to serve Prometheus `/metrics`; `None` = no endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// How long a public connection at a portal waits for a bridge
+    /// connection before it is closed (`noBridgeWait`, ms; default 2000).
+    pub no_bridge_wait: Duration,
+    pub limits: Limits,
+}
+
+impl Default for RaybackExtras {
+    fn default() -> RaybackExtras {
+        RaybackExtras {
+            metrics: None,
+            no_bridge_wait: Duration::from_millis(2000),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// `rayback.limits`: resource caps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent mux sub-streams on one tunnel connection (default 1024).
+    pub streams_per_connection: u32,
+    /// Tunnel connections one bridge keeps at most (default 16).
+    pub connections_per_bridge: u32,
+    /// Connections one source IP may have in the handshake phase (default 64).
+    pub unauthenticated_per_source: u32,
+    /// A sub-stream whose reader makes no progress this long is reset
+    /// (`streamStallTimeout`, seconds; default 30).
+    pub stream_stall_timeout: Duration,
+    /// Bytes buffered per sub-stream and direction (default 262144).
+    pub stream_buffer: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            streams_per_connection: 1024,
+            connections_per_bridge: 16,
+            unauthenticated_per_source: 64,
+            stream_stall_timeout: Duration::from_secs(30),
+            stream_buffer: 262_144,
+        }
+    }
+}
