@@ -1,1 +1,85 @@
-//! Mux.Cool: the frame codec and the client and server session managers.
+//! Mux.Cool, V2Ray 4.34's multiplexer: many sub-streams over one stream.
+//!
+//! Where it sits (DESIGN.md): above `core`, below `reverse` and `app`. The
+//! portal drives a [`MuxClient`] over each bridge connection and the bridge
+//! a [`MuxServer`]; [`MuxOutbound`] and [`serve_mux`] are V2Ray's ordinary
+//! outbound mux and its inbound side. It knows nothing of VMess, routing or
+//! config files: carriers come in as core [`Stream`](rayback_core::Stream)s.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`frame`] | sans-IO frame codec (wire layout table there) |
+//! | [`client`] | [`MuxClient`]: opens sessions (sends `New`) |
+//! | [`server`] | [`MuxServer`], [`SessionHandler`], [`serve_mux`] |
+//! | [`stream`] | [`MuxStream`]: one sub-stream as `AsyncRead + AsyncWrite` |
+//! | [`outbound`] | [`MuxOutbound`]: a pool of client connections behind an `Outbound` |
+//! | [`config`] | buffer bounds, timeouts, limits |
+//!
+//! # One connection, two tasks
+//!
+//! A reader task decodes frames and copies each one's data into the
+//! receive buffer of the sub-stream it names; a writer task writes
+//! everything sub-streams queued since its last write in one write call
+//! (frames of many sub-streams batched together), then flushes. Sub-stream
+//! writes encode frames straight into the shared queue: no allocation and
+//! no channel message per frame.
+//!
+//! # Head-of-line blocking, and what Rayback does about it
+//!
+//! Mux.Cool has no per-stream window or credit (spec §9): a sender may
+//! send any amount for any session, and the only back-pressure is the
+//! carrier's TCP window. A receiver whose consumer of one sub-stream is slow
+//! can therefore only (a) buffer without limit, (b) stop reading the
+//! carrier, which stalls every sub-stream behind the slow one
+//! (head-of-line blocking; what V2Ray does, with 64–512 KiB pipes), or
+//! (c) drop the slow sub-stream.
+//!
+//! Rayback combines (b) and (c) and keeps the wire unchanged:
+//!
+//! * each sub-stream has a bounded receive buffer
+//!   ([`MuxConfig::receive_buffer`], default 256 KiB). A sub-stream that is
+//!   merely slower than the carrier for a moment never blocks the others:
+//!   256 KiB absorbs bursts that V2Ray's 64 KiB outbound pipes do not;
+//! * when that buffer is full, the reader stops reading the carrier
+//!   (memory stays bounded; TCP pushes back on the sender);
+//! * if the buffer stays full for [`MuxConfig::stall_timeout`] (default
+//!   30 s), the stuck sub-stream is ended with End+error and the others
+//!   resume. One stuck consumer costs the others at most that long.
+//!
+//! Anything better (per-stream credit, window updates) would need frames
+//! V2Ray does not know, so it is out of reach while staying compatible. The
+//! memory a connection can hold is at most `receive_buffer` (or one frame,
+//! if larger) per open sub-stream plus about `send_queue` + 64 KiB queued
+//! for the carrier; [`MuxClient::buffered_bytes`] and
+//! [`ServerHandle::buffered_bytes`] report it.
+//!
+//! # Compatibility choices (see each item's docs)
+//!
+//! * `New` is queued at once; first data written before it leaves rides in
+//!   it ([`client`] explains why not V2Ray's 100 ms wait).
+//! * Stream data goes in frames of at most [`MuxConfig::max_frame_data`]
+//!   (16 KiB; V2Ray writes 8 KiB and accepts up to 65535). Datagrams over
+//!   2048 bytes are dropped rather than sent, since V2Ray would kill the
+//!   whole connection on them; Rayback accepts up to 65535 on receive.
+//! * End closes both directions at the peer; locally, `shutdown` sends End
+//!   and still reads until the peer's End ([`stream`] has the table).
+
+pub mod client;
+pub mod config;
+mod conn;
+pub mod error;
+pub mod frame;
+pub mod outbound;
+pub mod server;
+pub mod stream;
+
+pub use client::MuxClient;
+pub use config::{concurrency_from_config, ClientConfig, MuxConfig, ServerConfig};
+pub use error::MuxError;
+pub use frame::{Frame, FrameCodec, FrameKind, SessionId, Status};
+pub use outbound::MuxOutbound;
+pub use server::{
+    is_mux_cool, mux_cool_destination, serve_mux, serve_mux_with, MuxServer, ServerHandle,
+    SessionHandler, MUX_COOL_DOMAIN, MUX_COOL_PORT,
+};
+pub use stream::MuxStream;

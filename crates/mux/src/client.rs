@@ -1,0 +1,152 @@
+//! The mux client: the side that opens sessions (sends `New`). The portal
+//! drives one per bridge connection; [`crate::MuxOutbound`] drives a pool.
+//!
+//! Not here: choosing among clients (the portal's picker, the outbound
+//! pool) — only the introspection they need.
+//!
+//! # When the `New` frame goes out
+//!
+//! V2Ray 4.34 holds a new session's `New` up to 100 ms waiting for the
+//! first data, so that data rides in it. Rayback queues the `New` at once,
+//! and if the session's first data is written before the writer task has
+//! taken the `New` off the queue, the data is merged into it (the same bytes
+//! V2Ray would send). Why: the far end starts dialing the target as soon
+//! as the `New` arrives, so the dial overlaps the client's first bytes, and
+//! a server-speaks-first protocol (SSH, SMTP) gets its greeting without a
+//! 100 ms penalty. The cost, when the first data comes later, is one
+//! data-less `New` (12–40 bytes), which V2Ray itself sends on its timeout.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rayback_core::{Destination, Stream};
+
+use crate::config::ClientConfig;
+use crate::conn::{Connection, Role};
+use crate::error::MuxError;
+use crate::stream::MuxStream;
+
+/// A handle to one client connection. Cheap to clone; the connection's
+/// tasks run on the tokio runtime that was current at [`MuxClient::new`].
+///
+/// Dropping the last handle does not cut open sub-streams: the connection
+/// takes no new session and closes once the last one ends.
+pub struct MuxClient {
+    conn: Arc<Connection>,
+    config: Arc<ClientConfig>,
+}
+
+impl MuxClient {
+    /// Starts a client over `stream` (the carrier: a VMess body, a TCP
+    /// socket). Must be called within a tokio runtime.
+    pub fn new(stream: Stream, config: ClientConfig) -> MuxClient {
+        let conn = Connection::new(Role::Client, config.mux.clone(), usize::MAX);
+        conn.handles.store(1, Ordering::Release);
+        conn.start(stream, None, config.idle_timeout);
+        MuxClient {
+            conn,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Opens a sub-stream toward `destination`. A UDP destination gives a
+    /// packet stream (core packet framing, one datagram per frame). Fails
+    /// with [`MuxError::Closed`] on a closed connection and
+    /// [`MuxError::Full`] when a session limit is reached.
+    pub async fn open(&self, destination: Destination) -> Result<Stream, MuxError> {
+        Ok(Box::new(self.open_stream(&destination)?))
+    }
+
+    /// [`MuxClient::open`] without boxing or awaiting.
+    pub fn open_stream(&self, destination: &Destination) -> Result<MuxStream, MuxError> {
+        self.conn.open(
+            destination,
+            self.config.max_concurrency,
+            self.config.max_total,
+        )
+    }
+
+    /// Sessions open now (the portal's control session included).
+    pub fn active_sessions(&self) -> usize {
+        self.conn.active_sessions()
+    }
+
+    /// Sessions opened over the connection's life.
+    pub fn total_opened(&self) -> u64 {
+        self.conn.total_opened.load(Ordering::Relaxed)
+    }
+
+    /// True when no session can be opened now: closed, or at a limit.
+    pub fn is_full(&self) -> bool {
+        self.is_closed()
+            || self
+                .config
+                .max_concurrency
+                .is_some_and(|max| self.active_sessions() >= max)
+            || self
+                .config
+                .max_total
+                .is_some_and(|max| self.total_opened() >= max)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed() || crate::conn::lock(&self.conn.sessions).closed
+    }
+
+    /// Resolves once the connection is closed (by the peer, an error, idle
+    /// or [`MuxClient::close`]). Cancel-safe.
+    pub async fn closed(&self) {
+        self.conn.closed.cancelled().await;
+    }
+
+    /// Closes the connection now: every sub-stream on it fails.
+    pub fn close(&self) {
+        self.conn.close();
+    }
+
+    /// Bytes buffered for this connection: sub-stream receive buffers plus
+    /// frames waiting for the carrier.
+    pub fn buffered_bytes(&self) -> usize {
+        self.conn.buffered_bytes()
+    }
+
+    /// Why the connection closed, when an error closed it.
+    pub fn close_error(&self) -> Option<io::Error> {
+        close_error(&self.conn)
+    }
+}
+
+pub(crate) fn close_error(conn: &Connection) -> Option<io::Error> {
+    conn.close_error
+        .get()
+        .map(|message| io::Error::new(io::ErrorKind::ConnectionAborted, message.clone()))
+}
+
+impl Clone for MuxClient {
+    fn clone(&self) -> MuxClient {
+        self.conn.handles.fetch_add(1, Ordering::AcqRel);
+        MuxClient {
+            conn: Arc::clone(&self.conn),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl Drop for MuxClient {
+    fn drop(&mut self) {
+        if self.conn.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conn.drain_if_abandoned();
+        }
+    }
+}
+
+impl std::fmt::Debug for MuxClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MuxClient")
+            .field("active_sessions", &self.active_sessions())
+            .field("total_opened", &self.total_opened())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

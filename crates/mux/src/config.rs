@@ -1,0 +1,162 @@
+//! Knobs of a mux connection: buffer bounds, the stall timeout, frame
+//! sizes, session limits. Plain structs with V2Ray-compatible defaults;
+//! no parsing here (the `config` crate turns JSON into these).
+
+use std::time::Duration;
+
+use crate::error::MuxError;
+
+/// V2Ray 4.34 refuses a packet data frame over this many bytes (and kills
+/// the whole connection), so a UDP datagram larger than this is dropped
+/// instead of sent.
+pub const V2RAY_MAX_PACKET: usize = 2048;
+
+/// Outbound mux: a connection takes at most this many sessions over its
+/// life, then closes when idle (V2Ray 4.34's `MaxConnection`).
+pub const OUTBOUND_MAX_TOTAL: u64 = 128;
+
+/// Outbound mux: `concurrency` omitted or 0 means this many.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Outbound mux: the largest `concurrency` V2Ray accepts.
+pub const MAX_CONCURRENCY: usize = 1024;
+
+/// Settings both roles share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MuxConfig {
+    /// Most bytes buffered for one sub-stream whose reader is slower than
+    /// the peer. When a sub-stream's buffer is full the connection stops
+    /// reading (back-pressure; see the crate docs on head-of-line blocking).
+    /// A single frame is always accepted into an empty buffer, so the real
+    /// bound is `max(receive_buffer, one frame)`.
+    pub receive_buffer: usize,
+    /// How long the connection waits for a full sub-stream to make room
+    /// before ending it with End+error, so one stuck reader cannot hold
+    /// every other sub-stream hostage.
+    pub stall_timeout: Duration,
+    /// Bytes of encoded frames queued for the carrier before sub-stream
+    /// writers wait. A write is accepted while the queue is under this
+    /// bound, so it can overshoot by one write (at most 64 KiB).
+    pub send_queue: usize,
+    /// Largest data section Rayback writes in one stream frame (1..=65535).
+    /// V2Ray accepts any 16-bit length on stream sessions and itself writes
+    /// 8 KiB; larger frames cost fewer headers, smaller ones interleave
+    /// sub-streams more finely.
+    pub max_frame_data: usize,
+    /// Largest UDP datagram sent; bigger ones are dropped (and logged).
+    pub max_packet: usize,
+}
+
+impl Default for MuxConfig {
+    fn default() -> MuxConfig {
+        MuxConfig {
+            receive_buffer: 256 * 1024,
+            stall_timeout: Duration::from_secs(30),
+            send_queue: 256 * 1024,
+            max_frame_data: 16 * 1024,
+            max_packet: V2RAY_MAX_PACKET,
+        }
+    }
+}
+
+impl MuxConfig {
+    /// The frame data size actually used: `max_frame_data` kept within
+    /// 1..=65535.
+    pub(crate) fn frame_data(&self) -> usize {
+        self.max_frame_data.clamp(1, u16::MAX as usize)
+    }
+}
+
+/// Settings of the side that sends `New` (portal, outbound mux).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    pub mux: MuxConfig,
+    /// Most sessions open at once; `None` = no limit (the portal).
+    pub max_concurrency: Option<usize>,
+    /// Most sessions over the connection's life; `None` = no limit. Once
+    /// reached the connection takes no new session and closes when idle.
+    pub max_total: Option<u64>,
+    /// The connection closes itself when it has no session at a check made
+    /// this often (V2Ray: every 16 s). `None` = never.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for ClientConfig {
+    /// The portal's client: no limits, V2Ray's 16 s idle check.
+    fn default() -> ClientConfig {
+        ClientConfig {
+            mux: MuxConfig::default(),
+            max_concurrency: None,
+            max_total: None,
+            idle_timeout: Some(Duration::from_secs(16)),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// An outbound mux connection as V2Ray 4.34 runs it: `concurrency`
+    /// sessions at once, 128 over its life, closed when idle at a 16 s check.
+    pub fn outbound(concurrency: usize) -> ClientConfig {
+        ClientConfig {
+            max_concurrency: Some(concurrency),
+            max_total: Some(OUTBOUND_MAX_TOTAL),
+            ..ClientConfig::default()
+        }
+    }
+}
+
+/// Settings of the side that receives `New` (bridge, mux inbound).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub mux: MuxConfig,
+    /// Most sessions open at once; a `New` beyond it is answered with
+    /// End+error. V2Ray has no limit; a 4.34 peer never has more than 1024
+    /// (outbound mux) or a few hundred (portal, which drains after 256)
+    /// open on one connection.
+    pub max_sessions: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            mux: MuxConfig::default(),
+            max_sessions: 4096,
+        }
+    }
+}
+
+/// V2Ray's `"mux": {"concurrency": N}` rule: negative → mux off (`None`),
+/// 0 → 8, 1..=1024 → N, above → error `invalid mux concurrency: N`.
+pub fn concurrency_from_config(value: i64) -> Result<Option<usize>, MuxError> {
+    match value {
+        v if v < 0 => Ok(None),
+        0 => Ok(Some(DEFAULT_CONCURRENCY)),
+        v if v as u64 <= MAX_CONCURRENCY as u64 => Ok(Some(v as usize)),
+        v => Err(MuxError::InvalidConcurrency(v)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_follows_v2ray() {
+        assert_eq!(concurrency_from_config(-1).unwrap(), None);
+        assert_eq!(concurrency_from_config(0).unwrap(), Some(8));
+        assert_eq!(concurrency_from_config(1).unwrap(), Some(1));
+        assert_eq!(concurrency_from_config(1024).unwrap(), Some(1024));
+        let error = concurrency_from_config(1025).unwrap_err();
+        assert_eq!(error.to_string(), "invalid mux concurrency: 1025");
+    }
+
+    #[test]
+    fn frame_data_is_clamped() {
+        let mut config = MuxConfig::default();
+        assert_eq!(config.frame_data(), 16 * 1024);
+        config.max_frame_data = 0;
+        assert_eq!(config.frame_data(), 1);
+        config.max_frame_data = 1 << 20;
+        assert_eq!(config.frame_data(), 65535);
+    }
+}

@@ -1,0 +1,754 @@
+//! One mux connection's shared state and its two driver tasks.
+//!
+//! Both roles use the same machinery; [`Role`] says which frames a side
+//! accepts. Per connection there is
+//!
+//! * a **reader task**: reads the carrier, decodes frames, copies data into
+//!   the receive buffer of the sub-stream it names, waits (up to the stall
+//!   timeout) while that buffer is full, and on the server starts a handler
+//!   task per `New`;
+//! * a **writer task**: takes everything sub-streams have queued (one
+//!   shared buffer of encoded frames), writes it to the carrier in one
+//!   write, flushes, and repeats. Two buffers swap places, so steady
+//!   traffic allocates nothing.
+//!
+//! Not here: the `AsyncRead`/`AsyncWrite` face of a sub-stream
+//! ([`crate::stream`]) and the public handles ([`crate::client`],
+//! [`crate::server`]).
+//!
+//! Lock order: `sessions` → a session's `state` → `send`. No lock is held
+//! across an `.await`.
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rayback_core::{Destination, Network, Stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MuxConfig;
+use crate::error::MuxError;
+use crate::frame::{self, FrameCodec, FrameKind, SessionId};
+use crate::server::SessionHandler;
+use crate::stream::MuxStream;
+
+/// Which end of Mux.Cool a connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Allocates session IDs and sends `New` (portal, outbound mux).
+    Client,
+    /// Accepts `New` (bridge, mux inbound).
+    Server,
+}
+
+/// Bytes the reader asks the carrier for at least.
+const READ_CHUNK: usize = 16 * 1024;
+/// A receive buffer this large is freed (not kept) once it drains, so an
+/// idle sub-stream holds no memory.
+const KEEP_RECEIVE_CAPACITY: usize = 64 * 1024;
+/// A send buffer this large is freed once written.
+const KEEP_SEND_CAPACITY: usize = 64 * 1024;
+/// Most bytes one `poll_write` takes, so the queue's overshoot is bounded.
+pub(crate) const MAX_WRITE: usize = 64 * 1024;
+/// How long a draining connection may take to shut the carrier down.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One sub-stream's state, shared by its [`MuxStream`] and the reader task.
+pub(crate) struct SessionShared {
+    pub(crate) id: SessionId,
+    pub(crate) network: Network,
+    pub(crate) state: Mutex<SessionState>,
+}
+
+#[derive(Default)]
+pub(crate) struct SessionState {
+    /// Received bytes not yet read (packet sessions: core packet framing).
+    pub(crate) recv: RecvBuffer,
+    /// The peer sent End: reads end after `recv` drains, writes fail.
+    pub(crate) remote_ended: bool,
+    /// An End for this session is queued or sent; none is sent again.
+    pub(crate) local_ended: bool,
+    /// Aborted (End+error, stall, replaced ID): reads and writes fail now.
+    pub(crate) reset: Option<io::ErrorKind>,
+    /// The carrying connection died: reads fail once `recv` drains.
+    pub(crate) lost: bool,
+    /// No longer in the connection's map (its ID is free again).
+    pub(crate) detached: bool,
+    /// The sub-stream's reader, waiting for bytes.
+    pub(crate) reader: Option<Waker>,
+    /// The connection's reader task, waiting for room in `recv`.
+    pub(crate) space: Option<Waker>,
+}
+
+/// Encoded frames waiting for the writer task.
+#[derive(Default)]
+pub(crate) struct SendQueue {
+    buf: BytesMut,
+    writer: Option<Waker>,
+    /// Sub-stream writers waiting for the queue to drain.
+    waiting: Vec<Waker>,
+    closed: bool,
+    /// Write out what is queued, shut the carrier down, close.
+    draining: bool,
+    /// The last frame in `buf` is a data-less New for this session, its
+    /// option byte at this offset: the session's first data may still ride
+    /// in it.
+    tail_new: Option<(SessionId, usize)>,
+}
+
+pub(crate) struct Sessions {
+    pub(crate) map: HashMap<SessionId, Arc<SessionShared>>,
+    /// Last allocated ID (client).
+    next_id: SessionId,
+    pub(crate) closed: bool,
+}
+
+pub(crate) struct Connection {
+    pub(crate) role: Role,
+    pub(crate) config: MuxConfig,
+    pub(crate) sessions: Mutex<Sessions>,
+    send: Mutex<SendQueue>,
+    /// Cancelled when the connection is closed, for any reason.
+    pub(crate) closed: CancellationToken,
+    /// Sum of every sub-stream's receive buffer.
+    pub(crate) recv_buffered: AtomicUsize,
+    pub(crate) total_opened: AtomicU64,
+    /// Client handles alive; at zero the connection closes once idle.
+    pub(crate) handles: AtomicUsize,
+    /// Why the connection closed, when it was an error.
+    pub(crate) close_error: OnceLock<String>,
+    /// Server: most sessions open at once.
+    max_sessions: usize,
+}
+
+impl Connection {
+    pub(crate) fn new(role: Role, config: MuxConfig, max_sessions: usize) -> Arc<Connection> {
+        Arc::new(Connection {
+            max_sessions,
+            role,
+            config,
+            sessions: Mutex::new(Sessions {
+                map: HashMap::new(),
+                next_id: 0,
+                closed: false,
+            }),
+            send: Mutex::new(SendQueue::default()),
+            closed: CancellationToken::new(),
+            recv_buffered: AtomicUsize::new(0),
+            total_opened: AtomicU64::new(0),
+            handles: AtomicUsize::new(0),
+            close_error: OnceLock::new(),
+        })
+    }
+
+    /// Splits the carrier and spawns the reader and writer tasks on the
+    /// current runtime.
+    pub(crate) fn start(
+        self: &Arc<Connection>,
+        carrier: Stream,
+        handler: Option<Arc<dyn SessionHandler>>,
+        idle_timeout: Option<Duration>,
+    ) {
+        let (read_half, write_half) = tokio::io::split(carrier);
+        let conn = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                result = conn.read_loop(read_half, handler) => result,
+                () = conn.closed.cancelled() => Ok(()),
+            };
+            match result {
+                Ok(()) => tracing::debug!("mux connection ended by the peer"),
+                Err(error) => {
+                    tracing::debug!(%error, "mux connection failed");
+                    let _ = conn.close_error.set(error.to_string());
+                }
+            }
+            conn.close();
+        });
+        let conn = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                result = conn.write_loop(write_half, idle_timeout) => result,
+                () = conn.closed.cancelled() => Ok(()),
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "mux connection write failed");
+                let _ = conn.close_error.set(error.to_string());
+            }
+            conn.close();
+        });
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    pub(crate) fn active_sessions(&self) -> usize {
+        lock(&self.sessions).map.len()
+    }
+
+    /// Bytes held for this connection: sub-stream receive buffers plus
+    /// frames queued for the carrier.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.recv_buffered.load(Ordering::Relaxed) + lock(&self.send).buf.len()
+    }
+
+    /// Closes at once: every sub-stream fails (after handing out bytes it
+    /// already received), queued frames are dropped, the carrier is
+    /// dropped by the driver tasks.
+    pub(crate) fn close(&self) {
+        let sessions = {
+            let mut sessions = lock(&self.sessions);
+            sessions.closed = true;
+            std::mem::take(&mut sessions.map)
+        };
+        for session in sessions.into_values() {
+            let mut state = lock(&session.state);
+            state.lost = true;
+            state.detached = true;
+            wake(state.reader.take());
+            wake(state.space.take());
+        }
+        let (writer, waiting) = {
+            let mut send = lock(&self.send);
+            send.closed = true;
+            send.buf = BytesMut::new();
+            send.tail_new = None;
+            (send.writer.take(), std::mem::take(&mut send.waiting))
+        };
+        wake(writer);
+        waiting.into_iter().for_each(Waker::wake);
+        self.closed.cancel();
+    }
+
+    /// Writes out what is queued, shuts the carrier down and closes.
+    fn start_draining(&self) {
+        let writer = {
+            let mut send = lock(&self.send);
+            send.draining = true;
+            send.writer.take()
+        };
+        wake(writer);
+    }
+
+    /// Drains if no session is open (checked and decided under one lock, so
+    /// a concurrent `open` either sees the connection closed or keeps it).
+    fn drain_if_idle(&self) -> bool {
+        {
+            let mut sessions = lock(&self.sessions);
+            if !sessions.map.is_empty() {
+                return false;
+            }
+            sessions.closed = true;
+        }
+        self.start_draining();
+        true
+    }
+
+    /// Drains when a client has no handle and no session left.
+    pub(crate) fn drain_if_abandoned(&self) {
+        if self.role == Role::Client && self.handles.load(Ordering::Acquire) == 0 {
+            self.drain_if_idle();
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Sessions
+
+    /// Client: allocates an ID, registers the session and queues its New.
+    pub(crate) fn open(
+        self: &Arc<Connection>,
+        destination: &Destination,
+        max_concurrency: Option<usize>,
+        max_total: Option<u64>,
+    ) -> Result<MuxStream, MuxError> {
+        if let rayback_core::Address::Domain(domain) = &destination.address {
+            if domain.len() > 255 {
+                return Err(MuxError::DomainTooLong(domain.len()));
+            }
+        }
+        let mut sessions = lock(&self.sessions);
+        if sessions.closed {
+            return Err(MuxError::Closed);
+        }
+        let active = sessions.map.len();
+        if max_concurrency.is_some_and(|max| active >= max)
+            || max_total.is_some_and(|max| self.total_opened.load(Ordering::Relaxed) >= max)
+            || active > u16::MAX as usize
+        {
+            return Err(MuxError::Full(active));
+        }
+        // IDs count up from 1 and wrap; one still in use is skipped.
+        let mut id = sessions.next_id.wrapping_add(1);
+        while sessions.map.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        sessions.next_id = id;
+        let session = Arc::new(SessionShared {
+            id,
+            network: destination.network,
+            state: Mutex::new(SessionState::default()),
+        });
+        sessions.map.insert(id, Arc::clone(&session));
+        self.total_opened.fetch_add(1, Ordering::Relaxed);
+        let writer = {
+            let mut send = lock(&self.send);
+            match frame::put_new_header(&mut send.buf, id, destination, None) {
+                Ok(option_at) => send.tail_new = Some((id, option_at)),
+                // Checked above; nothing was written.
+                Err(error) => {
+                    sessions.map.remove(&id);
+                    return Err(error);
+                }
+            }
+            send.writer.take()
+        };
+        drop(sessions);
+        wake(writer);
+        Ok(MuxStream::new(Arc::clone(self), session))
+    }
+
+    /// Forgets `session` if it is still the one registered under its ID.
+    pub(crate) fn remove_session(&self, session: &Arc<SessionShared>) {
+        let mut sessions = lock(&self.sessions);
+        if let Some(current) = sessions.map.get(&session.id) {
+            if Arc::ptr_eq(current, session) {
+                sessions.map.remove(&session.id);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Sending
+
+    /// Queues an End frame (not subject to the queue bound: it is 6 bytes
+    /// and frees resources on both sides).
+    pub(crate) fn queue_end(&self, id: SessionId, error: bool) {
+        let writer = {
+            let mut send = lock(&self.send);
+            if send.closed {
+                return;
+            }
+            frame::put_end(&mut send.buf, id, error);
+            send.tail_new = None;
+            send.writer.take()
+        };
+        wake(writer);
+    }
+
+    /// Queues up to [`MAX_WRITE`] bytes of stream data for session `id`,
+    /// split into frames of at most `max_frame_data`. `Pending` (waker
+    /// registered) while the queue is over its bound.
+    pub(crate) fn poll_send_stream(
+        &self,
+        waker: &Waker,
+        id: SessionId,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let writer = {
+            let mut send = lock(&self.send);
+            if send.closed {
+                return Poll::Ready(Err(connection_closed()));
+            }
+            if send.buf.len() >= self.config.send_queue {
+                register(&mut send.waiting, waker);
+                return Poll::Pending;
+            }
+            let data = &data[..data.len().min(MAX_WRITE)];
+            let frame_data = self.config.frame_data();
+            send.buf
+                .reserve(data.len() + 8 * data.len().div_ceil(frame_data));
+            for chunk in data.chunks(frame_data) {
+                append_data_frame(&mut send, id, chunk);
+            }
+            (send.writer.take(), data.len())
+        };
+        wake(writer.0);
+        Poll::Ready(Ok(writer.1))
+    }
+
+    /// Queues one datagram as one frame. `Pending` while the queue is over
+    /// its bound.
+    pub(crate) fn poll_send_packet(
+        &self,
+        waker: &Waker,
+        id: SessionId,
+        packet: &[u8],
+    ) -> Poll<io::Result<()>> {
+        let writer = {
+            let mut send = lock(&self.send);
+            if send.closed {
+                return Poll::Ready(Err(connection_closed()));
+            }
+            if send.buf.len() >= self.config.send_queue {
+                register(&mut send.waiting, waker);
+                return Poll::Pending;
+            }
+            append_data_frame(&mut send, id, packet);
+            send.writer.take()
+        };
+        wake(writer);
+        Poll::Ready(Ok(()))
+    }
+
+    async fn write_loop(
+        &self,
+        mut carrier: WriteHalf<Stream>,
+        idle_timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let mut batch = BytesMut::new();
+        let idle_check = idle_timeout.filter(|_| self.role == Role::Client);
+        let mut tick = pin!(tokio::time::sleep(
+            idle_check.unwrap_or(Duration::from_secs(86400))
+        ));
+        loop {
+            let next = poll_fn(|cx| {
+                let mut send = lock(&self.send);
+                if !send.buf.is_empty() {
+                    std::mem::swap(&mut send.buf, &mut batch);
+                    send.tail_new = None;
+                    let waiting = std::mem::take(&mut send.waiting);
+                    drop(send);
+                    waiting.into_iter().for_each(Waker::wake);
+                    return Poll::Ready(Some(()));
+                }
+                if send.closed || send.draining {
+                    return Poll::Ready(None);
+                }
+                send.writer = Some(cx.waker().clone());
+                Poll::Pending
+            });
+            tokio::select! {
+                next = next => {
+                    if next.is_none() {
+                        break;
+                    }
+                    carrier.write_all(&batch).await?;
+                    carrier.flush().await?;
+                    if batch.capacity() > KEEP_SEND_CAPACITY {
+                        batch = BytesMut::new();
+                    } else {
+                        batch.clear();
+                    }
+                }
+                () = &mut tick, if idle_check.is_some() => {
+                    if self.drain_if_idle() {
+                        tracing::debug!("mux client idle, closing");
+                    }
+                    if let Some(period) = idle_check {
+                        tick.as_mut().reset(tokio::time::Instant::now() + period);
+                    }
+                }
+            }
+        }
+        if lock(&self.send).draining {
+            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, carrier.shutdown()).await;
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // Receiving
+
+    async fn read_loop(
+        self: &Arc<Connection>,
+        mut carrier: ReadHalf<Stream>,
+        handler: Option<Arc<dyn SessionHandler>>,
+    ) -> Result<(), MuxError> {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut codec = FrameCodec::new();
+        loop {
+            while let Some(frame) = codec.decode_frame(&mut buf)? {
+                let id = frame.session_id;
+                match frame.kind {
+                    FrameKind::New(destination) => match (&handler, self.role) {
+                        (Some(handler), Role::Server) => {
+                            self.accept(id, destination, frame.data, handler).await
+                        }
+                        // A client ignores New (V2Ray discards its data).
+                        _ => tracing::debug!(id, "ignoring new frame sent to a mux client"),
+                    },
+                    FrameKind::Keep => {
+                        if let Some(data) = frame.data {
+                            self.receive(id, data).await;
+                        }
+                    }
+                    FrameKind::End { error } => self.remote_end(id, error),
+                    FrameKind::KeepAlive => {}
+                }
+            }
+            if buf.is_empty() && buf.capacity() > KEEP_RECEIVE_CAPACITY {
+                // A large frame grew the buffer; do not keep that while idle.
+                buf = BytesMut::with_capacity(READ_CHUNK);
+            } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            if carrier.read_buf(&mut buf).await? == 0 {
+                if !buf.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "mux connection ended inside a frame",
+                    )
+                    .into());
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Server: a New frame.
+    async fn accept(
+        self: &Arc<Connection>,
+        id: SessionId,
+        destination: Destination,
+        data: Option<Bytes>,
+        handler: &Arc<dyn SessionHandler>,
+    ) {
+        let session = Arc::new(SessionShared {
+            id,
+            network: destination.network,
+            state: Mutex::new(SessionState::default()),
+        });
+        let replaced = {
+            let mut sessions = lock(&self.sessions);
+            if sessions.closed {
+                return;
+            }
+            if sessions.map.len() >= self.max_sessions && !sessions.map.contains_key(&id) {
+                drop(sessions);
+                tracing::debug!(id, %destination, "refusing mux session over the limit");
+                self.queue_end(id, true);
+                return;
+            }
+            self.total_opened.fetch_add(1, Ordering::Relaxed);
+            sessions.map.insert(id, Arc::clone(&session))
+        };
+        if let Some(old) = replaced {
+            // The peer reused a live ID: V2Ray silently replaces the old
+            // session; we end the old sub-stream locally, without an End
+            // on the wire (that would close the new one).
+            self.abort_local(&old, io::ErrorKind::ConnectionReset);
+        }
+        tracing::debug!(id, %destination, "mux session opened by the peer");
+        let stream: Stream = Box::new(MuxStream::new(Arc::clone(self), Arc::clone(&session)));
+        let handler = Arc::clone(handler);
+        tokio::spawn(async move {
+            if let Err(error) = handler.handle(destination, stream).await {
+                tracing::debug!(id, %error, "mux session handler failed");
+            }
+        });
+        if let Some(data) = data {
+            self.deliver(&session, data).await;
+        }
+    }
+
+    /// Keep with data.
+    async fn receive(&self, id: SessionId, data: Bytes) {
+        let session = lock(&self.sessions).map.get(&id).cloned();
+        match session {
+            Some(session) => self.deliver(&session, data).await,
+            None => {
+                // V2Ray: unknown ID → End (option 0), data discarded.
+                tracing::trace!(id, "data for an unknown mux session");
+                self.queue_end(id, false);
+            }
+        }
+    }
+
+    /// Puts `data` into the session's receive buffer, waiting while it is
+    /// full; ends the session with End+error after the stall timeout.
+    async fn deliver(&self, session: &Arc<SessionShared>, data: Bytes) {
+        if session.network == Network::Tcp && data.is_empty() {
+            return;
+        }
+        let push = poll_fn(|cx| {
+            let mut state = lock(&session.state);
+            if state.detached || state.reset.is_some() || state.lost {
+                return Poll::Ready(());
+            }
+            let framed = data.len()
+                + if session.network == Network::Udp {
+                    2
+                } else {
+                    0
+                };
+            if state.recv.is_empty() || state.recv.len() + framed <= self.config.receive_buffer {
+                if session.network == Network::Udp {
+                    state.recv.push(&(data.len() as u16).to_be_bytes());
+                }
+                state.recv.push(&data);
+                self.recv_buffered.fetch_add(framed, Ordering::Relaxed);
+                wake(state.reader.take());
+                return Poll::Ready(());
+            }
+            state.space = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        let mut push = pin!(push);
+        // The fast path needs no timer.
+        if poll_fn(|cx| Poll::Ready(push.as_mut().poll(cx).is_ready())).await {
+            return;
+        }
+        if tokio::time::timeout(self.config.stall_timeout, push)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                id = session.id,
+                timeout = ?self.config.stall_timeout,
+                "mux sub-stream stalled with a full buffer, ending it"
+            );
+            self.remove_session(session);
+            let send_end = self.abort_local(session, io::ErrorKind::TimedOut);
+            if send_end {
+                self.queue_end(session.id, true);
+            }
+        }
+    }
+
+    /// End received.
+    fn remote_end(&self, id: SessionId, error: bool) {
+        let Some(session) = lock(&self.sessions).map.remove(&id) else {
+            return;
+        };
+        let reply = {
+            let mut state = lock(&session.state);
+            state.detached = true;
+            state.remote_ended = true;
+            if error {
+                state.reset = Some(io::ErrorKind::ConnectionReset);
+                self.recv_buffered
+                    .fetch_sub(state.recv.len(), Ordering::Relaxed);
+                state.recv = RecvBuffer::default();
+            }
+            wake(state.reader.take());
+            wake(state.space.take());
+            !std::mem::replace(&mut state.local_ended, true)
+        };
+        // Normally each side sends one End: answer one we have not sent.
+        if reply {
+            self.queue_end(id, error);
+        }
+        self.drain_if_abandoned();
+    }
+
+    /// Fails a sub-stream now (buffered bytes dropped). Returns whether an
+    /// End still has to be sent for it.
+    fn abort_local(&self, session: &Arc<SessionShared>, kind: io::ErrorKind) -> bool {
+        let mut state = lock(&session.state);
+        state.detached = true;
+        state.reset = Some(kind);
+        self.recv_buffered
+            .fetch_sub(state.recv.len(), Ordering::Relaxed);
+        state.recv = RecvBuffer::default();
+        wake(state.reader.take());
+        wake(state.space.take());
+        !std::mem::replace(&mut state.local_ended, true)
+    }
+
+    /// Reads buffered bytes of `session` into `out`; updates the gauge,
+    /// frees a large drained buffer and wakes a waiting connection reader.
+    pub(crate) fn take_received(&self, state: &mut SessionState, out: &mut tokio::io::ReadBuf<'_>) {
+        let n = state.recv.pop_into(out);
+        self.recv_buffered.fetch_sub(n, Ordering::Relaxed);
+        if state.recv.len() < self.config.receive_buffer {
+            wake(state.space.take());
+        }
+    }
+
+    /// Drops a sub-stream's buffered bytes (its handle is gone).
+    pub(crate) fn discard_received(&self, state: &mut SessionState) {
+        self.recv_buffered
+            .fetch_sub(state.recv.len(), Ordering::Relaxed);
+        state.recv = RecvBuffer::default();
+        wake(state.space.take());
+    }
+}
+
+/// A sub-stream's received bytes: a FIFO over one `Vec` whose front is
+/// consumed by advancing `head`. Space is reclaimed when it empties (or
+/// when a push needs room), and a large allocation is freed once drained,
+/// so an idle sub-stream holds no memory.
+#[derive(Default)]
+pub(crate) struct RecvBuffer {
+    data: Vec<u8>,
+    head: usize,
+}
+
+impl RecvBuffer {
+    pub(crate) fn len(&self) -> usize {
+        self.data.len() - self.head
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.head > 0 && self.data.capacity() - self.data.len() < bytes.len() {
+            self.data.drain(..self.head);
+            self.head = 0;
+        }
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Moves as many bytes as fit into `out`; returns how many.
+    fn pop_into(&mut self, out: &mut tokio::io::ReadBuf<'_>) -> usize {
+        let n = self.len().min(out.remaining());
+        out.put_slice(&self.data[self.head..self.head + n]);
+        self.head += n;
+        if self.head == self.data.len() {
+            self.head = 0;
+            if self.data.capacity() > KEEP_RECEIVE_CAPACITY {
+                self.data = Vec::new();
+            } else {
+                self.data.clear();
+            }
+        }
+        n
+    }
+}
+
+/// Appends one data frame: into the session's still-unsent New when it is
+/// the last frame queued, else as a Keep.
+fn append_data_frame(send: &mut SendQueue, id: SessionId, chunk: &[u8]) {
+    match send.tail_new.take() {
+        Some((new_id, option_at)) if new_id == id => {
+            frame::set_option_data(&mut send.buf, option_at)
+        }
+        _ => {
+            frame::put_short_header(&mut send.buf, id, frame::Status::Keep, frame::OPTION_DATA);
+        }
+    }
+    send.buf.put_u16(chunk.len() as u16);
+    send.buf.extend_from_slice(chunk);
+}
+
+fn register(waiting: &mut Vec<Waker>, waker: &Waker) {
+    if !waiting.iter().any(|w| w.will_wake(waker)) {
+        waiting.push(waker.clone());
+    }
+}
+
+pub(crate) fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+pub(crate) fn connection_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "mux connection closed")
+}

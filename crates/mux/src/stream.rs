@@ -1,0 +1,282 @@
+//! A sub-stream: one Mux.Cool session seen as an `AsyncRead + AsyncWrite`.
+//!
+//! | event | what the sub-stream does |
+//! |---|---|
+//! | `poll_write` (TCP) | copies up to 64 KiB into the connection's send queue as frames of at most `max_frame_data`; `Pending` while the queue is full |
+//! | `poll_write` (UDP) | the caller writes core packet framing (2-byte length + payload); each whole packet becomes one frame; packets over `max_packet` are dropped, as an oversize datagram would be |
+//! | `poll_shutdown` | sends End; the read side stays open until the peer's End (V2Ray answers with one) or until the sub-stream is dropped |
+//! | End received | reads return what is buffered, then EOF; writes fail (`BrokenPipe`) |
+//! | End+error received, stall timeout | reads and writes fail at once (`ConnectionReset`, `TimedOut`) |
+//! | carrier lost or closed | reads return what is buffered, then fail (`ConnectionAborted`); writes fail |
+//! | dropped without shutdown | sends End+error (an abort) |
+//!
+//! Mux.Cool has no half-close (spec §6): an End closes both directions at
+//! the peer. Not here: frames ([`crate::frame`]) and the connection tasks
+//! (the private `conn` module).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use rayback_core::Network;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::conn::{lock, Connection, SessionShared};
+use crate::frame::SessionId;
+
+/// One Mux.Cool session on a connection. A [`rayback_core::Stream`] once
+/// boxed; UDP sessions carry core packet framing.
+pub struct MuxStream {
+    conn: Arc<Connection>,
+    session: Arc<SessionShared>,
+    /// Reassembles packets written in pieces (UDP sessions only).
+    packet: Option<PacketWriter>,
+    shut_down: bool,
+}
+
+/// A packet being written across several `poll_write` calls.
+#[derive(Default)]
+struct PacketWriter {
+    header: [u8; 2],
+    header_len: usize,
+    /// Payload length announced by the header.
+    want: usize,
+    /// Payload bytes taken so far.
+    got: usize,
+    payload: Vec<u8>,
+    /// The packet is over `max_packet`: its bytes are taken and dropped.
+    skip: bool,
+    /// The payload is whole but not yet queued (the queue was full).
+    complete: bool,
+}
+
+impl PacketWriter {
+    fn reset(&mut self) {
+        self.header_len = 0;
+        self.want = 0;
+        self.got = 0;
+        self.payload.clear();
+        self.skip = false;
+        self.complete = false;
+    }
+}
+
+impl MuxStream {
+    pub(crate) fn new(conn: Arc<Connection>, session: Arc<SessionShared>) -> MuxStream {
+        let packet = (session.network == Network::Udp).then(PacketWriter::default);
+        MuxStream {
+            conn,
+            session,
+            packet,
+            shut_down: false,
+        }
+    }
+
+    /// The session's ID on its connection.
+    pub fn session_id(&self) -> SessionId {
+        self.session.id
+    }
+
+    /// TCP: a byte stream; UDP: a packet stream.
+    pub fn network(&self) -> Network {
+        self.session.network
+    }
+
+    /// Fails when the session can no longer send.
+    fn check_writable(&self) -> io::Result<()> {
+        let state = lock(&self.session.state);
+        if let Some(kind) = state.reset {
+            return Err(io::Error::new(kind, "mux session reset"));
+        }
+        if state.lost {
+            return Err(crate::conn::connection_closed());
+        }
+        if state.remote_ended || state.local_ended {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "mux session ended",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues a completed packet, if one waits.
+    fn poll_flush_packet(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(packet) = self.packet.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        if !packet.complete {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self
+            .conn
+            .poll_send_packet(cx.waker(), self.session.id, &packet.payload))?;
+        packet.reset();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_packet(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_flush_packet(cx))?;
+        let max_packet = self.conn.config.max_packet;
+        let id = self.session.id;
+        let Some(packet) = self.packet.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        // Fast path: a whole packet at the start of `buf` is queued straight
+        // from the caller's bytes.
+        if packet.header_len == 0 && buf.len() >= 2 {
+            let len = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+            if buf.len() >= 2 + len {
+                if len > max_packet {
+                    tracing::debug!(id, len, max_packet, "dropping an oversize datagram");
+                    return Poll::Ready(Ok(2 + len));
+                }
+                ready!(self.conn.poll_send_packet(cx.waker(), id, &buf[2..2 + len]))?;
+                return Poll::Ready(Ok(2 + len));
+            }
+        }
+        // Slow path: collect the pieces.
+        let mut consumed = 0;
+        while consumed < buf.len() && !packet.complete {
+            if packet.header_len < 2 {
+                packet.header[packet.header_len] = buf[consumed];
+                packet.header_len += 1;
+                consumed += 1;
+                if packet.header_len == 2 {
+                    packet.want = u16::from_be_bytes(packet.header) as usize;
+                    packet.skip = packet.want > max_packet;
+                    if packet.skip {
+                        tracing::debug!(
+                            id,
+                            len = packet.want,
+                            max_packet,
+                            "dropping an oversize datagram"
+                        );
+                    }
+                } else {
+                    continue;
+                }
+            } else {
+                let take = (packet.want - packet.got).min(buf.len() - consumed);
+                if !packet.skip {
+                    packet
+                        .payload
+                        .extend_from_slice(&buf[consumed..consumed + take]);
+                }
+                packet.got += take;
+                consumed += take;
+            }
+            if packet.got == packet.want {
+                if packet.skip {
+                    packet.reset();
+                } else {
+                    packet.complete = true;
+                }
+            }
+        }
+        // Queue it now if there is room; otherwise it goes at the next
+        // write or flush (the waker is registered either way).
+        if let Poll::Ready(Err(error)) = self.poll_flush_packet(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Poll::Ready(Ok(consumed))
+    }
+}
+
+impl AsyncRead for MuxStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let mut state = lock(&this.session.state);
+        if let Some(kind) = state.reset {
+            return Poll::Ready(Err(io::Error::new(kind, "mux session reset")));
+        }
+        if !state.recv.is_empty() {
+            this.conn.take_received(&mut state, buf);
+            return Poll::Ready(Ok(()));
+        }
+        if state.remote_ended {
+            return Poll::Ready(Ok(()));
+        }
+        if state.lost {
+            return Poll::Ready(Err(crate::conn::connection_closed()));
+        }
+        if state.detached {
+            return Poll::Ready(Ok(()));
+        }
+        state.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for MuxStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check_writable()?;
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.packet.is_some() {
+            return this.poll_write_packet(cx, buf);
+        }
+        this.conn.poll_send_stream(cx.waker(), this.session.id, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Queued frames are written by the connection's writer task as soon
+        // as it runs; there is nothing to wait for here but a packet that
+        // found the queue full.
+        self.get_mut().poll_flush_packet(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_packet(cx))?;
+        if !this.shut_down {
+            this.shut_down = true;
+            let send_end = {
+                let mut state = lock(&this.session.state);
+                let live = !state.detached && state.reset.is_none() && !state.lost;
+                live && !std::mem::replace(&mut state.local_ended, true)
+            };
+            if send_end {
+                this.conn.queue_end(this.session.id, false);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for MuxStream {
+    fn drop(&mut self) {
+        let (attached, send_end) = {
+            let mut state = lock(&self.session.state);
+            self.conn.discard_received(&mut state);
+            let attached = !std::mem::replace(&mut state.detached, true);
+            let live = attached && state.reset.is_none() && !state.lost;
+            (
+                attached,
+                live && !std::mem::replace(&mut state.local_ended, true),
+            )
+        };
+        if attached {
+            self.conn.remove_session(&self.session);
+        }
+        if send_end {
+            // Dropped before shutdown: an abort.
+            self.conn.queue_end(self.session.id, true);
+        }
+        self.conn.drain_if_abandoned();
+    }
+}
