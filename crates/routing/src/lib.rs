@@ -1,1 +1,40 @@
-//! Routing: field rules that turn a session into an outbound tag.
+//! Routing: V2Ray 4.34 field rules that turn a [`Session`] into an
+//! outbound tag.
+//!
+//! The `app` crate fills a [`RoutingSpec`] from the config (raw strings,
+//! no JSON here) and compiles it once with [`Router::new`]; every session
+//! then costs one [`Router::route`] call: pure, synchronous, allocation-free
+//! in the common case, and independent of how many domain rules there are.
+//! This crate does no IO besides reading geo data files at build time, and
+//! no DNS: the caller resolves when the router answers
+//! [`Route::NeedsResolve`].
+//!
+//! ```
+//! use rayback_core::{Address, Destination, Session, Tag};
+//! use rayback_routing::{AssetLocator, Route, Router, RoutingSpec, RuleSpec};
+//!
+//! let mut rule = RuleSpec::outbound("direct");
+//! rule.domain = vec!["domain:example.com".into()];
+//! let spec = RoutingSpec { rules: vec![rule], ..RoutingSpec::default() };
+//! let router = Router::new(&spec, &["direct".into()], &AssetLocator::with_dirs(vec![])).unwrap();
+//! let session = Session::new(Destination::tcp(Address::parse("www.example.com").unwrap(), 443));
+//! assert_eq!(router.route(&session, None), Route::Outbound(Tag::new("direct")));
+//! ```
+//!
+//! [`Session`]: rayback_core::Session
+
+mod domain;
+mod error;
+pub mod geodata;
+mod ip;
+mod port;
+mod router;
+mod spec;
+
+pub use domain::DomainPattern;
+pub use error::RoutingError;
+pub use geodata::AssetLocator;
+pub use ip::{Cidr, IpSet};
+pub use port::PortList;
+pub use router::{Route, Router};
+pub use spec::{BalancerSpec, DomainStrategy, RoutingSpec, RuleSpec, Target};

@@ -1,0 +1,149 @@
+//! What the router is built from: rules, balancers and the domain strategy,
+//! as raw strings the `app` crate copies out of the parsed config.
+//!
+//! These types carry no meaning yet: [`crate::Router::new`] checks and
+//! compiles them. They deliberately mirror V2Ray 4.34's JSON field rule
+//! (`infra/conf/router.go`) so that the config crate's structs map onto
+//! them one field at a time; `routing` itself never sees JSON.
+//!
+//! Presence rules, as in V2Ray: an empty `Vec` means "no such condition";
+//! a non-empty list whose entries are all empty strings (`inboundTag: [""]`)
+//! is a condition that never matches; `port: Some("")` likewise never
+//! matches.
+
+/// Where a matching rule sends the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `outboundTag`: the tag of an outbound handler.
+    Outbound(String),
+    /// `balancerTag`: the tag of a balancer in [`RoutingSpec::balancers`].
+    Balancer(String),
+}
+
+/// One `"type": "field"` rule. All present conditions must hold (AND);
+/// within one condition any entry may match (OR).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSpec {
+    /// `inboundTag`: exact tags; empty strings are dropped.
+    pub inbound_tag: Vec<String>,
+    /// `domain` plus its alias `domains`, concatenated: `full:`, `domain:`,
+    /// `keyword:`, `regexp:`, `dotless:`, `geosite:`, `ext:file:list`,
+    /// `ext-domain:file:list`, or a plain substring.
+    pub domain: Vec<String>,
+    /// `ip`: `a.b.c.d[/n]`, IPv6 `[/n]`, `geoip:CC`, `ext:file:tag`,
+    /// `ext-ip:file:tag`.
+    pub ip: Vec<String>,
+    /// `port`: `"53,443,1000-2000"`. A JSON number `n` is passed as
+    /// `n.to_string()`, except that V2Ray ignores the number 0: pass `""`.
+    pub port: Option<String>,
+    /// `sourcePort`, the same syntax as `port`.
+    pub source_port: Option<String>,
+    /// `network`: `tcp`, `udp`, `unix` (case-insensitive; `unix` and
+    /// unknown names never match a Rayback session).
+    pub network: Vec<String>,
+    /// `source`: the same syntax as `ip`, matched against the source IP.
+    pub source: Vec<String>,
+    /// `user`: exact user emails; empty strings are dropped.
+    pub user: Vec<String>,
+    /// `protocol`: needs sniffing, which Rayback lacks; any entry is an
+    /// error at build time.
+    pub protocol: Vec<String>,
+    /// `attrs`: a Starlark expression over request attributes; needs the
+    /// HTTP inbound, which Rayback lacks; an error at build time.
+    pub attrs: Option<String>,
+    /// `outboundTag` (wins when both are set in JSON) or `balancerTag`.
+    pub target: Target,
+}
+
+impl RuleSpec {
+    /// A rule with no conditions yet, sending matches to outbound `tag`.
+    pub fn outbound(tag: &str) -> RuleSpec {
+        RuleSpec::to(Target::Outbound(tag.to_owned()))
+    }
+
+    /// A rule with no conditions yet, sending matches to balancer `tag`.
+    pub fn balancer(tag: &str) -> RuleSpec {
+        RuleSpec::to(Target::Balancer(tag.to_owned()))
+    }
+
+    fn to(target: Target) -> RuleSpec {
+        RuleSpec {
+            inbound_tag: Vec::new(),
+            domain: Vec::new(),
+            ip: Vec::new(),
+            port: None,
+            source_port: None,
+            network: Vec::new(),
+            source: Vec::new(),
+            user: Vec::new(),
+            protocol: Vec::new(),
+            attrs: None,
+            target,
+        }
+    }
+}
+
+/// A `balancers[]` entry: `selector` entries are prefixes of outbound tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BalancerSpec {
+    pub tag: String,
+    pub selector: Vec<String>,
+}
+
+/// `routing.domainStrategy`: what to do with domain targets and `ip` rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DomainStrategy {
+    /// Match what the session carries; a domain target never matches `ip`.
+    #[default]
+    AsIs,
+    /// When no rule matches a domain target, resolve it and try every rule
+    /// again with its IPs.
+    IpIfNonMatch,
+    /// Resolve a domain target the first time an `ip` condition is
+    /// reached.
+    IpOnDemand,
+}
+
+impl DomainStrategy {
+    /// V2Ray's names, case-insensitive. `AlwaysIP` (and its aliases) and
+    /// any unknown string mean `AsIs`, as in the 4.34 router.
+    pub fn parse(text: &str) -> DomainStrategy {
+        match text.to_ascii_lowercase().as_str() {
+            "ipifnonmatch" | "ip_if_non_match" | "ip-if-non-match" => DomainStrategy::IpIfNonMatch,
+            "ipondemand" | "ip_on_demand" | "ip-on-demand" => DomainStrategy::IpOnDemand,
+            _ => DomainStrategy::AsIs,
+        }
+    }
+}
+
+/// The whole `routing` object, rules in evaluation order (top-level
+/// `rules` first, then the legacy `settings.rules`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutingSpec {
+    pub domain_strategy: DomainStrategy,
+    pub rules: Vec<RuleSpec>,
+    pub balancers: Vec<BalancerSpec>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_domain_strategies_like_v2ray() {
+        let cases = [
+            ("AsIs", DomainStrategy::AsIs),
+            ("IPIfNonMatch", DomainStrategy::IpIfNonMatch),
+            ("ip_if_non_match", DomainStrategy::IpIfNonMatch),
+            ("IP-IF-NON-MATCH", DomainStrategy::IpIfNonMatch),
+            ("IPOnDemand", DomainStrategy::IpOnDemand),
+            ("ip-on-demand", DomainStrategy::IpOnDemand),
+            ("AlwaysIP", DomainStrategy::AsIs),
+            ("", DomainStrategy::AsIs),
+            ("bogus", DomainStrategy::AsIs),
+        ];
+        for (text, want) in cases {
+            assert_eq!(DomainStrategy::parse(text), want, "{text}");
+        }
+    }
+}
