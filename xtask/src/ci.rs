@@ -24,7 +24,14 @@ const STEPS: &[Step] = &[
     Step {
         name: "lints",
         program: "cargo",
-        args: &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        args: &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
         env: &[],
     },
     Step {
@@ -54,7 +61,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
     for step in STEPS {
         let step_started = Instant::now();
-        eprintln!("==> {}: {} {}", step.name, step.program, step.args.join(" "));
+        eprintln!(
+            "==> {}: {} {}",
+            step.name,
+            step.program,
+            step.args.join(" ")
+        );
         let status = Command::new(step.program)
             .args(step.args)
             .envs(step.env.iter().copied())
@@ -69,6 +81,9 @@ pub fn run(args: &[String]) -> Result<()> {
             step_started.elapsed().as_secs_f64()
         );
     }
-    eprintln!("ci: all steps passed in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "ci: all steps passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

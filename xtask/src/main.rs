@@ -4,13 +4,16 @@
 //! | command | what it does |
 //! |---|---|
 //! | `ci` | the whole gate: format, lints, docs, every test (interop with the real v2ray included), the demo once |
+//! | `bench [--quick] [--runs N] [--only SETUP,...]` | the end-to-end benchmark: Rayback, v2ray, rathole and no tunnel under iperf3, wrk and curl; writes `target/bench/results.md` and `chart.svg` |
 //! | `demo [--once]` | a web server, a bridge and a portal on loopback from the seed configs, and a request through them |
 //!
 //! It is not part of the product: it builds and runs the binaries, the
 //! real `v2ray`, tests and benchmarks.
 
+mod bench;
 mod ci;
 mod demo;
+mod web;
 
 use anyhow::{bail, Result};
 
@@ -19,10 +22,11 @@ fn main() -> Result<()> {
     let command = args.next().unwrap_or_default();
     let rest: Vec<String> = args.collect();
     match command.as_str() {
+        "bench" => bench::run(&rest),
         "ci" => ci::run(&rest),
         "demo" => demo::run(&rest),
         "" | "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci | demo [--once]>");
+            println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...]>");
             Ok(())
         }
         other => bail!("unknown xtask command {other:?}; try `cargo xtask help`"),

@@ -39,7 +39,8 @@ pub async fn serve(port: u16) -> Result<SocketAddr> {
                         let response = match body {
                             Some(body) => Response::new(Full::new(body)),
                             None => {
-                                let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+                                let mut response =
+                                    Response::new(Full::new(Bytes::from_static(b"not found\n")));
                                 *response.status_mut() = hyper::StatusCode::NOT_FOUND;
                                 response
                             }

@@ -32,7 +32,13 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
 #[test]
 fn crates_depend_only_down_the_picture() {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .current_dir(workspace_root())
         .output()
         .expect("cargo metadata runs");
@@ -42,7 +48,12 @@ fn crates_depend_only_down_the_picture() {
     let mut folder_of = BTreeMap::new();
     for package in metadata["packages"].as_array().unwrap() {
         let manifest = PathBuf::from(package["manifest_path"].as_str().unwrap());
-        let dir = manifest.parent().unwrap().strip_prefix(&root).unwrap().to_path_buf();
+        let dir = manifest
+            .parent()
+            .unwrap()
+            .strip_prefix(&root)
+            .unwrap()
+            .to_path_buf();
         folder_of.insert(package["name"].as_str().unwrap().to_owned(), dir);
     }
     let allowed = allowed();
@@ -51,7 +62,10 @@ fn crates_depend_only_down_the_picture() {
     for package in metadata["packages"].as_array().unwrap() {
         let name = package["name"].as_str().unwrap();
         let dir = &folder_of[name];
-        let parts: Vec<String> = dir.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let parts: Vec<String> = dir
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         for dependency in package["dependencies"].as_array().unwrap() {
             if dependency["kind"].as_str() == Some("dev") {
                 continue;
@@ -66,8 +80,10 @@ fn crates_depend_only_down_the_picture() {
             let Some(target_dir) = folder_of.get(target) else {
                 continue;
             };
-            let target_parts: Vec<String> =
-                target_dir.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            let target_parts: Vec<String> = target_dir
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
             checked += 1;
             match parts[0].as_str() {
                 "crates" => {

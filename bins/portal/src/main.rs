@@ -1,1 +1,8 @@
-fn main() {}
+//! The Rayback portal: runs a V2Ray configuration that holds `reverse.portals`.
+//!
+//! Thin by design: flags, configuration and the run loop live in
+//! `rayback_app`, shared with the other binary.
+
+fn main() -> std::process::ExitCode {
+    rayback_app::cli::main(rayback_app::Role::Portal)
+}

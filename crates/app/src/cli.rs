@@ -114,7 +114,11 @@ impl Args {
                 "log-format" => match value("text or json")?.as_str() {
                     "json" => parsed.json_logs = true,
                     "text" => parsed.json_logs = false,
-                    other => return Err(UsageError(format!("--log-format {other:?}: expected text or json"))),
+                    other => {
+                        return Err(UsageError(format!(
+                            "--log-format {other:?}: expected text or json"
+                        )))
+                    }
                 },
                 _ => return Err(UsageError(format!("unknown flag {arg:?}"))),
             }
@@ -198,13 +202,15 @@ pub fn load(role: Role, args: &Args) -> Result<Config, String> {
     }
     let config = loaded.config;
     if !role.holds(&config) {
-        return Err(format!(
-            "this configuration has no {needs}: it is not a {name} configuration \
+        // Not an error: any V2Ray configuration within Rayback's protocols
+        // runs under either binary; the note says why no tunnel will form.
+        eprintln!(
+            "note: this configuration has no {needs}, so this {name} runs it as a plain proxy \
              (a {name} needs `\"reverse\": {{\"{list}\": [{{\"tag\": …, \"domain\": …}}]}}`)",
             needs = role.needs(),
             name = role.name(),
             list = role.needs().trim_start_matches("reverse."),
-        ));
+        );
     }
     crate::check(&config).map_err(|error| format!("{error:#}"))?;
     Ok(config)
@@ -230,7 +236,10 @@ pub fn main(role: Role) -> ExitCode {
     let config = match load(role, &args) {
         Ok(config) => config,
         Err(message) => {
-            eprintln!("{}: failed to load the configuration:\n{message}", role.name());
+            eprintln!(
+                "{}: failed to load the configuration:\n{message}",
+                role.name()
+            );
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
@@ -257,7 +266,16 @@ mod tests {
 
     #[test]
     fn takes_v2ray_flags_in_every_form() {
-        let args = parse(&["-config", "a.json", "-c=b.json", "--config", "c.toml", "-test", "--format=toml"]).unwrap();
+        let args = parse(&[
+            "-config",
+            "a.json",
+            "-c=b.json",
+            "--config",
+            "c.toml",
+            "-test",
+            "--format=toml",
+        ])
+        .unwrap();
         assert_eq!(args.configs, ["a.json", "b.json", "c.toml"]);
         assert!(args.test);
         assert_eq!(args.format, Some(Format::Toml));

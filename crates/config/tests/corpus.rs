@@ -72,7 +72,7 @@ fn check_rayback(
 ) -> Result<(), String> {
     let fragment = case.message.as_deref().unwrap_or("");
     match (case.rayback.as_str(), result) {
-        ("ok" | "routing-level", Ok(loaded)) => {
+        ("ok" | "routing-level" | "routing-unsupported", Ok(loaded)) => {
             if fragment.is_empty() {
                 return Ok(());
             }
@@ -89,7 +89,7 @@ fn check_rayback(
                 ))
             }
         }
-        ("ok" | "routing-level", Err(error)) => Err(format!("expected to load, got: {error}")),
+        ("ok" | "routing-level" | "routing-unsupported", Err(error)) => Err(format!("expected to load, got: {error}")),
         (verdict @ ("invalid" | "syntax" | "unsupported"), Err(error)) => {
             let shown = error.to_string();
             if !shown.starts_with(&case.file) && !shown.contains(&format!("/{}", case.file)) {
@@ -134,7 +134,7 @@ fn corpus_verdicts_hold_for_v2ray_and_rayback() {
             "ok" => case.v2ray == "ok",
             "invalid" | "syntax" => case.v2ray != "ok" || case.file.starts_with("rayback-"),
             "routing-level" => case.v2ray == "exit23",
-            "unsupported" => true,
+            "unsupported" | "routing-unsupported" => true,
             _ => false,
         };
         if !consistent {

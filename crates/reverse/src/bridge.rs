@@ -73,15 +73,24 @@ struct Liveness {
 struct Worker {
     server: ServerHandle,
     liveness: Arc<Liveness>,
+    dialled: Instant,
 }
 
 impl Worker {
-    fn is_active(&self, heartbeat_timeout: Duration) -> bool {
-        if self.server.is_closed() || self.liveness.draining.load(Ordering::Relaxed) {
-            return false;
-        }
-        let last = *self.liveness.last_control.lock().expect("not poisoned");
-        !last.is_some_and(|last| last.elapsed() > heartbeat_timeout)
+    /// When the portal last spoke on the control session, if ever.
+    fn last_heard(&self) -> Option<Instant> {
+        *self.liveness.last_control.lock().expect("not poisoned")
+    }
+
+    /// Closed, or silent for `heartbeat_timeout` (counting from the dial
+    /// when the portal never spoke).
+    fn is_dead(&self, heartbeat_timeout: Duration) -> bool {
+        let since = self.last_heard().unwrap_or(self.dialled);
+        self.server.is_closed() || since.elapsed() > heartbeat_timeout
+    }
+
+    fn is_draining(&self) -> bool {
+        self.liveness.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -97,7 +106,11 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(settings: BridgeSettings, dispatch: Arc<dyn Dispatch>, tracker: TaskTracker) -> Bridge {
+    pub fn new(
+        settings: BridgeSettings,
+        dispatch: Arc<dyn Dispatch>,
+        tracker: TaskTracker,
+    ) -> Bridge {
         Bridge {
             settings,
             dispatch,
@@ -120,31 +133,51 @@ impl Bridge {
     /// open sessions to the tracker (they end with their connections).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut workers: Vec<Worker> = Vec::new();
+        // Dials that failed, or tunnels that died before the portal ever
+        // spoke on them, in a row: they set the backoff.
         let mut failures = 0u32;
+        let mut next_dial = Instant::now();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timeout = self.settings.heartbeat_timeout;
+            let mut died_unheard = false;
             workers.retain(|worker| {
-                let active = worker.is_active(timeout);
-                if !active && !worker.server.is_closed() && !worker.liveness.draining.load(Ordering::Relaxed) {
-                    tracing::warn!(bridge = %self.settings.tag, "tunnel connection silent for {timeout:?}; closing it");
-                    worker.server.close();
+                if worker.is_dead(timeout) {
+                    if !worker.server.is_closed() {
+                        tracing::warn!(bridge = %self.settings.tag, "tunnel connection silent for {timeout:?}; closing it");
+                        worker.server.close();
+                    }
+                    died_unheard |= worker.last_heard().is_none();
+                    return false;
                 }
-                active
+                // A drained connection keeps serving its sessions; it just
+                // no longer counts (the portal closes it when they end).
+                !worker.is_draining()
             });
+            if died_unheard {
+                failures = failures.saturating_add(1);
+                next_dial = Instant::now() + self.backoff(failures);
+            } else if workers.iter().any(|worker| worker.last_heard().is_some()) {
+                failures = 0;
+            }
             *self.connections.lock().expect("not poisoned") = workers.len();
             let sessions: usize = workers.iter().map(|w| w.server.active_sessions()).sum();
-            let wanted = workers.is_empty()
-                || sessions / workers.len() > SESSIONS_PER_CONNECTION;
+            let wanted = workers.is_empty() || sessions / workers.len() > SESSIONS_PER_CONNECTION;
             if wanted && workers.len() < self.settings.max_connections {
+                if Instant::now() < next_dial {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next_dial) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    continue;
+                }
                 let dial = tokio::select! {
                     dial = self.dial() => dial,
                     () = shutdown.cancelled() => return,
                 };
                 match dial {
                     Ok(worker) => {
-                        failures = 0;
                         workers.push(worker);
                         *self.connections.lock().expect("not poisoned") = workers.len();
                         tracing::info!(bridge = %self.settings.tag, connections = workers.len(), "tunnel connection up");
@@ -152,22 +185,12 @@ impl Bridge {
                     Err(error) => {
                         failures = failures.saturating_add(1);
                         let delay = self.backoff(failures);
+                        next_dial = Instant::now() + delay;
                         tracing::warn!(bridge = %self.settings.tag, "dialling the portal failed: {error}; retrying in {delay:?}");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = shutdown.cancelled() => return,
-                        }
                     }
                 }
-                // Look again at once: more may be needed, or the new one may
-                // have died already.
-                if !workers.is_empty() {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        () = self.worker_ended.notified() => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
+                // Look again at once: under load more may be needed now
+                // (V2Ray adds one per 2 s tick; Rayback catches up at once).
                 continue;
             }
             tokio::select! {
@@ -213,7 +236,11 @@ impl Bridge {
             watched.closed().await;
             ended.notify_one();
         });
-        Ok(Worker { server, liveness })
+        Ok(Worker {
+            server,
+            liveness,
+            dialled: Instant::now(),
+        })
     }
 }
 

@@ -193,8 +193,14 @@ mod tests {
             Control::decode(&[0x9a, 0x06, 0x05, 1]),
             Err(ControlError::Truncated)
         );
-        assert_eq!(Control::decode(&[0x0f]), Err(ControlError::UnknownWireType(7)));
-        assert_eq!(Control::decode(&[0x80; 11]), Err(ControlError::VarintTooLong));
+        assert_eq!(
+            Control::decode(&[0x0f]),
+            Err(ControlError::UnknownWireType(7))
+        );
+        assert_eq!(
+            Control::decode(&[0x80; 11]),
+            Err(ControlError::VarintTooLong)
+        );
         // Every byte string up to 3 bytes long decodes or errs, never panics.
         for a in 0..=255u8 {
             for b in 0..=255u8 {

@@ -160,7 +160,10 @@ impl Portal {
             peer: session.source,
             since: Instant::now(),
         });
-        self.workers.lock().expect("not poisoned").push(worker.clone());
+        self.workers
+            .lock()
+            .expect("not poisoned")
+            .push(worker.clone());
         self.adopted.notify_waiters();
         tracing::info!(portal = %self.settings.tag, peer = ?session.source, "bridge connection adopted");
 

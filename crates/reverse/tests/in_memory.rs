@@ -74,7 +74,9 @@ impl Dispatch for BridgeRouter {
         let portal = self.portal.clone();
         let adopted = Session::new(session.destination.clone());
         tokio::spawn(async move {
-            let _ = portal.handle(adopted, Box::new(portal_end), &Policy::default()).await;
+            let _ = portal
+                .handle(adopted, Box::new(portal_end), &Policy::default())
+                .await;
         });
         Ok(Box::new(bridge_end))
     }
@@ -83,7 +85,10 @@ impl Dispatch for BridgeRouter {
 fn settings() -> (PortalSettings, BridgeSettings) {
     let mut portal = PortalSettings::new(Tag::new("portal"), DOMAIN.into());
     portal.no_bridge_wait = Duration::from_millis(300);
-    (portal, BridgeSettings::new(Tag::new("bridge"), DOMAIN.into()))
+    (
+        portal,
+        BridgeSettings::new(Tag::new("bridge"), DOMAIN.into()),
+    )
 }
 
 async fn echo_through(portal: &Portal, target: Destination, data: &[u8]) -> io::Result<Vec<u8>> {
@@ -150,7 +155,10 @@ async fn without_a_bridge_a_public_stream_fails_after_the_wait() {
     };
     assert_eq!(error.kind(), io::ErrorKind::NotConnected);
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -160,11 +168,17 @@ async fn a_dead_tunnel_is_replaced_and_never_picked() {
         let (portal_settings, bridge_settings) = settings();
         let portal = Arc::new(Portal::new(portal_settings));
         let router = BridgeRouter::new(portal.clone(), echo);
-        let bridge = Arc::new(Bridge::new(bridge_settings, router.clone(), TaskTracker::new()));
+        let bridge = Arc::new(Bridge::new(
+            bridge_settings,
+            router.clone(),
+            TaskTracker::new(),
+        ));
         let shutdown = CancellationToken::new();
         tokio::spawn(bridge.clone().run(shutdown.clone()));
         let target = Destination::tcp(Address::Ipv4([127, 0, 0, 1].into()), 9);
-        let got = echo_through(&portal, target.clone(), b"first").await.unwrap();
+        let got = echo_through(&portal, target.clone(), b"first")
+            .await
+            .unwrap();
         assert_eq!(got, b"first");
 
         // Cut the tunnel: the bridge redials at once and the portal must

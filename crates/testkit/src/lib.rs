@@ -47,32 +47,38 @@ pub fn v2ray_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/v2ray"))
 }
 
-/// A running real `v2ray`, killed (by PID) when dropped.
-pub struct V2Ray {
+/// A child process with its config in a temporary directory, killed (by
+/// PID) when dropped.
+pub struct Daemon {
     child: Child,
     _dir: TempDir,
 }
 
-impl V2Ray {
-    /// Starts `v2ray -config <file>` with `config` written to a temporary
-    /// file. Waits for each of `ready_ports` (127.0.0.1) to accept.
-    pub async fn start(config: &serde_json::Value, ready_ports: &[u16]) -> Result<V2Ray> {
-        let dir = TempDir::new("v2ray")?;
-        let path = dir.path.join("config.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
-        let child = Command::new(v2ray_path())
+impl Daemon {
+    /// Starts `program -config <dir>/<file_name>` with `config` written
+    /// there, then waits for each of `ready_ports` on 127.0.0.1.
+    pub async fn start(
+        program: &std::path::Path,
+        config: &str,
+        file_name: &str,
+        ready_ports: &[u16],
+    ) -> Result<Daemon> {
+        let dir = TempDir::new("daemon")?;
+        let path = dir.path.join(file_name);
+        std::fs::write(&path, config)?;
+        let child = Command::new(program)
             .arg("-config")
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {}", v2ray_path().display()))?;
-        let v2ray = V2Ray { child, _dir: dir };
+            .with_context(|| format!("starting {}", program.display()))?;
+        let daemon = Daemon { child, _dir: dir };
         for port in ready_ports {
             wait_for_port(SocketAddr::from(([127, 0, 0, 1], *port))).await?;
         }
-        Ok(v2ray)
+        Ok(daemon)
     }
 
     pub fn pid(&self) -> u32 {
@@ -80,10 +86,32 @@ impl V2Ray {
     }
 }
 
-impl Drop for V2Ray {
+impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A running real `v2ray`, killed (by PID) when dropped.
+pub struct V2Ray(Daemon);
+
+impl V2Ray {
+    /// Starts `v2ray -config <file>` with `config` written to a temporary
+    /// file. Waits for each of `ready_ports` (127.0.0.1) to accept.
+    pub async fn start(config: &serde_json::Value, ready_ports: &[u16]) -> Result<V2Ray> {
+        V2Ray::start_text(&serde_json::to_string_pretty(config)?, ready_ports).await
+    }
+
+    /// Like [`V2Ray::start`], with the config as text (comments allowed).
+    pub async fn start_text(config: &str, ready_ports: &[u16]) -> Result<V2Ray> {
+        Ok(V2Ray(
+            Daemon::start(&v2ray_path(), config, "config.json", ready_ports).await?,
+        ))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.pid()
     }
 }
 
@@ -176,4 +204,258 @@ pub async fn exchange(addr: SocketAddr, data: &[u8], timeout: Duration) -> Resul
     })
     .await
     .with_context(|| format!("exchange with {addr} took over {timeout:?}"))?
+}
+
+/// The repository's root (testkit sits in `crates/testkit`).
+pub fn workspace_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/testkit is two levels below the root")
+        .to_path_buf()
+}
+
+/// Ports for the seed page's reverse proxy on loopback.
+#[derive(Clone, Copy, Debug)]
+pub struct SeedPorts {
+    /// The portal's public (dokodemo-door) port; the page's 80.
+    pub public: u16,
+    /// The portal's VMess port for the bridge; the page's 1024.
+    pub tunnel: u16,
+    /// The web server beside the bridge; the page's 127.0.0.1:80.
+    pub service: u16,
+}
+
+impl SeedPorts {
+    pub fn free() -> SeedPorts {
+        SeedPorts {
+            public: free_port(),
+            tunnel: free_port(),
+            service: free_port(),
+        }
+    }
+}
+
+fn replace_once(text: &str, from: &str, to: &str, file: &str) -> Result<String> {
+    let count = text.matches(from).count();
+    if count != 1 {
+        bail!("{file}: expected {from:?} once, found it {count} times");
+    }
+    Ok(text.replacen(from, to, 1))
+}
+
+/// The seed page's bridge and portal configurations from
+/// `config-examples/seed/` (legacy form, comments kept), with only ports
+/// moved and the portal's listeners bound to 127.0.0.1.
+pub fn seed_configs(ports: SeedPorts) -> Result<(String, String)> {
+    let dir = workspace_root().join("config-examples/seed");
+    let bridge = std::fs::read_to_string(dir.join("bridge.json"))?;
+    let portal = std::fs::read_to_string(dir.join("portal.json"))?;
+    let bridge = replace_once(
+        &bridge,
+        "\"redirect\": \"127.0.0.1:80\"",
+        &format!("\"redirect\": \"127.0.0.1:{}\"", ports.service),
+        "bridge.json",
+    )?;
+    let bridge = replace_once(
+        &bridge,
+        "\"port\": 1024,",
+        &format!("\"port\": {},", ports.tunnel),
+        "bridge.json",
+    )?;
+    let portal = replace_once(
+        &portal,
+        "\"port\": 80,\n      \"protocol\": \"dokodemo-door\"",
+        &format!(
+            "\"listen\": \"127.0.0.1\", \"port\": {},\n      \"protocol\": \"dokodemo-door\"",
+            ports.public
+        ),
+        "portal.json",
+    )?;
+    let portal = replace_once(
+        &portal,
+        "\"port\": 1024,",
+        &format!("\"listen\": \"127.0.0.1\", \"port\": {},", ports.tunnel),
+        "portal.json",
+    )?;
+    Ok((bridge, portal))
+}
+
+/// The page a [`backend`] serves for `GET`.
+pub const BACKEND_PAGE: &[u8] = b"hello from the backend beside the bridge\n";
+
+/// A backend on 127.0.0.1 (port 0) that answers a connection starting with
+/// `GET ` as a tiny HTTP/1.1 server (one response, then close) and echoes
+/// anything else (half-close respected). Runs until the runtime ends.
+pub async fn backend() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve_backend(socket));
+        }
+    });
+    Ok(addr)
+}
+
+async fn serve_backend(mut socket: TcpStream) -> Result<()> {
+    let mut first = [0u8; 4];
+    let mut have = 0;
+    while have < 4 {
+        let read = socket.read(&mut first[have..]).await?;
+        if read == 0 {
+            socket.write_all(&first[..have]).await?;
+            return Ok(socket.shutdown().await?);
+        }
+        have += read;
+    }
+    if &first == b"GET " {
+        let mut request = first.to_vec();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+            let read = socket.read(&mut buf).await?;
+            if read == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..read]);
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            BACKEND_PAGE.len()
+        );
+        socket.write_all(head.as_bytes()).await?;
+        socket.write_all(BACKEND_PAGE).await?;
+        return Ok(socket.shutdown().await?);
+    }
+    socket.write_all(&first).await?;
+    let (mut reader, mut writer) = socket.split();
+    tokio::io::copy(&mut reader, &mut writer).await?;
+    Ok(writer.shutdown().await?)
+}
+
+/// One `GET /` on a new connection; returns the status code and body. Like
+/// curl or a browser it reads `Content-Length` bytes of body and is done,
+/// without waiting for the server to close (a V2Ray portal holds the
+/// public connection open for its `uplinkOnly` second after the response).
+pub async fn http_get(addr: SocketAddr, timeout: Duration) -> Result<(u16, Vec<u8>)> {
+    tokio::time::timeout(timeout, async {
+        let mut socket = TcpStream::connect(addr).await?;
+        socket
+            .write_all(
+                format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await?;
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&response[..end]).into_owned();
+                let code: u16 = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|code| code.parse().ok())
+                    .with_context(|| format!("no status in {head:?}"))?;
+                let length = head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                });
+                let body_start = end + 4;
+                match length {
+                    Some(length) if response.len() >= body_start + length => {
+                        return anyhow::Ok((
+                            code,
+                            response[body_start..body_start + length].to_vec(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            let read = socket.read(&mut buf).await?;
+            if read == 0 {
+                bail!(
+                    "the connection closed after {} bytes, before a complete response",
+                    response.len()
+                );
+            }
+            response.extend_from_slice(&buf[..read]);
+        }
+    })
+    .await
+    .with_context(|| format!("GET from {addr} took over {timeout:?}"))?
+}
+
+/// Sends `data` on a new connection to `addr` while reading the same
+/// number of bytes back, then closes. Unlike [`exchange`] it does not
+/// half-close first: V2Ray's Mux.Cool has no half-close, so a request/
+/// response client through a V2Ray node must keep its write side open
+/// until the answer is in.
+pub async fn exchange_exact(addr: SocketAddr, data: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+    tokio::time::timeout(timeout, async {
+        let socket = TcpStream::connect(addr).await?;
+        let (mut reader, mut writer) = socket.into_split();
+        let data = data.to_vec();
+        let len = data.len();
+        let sender = tokio::spawn(async move {
+            writer.write_all(&data).await?;
+            anyhow::Ok(writer)
+        });
+        let mut received = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            let read = reader.read(&mut received[filled..]).await?;
+            if read == 0 {
+                break;
+            }
+            filled += read;
+        }
+        received.truncate(filled);
+        let mut writer = sender.await??;
+        writer.shutdown().await?;
+        anyhow::Ok(received)
+    })
+    .await
+    .with_context(|| format!("exchange with {addr} took over {timeout:?}"))?
+}
+
+/// `connections` concurrent echo exchanges of `size` seeded bytes each
+/// through `addr`; fails unless every one comes back intact. Seeds start
+/// at `seed`.
+pub async fn echo_many(
+    addr: SocketAddr,
+    connections: usize,
+    size: usize,
+    seed: u64,
+    timeout: Duration,
+) -> Result<()> {
+    let mut tasks = Vec::new();
+    for index in 0..connections {
+        tasks.push(tokio::spawn(async move {
+            let data = seeded_bytes(seed + index as u64, size);
+            let got = exchange_exact(addr, &data, timeout).await?;
+            if got.len() != data.len() || sha256_hex(&got) != sha256_hex(&data) {
+                bail!(
+                    "connection {index}: sent {} bytes, got {} back, hashes differ",
+                    data.len(),
+                    got.len()
+                );
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let mut failures = Vec::new();
+    for task in tasks {
+        if let Err(error) = task.await? {
+            failures.push(format!("{error:#}"));
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {connections} echoes failed: {}",
+            failures.len(),
+            failures.join("; ")
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,150 @@
+//! Shared pieces of the binaries' end-to-end tests: start Rayback or the
+//! real v2ray as bridge or portal from the seed configs, and wait for the
+//! tunnel to serve.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use rayback_testkit::{http_get, seed_configs, Daemon, SeedPorts, V2Ray, BACKEND_PAGE};
+
+/// Which implementation plays a role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Rayback,
+    V2Ray,
+}
+
+/// A running bridge or portal of either kind, stopped (by PID) on drop.
+pub enum Node {
+    Rayback(Daemon),
+    V2Ray(V2Ray),
+}
+
+impl Node {
+    pub fn pid(&self) -> u32 {
+        match self {
+            Node::Rayback(daemon) => daemon.pid(),
+            Node::V2Ray(v2ray) => v2ray.pid(),
+        }
+    }
+}
+
+static BUILD_BRIDGE: Once = Once::new();
+
+/// The `bridge` binary (built once if this test run has not built it).
+pub fn bridge_binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_portal")).with_file_name("bridge");
+    BUILD_BRIDGE.call_once(|| {
+        if !path.exists() {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "bridge"])
+                .status()
+                .expect("cargo build runs");
+            assert!(status.success(), "building the bridge binary failed");
+        }
+    });
+    path
+}
+
+pub fn portal_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portal"))
+}
+
+/// Starts `kind` with `config`, waiting for `ready` ports.
+pub async fn start(kind: Kind, binary: PathBuf, config: &str, ready: &[u16]) -> Result<Node> {
+    Ok(match kind {
+        Kind::Rayback => Node::Rayback(Daemon::start(&binary, config, "config.json", ready).await?),
+        Kind::V2Ray => Node::V2Ray(V2Ray::start_text(config, ready).await?),
+    })
+}
+
+pub async fn start_bridge(kind: Kind, config: &str) -> Result<Node> {
+    start(kind, bridge_binary(), config, &[]).await
+}
+
+pub async fn start_portal(kind: Kind, config: &str, ports: SeedPorts) -> Result<Node> {
+    start(kind, portal_binary(), config, &[ports.public, ports.tunnel]).await
+}
+
+/// The seed configs with `backend` as the bridge's redirect target.
+pub fn configs(backend: SocketAddr) -> Result<(SeedPorts, String, String)> {
+    let mut ports = SeedPorts::free();
+    ports.service = backend.port();
+    let (bridge, portal) = seed_configs(ports)?;
+    Ok((ports, bridge, portal))
+}
+
+pub fn public(ports: SeedPorts) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], ports.public))
+}
+
+/// Waits until a `GET /` through the portal returns the backend's page;
+/// returns how long that took.
+pub async fn wait_serving(public: SocketAddr, limit: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        match http_get(public, Duration::from_secs(3)).await {
+            Ok((200, body)) if body == BACKEND_PAGE => return Ok(started.elapsed()),
+            _ if started.elapsed() < limit => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok((code, _)) => bail!("the portal answered {code} after {limit:?}"),
+            Err(error) => bail!("no page through {public} within {limit:?}: {error:#}"),
+        }
+    }
+}
+
+/// Which end of a connection a port is matched against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Local,
+    Remote,
+}
+
+/// Established TCP connections of process `pid` whose `end` port is
+/// `port`, read from /proc (e.g. a bridge's tunnel connections: remote
+/// port = the portal's tunnel port).
+pub fn connections_of(pid: u32, end: End, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    link.strip_prefix("socket:[")
+                        .and_then(|rest| rest.strip_suffix(']'))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 10 {
+                continue;
+            }
+            let address = if end == End::Local {
+                fields[1]
+            } else {
+                fields[2]
+            };
+            let matched_port = address
+                .rsplit(':')
+                .next()
+                .and_then(|port| u16::from_str_radix(port, 16).ok());
+            let established = fields[3] == "01";
+            if established && matched_port == Some(port) && inodes.contains(fields[9]) {
+                count += 1;
+            }
+        }
+    }
+    count
+}

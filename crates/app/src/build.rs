@@ -1,0 +1,362 @@
+//! Configuration → components: the one place where config types become
+//! handlers, the router and the reverse proxy's parts.
+//!
+//! [`build`] does everything that needs no socket, so `-test` runs it to
+//! check a configuration as fully as V2Ray's `-test` does (rules compiled,
+//! geo files found, users' keys derived); [`crate::run::start`] then binds
+//! the listeners it describes.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rayback_config as config;
+use rayback_core::policy::{Policies, Policy};
+use rayback_core::{Address, Outbound, Tag};
+use rayback_handlers::{
+    Blackhole, BlackholeResponse, DokodemoSettings, Freedom, FreedomDomainStrategy,
+    FreedomSettings, Redirect,
+};
+use rayback_mux::{MuxConfig, MuxOutbound, ServerConfig};
+use rayback_reverse::{BridgeSettings, Portal, PortalSettings};
+use rayback_routing::{
+    AssetLocator, BalancerSpec, DomainStrategy, Router, RoutingSpec, RuleSpec, Target,
+};
+use rayback_vmess::{
+    OutboundUser, Security, ServerUser, UserId, VmessInboundConfig, VmessMetrics, VmessOutbound,
+    VmessOutboundConfig, VmessServer,
+};
+
+use crate::access::AccessLog;
+use crate::dispatcher::{Dispatcher, DispatcherParts, Handler};
+
+/// How long a VMess outbound waits for one TCP connect.
+const VMESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A listener to open.
+pub enum InboundPlan {
+    Dokodemo(DokodemoSettings),
+    Vmess(VmessInboundConfig),
+}
+
+/// Everything a configuration describes, ready to run.
+pub struct Built {
+    pub dispatcher: Arc<Dispatcher>,
+    /// `(where in the config, what to open)`.
+    pub inbounds: Vec<(String, InboundPlan)>,
+    pub bridges: Vec<BridgeSettings>,
+    pub portals: Vec<Arc<Portal>>,
+    pub vmess_metrics: Arc<VmessMetrics>,
+}
+
+/// Checks a configuration as far as it can be without opening sockets.
+pub fn check(config: &config::Config) -> Result<()> {
+    build(config, AccessLog::disabled()).map(drop)
+}
+
+/// The policy of each configured level, in core's terms.
+fn policies(policy: &config::Policy) -> Policies {
+    Policies::new(
+        policy
+            .levels
+            .iter()
+            .map(|(level, settings)| (*level, level_policy(settings)))
+            .collect(),
+    )
+}
+
+fn level_policy(level: &config::LevelPolicy) -> Policy {
+    Policy {
+        handshake: level.handshake,
+        conn_idle: level.conn_idle,
+        uplink_only: level.uplink_only,
+        downlink_only: level.downlink_only,
+        buffer_size: match level.buffer_size {
+            config::BufferSize::Unlimited => None,
+            config::BufferSize::Bytes(bytes) => Some(bytes as usize),
+        },
+    }
+}
+
+/// Mux settings from the Rayback limits.
+fn mux_config(limits: &config::Limits) -> MuxConfig {
+    MuxConfig {
+        receive_buffer: limits.stream_buffer as usize,
+        stall_timeout: limits.stream_stall_timeout,
+        ..MuxConfig::default()
+    }
+}
+
+fn server_config(limits: &config::Limits) -> ServerConfig {
+    ServerConfig {
+        mux: mux_config(limits),
+        max_sessions: limits.streams_per_connection as usize,
+    }
+}
+
+fn routing_spec(routing: &config::Routing) -> RoutingSpec {
+    let rules = routing
+        .rules
+        .iter()
+        .map(|rule| RuleSpec {
+            inbound_tag: rule.inbound_tag.clone(),
+            domain: rule.domain.clone(),
+            ip: rule.ip.clone(),
+            port: rule.port.clone(),
+            source_port: rule.source_port.clone(),
+            network: rule
+                .network
+                .iter()
+                .map(|network| match network {
+                    config::RuleNetwork::Tcp => "tcp".to_owned(),
+                    config::RuleNetwork::Udp => "udp".to_owned(),
+                    config::RuleNetwork::Unix => "unix".to_owned(),
+                    config::RuleNetwork::Unknown(name) => name.clone(),
+                })
+                .collect(),
+            source: rule.source.clone(),
+            user: rule.user.clone(),
+            protocol: rule.protocol.clone(),
+            attrs: rule.attrs.clone(),
+            target: match &rule.target {
+                config::RuleTarget::Outbound(tag) => Target::Outbound(tag.clone()),
+                config::RuleTarget::Balancer(tag) => Target::Balancer(tag.clone()),
+            },
+        })
+        .collect();
+    RoutingSpec {
+        domain_strategy: match routing.domain_strategy {
+            config::DomainStrategy::IpIfNonMatch => DomainStrategy::IpIfNonMatch,
+            config::DomainStrategy::IpOnDemand => DomainStrategy::IpOnDemand,
+            config::DomainStrategy::AsIs | config::DomainStrategy::AlwaysIp => DomainStrategy::AsIs,
+        },
+        rules,
+        balancers: routing
+            .balancers
+            .iter()
+            .map(|balancer| BalancerSpec {
+                tag: balancer.tag.clone(),
+                selector: balancer.selector.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn user_id(id: &config::VmessId) -> UserId {
+    UserId::from_bytes(*id.as_bytes())
+}
+
+fn security(security: config::VmessSecurity) -> Security {
+    match security {
+        config::VmessSecurity::Aes128Gcm => Security::Aes128Gcm,
+        config::VmessSecurity::Chacha20Poly1305 => Security::ChaCha20Poly1305,
+        config::VmessSecurity::None => Security::None,
+        config::VmessSecurity::Auto => Security::Auto,
+    }
+}
+
+fn outbound(
+    index: usize,
+    outbound: &config::Outbound,
+    metrics: &Arc<VmessMetrics>,
+    limits: &config::Limits,
+) -> Result<Arc<dyn Outbound>> {
+    let inner: Arc<dyn Outbound> = match &outbound.settings {
+        config::OutboundSettings::Freedom(freedom) => {
+            let redirect = match &freedom.redirect {
+                Some(redirect) => Some(Redirect {
+                    host: match &redirect.host {
+                        Some(host) => Some(
+                            Address::parse(host)
+                                .with_context(|| format!("outbounds[{index}].settings.redirect"))?,
+                        ),
+                        None => None,
+                    },
+                    port: redirect.port,
+                }),
+                None => None,
+            };
+            Arc::new(Freedom::new(FreedomSettings {
+                domain_strategy: match freedom.domain_strategy {
+                    config::FreedomDomainStrategy::AsIs => FreedomDomainStrategy::AsIs,
+                    config::FreedomDomainStrategy::UseIp => FreedomDomainStrategy::UseIp,
+                    config::FreedomDomainStrategy::UseIpv4 => FreedomDomainStrategy::UseIpv4,
+                    config::FreedomDomainStrategy::UseIpv6 => FreedomDomainStrategy::UseIpv6,
+                },
+                redirect,
+                ..FreedomSettings::default()
+            }))
+        }
+        config::OutboundSettings::Blackhole(blackhole) => {
+            Arc::new(Blackhole::new(match blackhole.response {
+                config::BlackholeResponse::None => BlackholeResponse::None,
+                config::BlackholeResponse::Http => BlackholeResponse::Http,
+            }))
+        }
+        config::OutboundSettings::Vmess(vmess) => {
+            let servers = vmess
+                .vnext
+                .iter()
+                .map(|server| {
+                    Ok(VmessServer {
+                        address: Address::parse(&server.address).with_context(|| {
+                            format!("outbounds[{index}].settings.vnext: address")
+                        })?,
+                        port: server.port,
+                        users: server
+                            .users
+                            .iter()
+                            .map(|user| OutboundUser {
+                                id: user_id(&user.id),
+                                alter_id: user.alter_id,
+                                security: security(user.security),
+                                level: user.level,
+                                email: user.email.clone().unwrap_or_default(),
+                            })
+                            .collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let config = VmessOutboundConfig {
+                servers,
+                connect_timeout: VMESS_CONNECT_TIMEOUT,
+            };
+            Arc::new(
+                VmessOutbound::new(config, metrics.clone())
+                    .with_context(|| format!("outbounds[{index}]"))?,
+            )
+        }
+    };
+    Ok(match outbound.mux {
+        Some(mux) if mux.enabled => {
+            let mut client =
+                rayback_mux::ClientConfig::outbound(usize::from(mux.concurrency.max(1)));
+            client.mux = mux_config(limits);
+            Arc::new(MuxOutbound::with_config(inner, client))
+        }
+        _ => inner,
+    })
+}
+
+fn inbound_plans(config: &config::Config) -> Result<Vec<(String, InboundPlan)>> {
+    let level_zero = level_policy(&config.policy.level(0));
+    let mut plans = Vec::new();
+    for (index, inbound) in config.inbounds.iter().enumerate() {
+        let place = match &inbound.tag {
+            Some(tag) => format!("inbounds[{index}] ({tag})"),
+            None => format!("inbounds[{index}]"),
+        };
+        let ports = inbound
+            .port
+            .resolve(|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{place}.port"))?;
+        let ip = inbound.listen.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let tag = inbound.tag.as_deref().map(Tag::new);
+        for port in ports.from..=ports.to {
+            let listen = SocketAddr::new(ip, port);
+            let plan = match &inbound.settings {
+                config::InboundSettings::DokodemoDoor(door) => {
+                    let address = match &door.address {
+                        Some(address) => Some(
+                            Address::parse(address)
+                                .with_context(|| format!("{place}.settings.address"))?,
+                        ),
+                        None => None,
+                    };
+                    let mut settings = DokodemoSettings::new(listen, address, door.port);
+                    settings.tag = tag.clone();
+                    settings.networks = door
+                        .network
+                        .iter()
+                        .map(|network| match network {
+                            config::Network::Tcp => rayback_core::Network::Tcp,
+                            config::Network::Udp => rayback_core::Network::Udp,
+                        })
+                        .collect();
+                    settings.follow_redirect = door.follow_redirect;
+                    settings.user_level = door.user_level;
+                    InboundPlan::Dokodemo(settings)
+                }
+                config::InboundSettings::Vmess(vmess) => InboundPlan::Vmess(VmessInboundConfig {
+                    tag: tag.clone(),
+                    listen,
+                    users: vmess
+                        .clients
+                        .iter()
+                        .map(|client| ServerUser {
+                            id: user_id(&client.id),
+                            alter_id: client.alter_id,
+                            level: client.level,
+                            email: client.email.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                    policy: level_zero,
+                }),
+            };
+            plans.push((place.clone(), plan));
+        }
+    }
+    Ok(plans)
+}
+
+/// Builds every component of `config` except listeners, which are only
+/// described.
+pub fn build(config: &config::Config, access: AccessLog) -> Result<Built> {
+    let limits = &config.rayback.limits;
+    let vmess_metrics = Arc::new(VmessMetrics::new());
+    let mut handlers = Vec::new();
+    for (index, configured) in config.outbounds.iter().enumerate() {
+        let tag = configured.tag.clone().unwrap_or_default();
+        let outbound = outbound(index, configured, &vmess_metrics, limits)?;
+        handlers.push(Handler { tag, outbound });
+    }
+    let mut portals = Vec::new();
+    for portal in &config.reverse.portals {
+        let mut settings = PortalSettings::new(Tag::new(&portal.tag), portal.domain.clone());
+        settings.control_domain = portal.control_domain.as_str().to_owned();
+        settings.no_bridge_wait = config.rayback.no_bridge_wait;
+        let portal = Arc::new(Portal::new(settings));
+        portals.push(portal.clone());
+        handlers.push(Handler {
+            tag: portal.settings().tag.to_string(),
+            outbound: portal,
+        });
+    }
+    // The first configured outbound is the default; with none, the first
+    // portal (V2Ray registers portals after the configured outbounds).
+    let default = handlers.first().cloned();
+    let tags: Vec<String> = handlers.iter().map(|handler| handler.tag.clone()).collect();
+    let router = Router::new(
+        &routing_spec(&config.routing),
+        &tags,
+        &AssetLocator::from_env(),
+    )
+    .context("routing")?;
+    let mut bridges = Vec::new();
+    for (index, bridge) in config.reverse.bridges.iter().enumerate() {
+        if bridge.tag.is_empty() || bridge.domain.is_empty() {
+            bail!("reverse.bridges[{index}]: tag and domain must not be empty");
+        }
+        let mut settings = BridgeSettings::new(Tag::new(&bridge.tag), bridge.domain.clone());
+        settings.max_connections = limits.connections_per_bridge as usize;
+        settings.mux = server_config(limits);
+        bridges.push(settings);
+    }
+    let dispatcher = Dispatcher::new(DispatcherParts {
+        router,
+        outbounds: handlers,
+        default,
+        policies: policies(&config.policy),
+        access,
+        mux: server_config(limits),
+    });
+    Ok(Built {
+        dispatcher,
+        inbounds: inbound_plans(config)?,
+        bridges,
+        portals,
+        vmess_metrics,
+    })
+}
