@@ -30,6 +30,7 @@ use rayback_vmess::{
 
 use crate::access::AccessLog;
 use crate::dispatcher::{Dispatcher, DispatcherParts, Handler};
+use crate::metrics::Metrics;
 
 /// How long a VMess outbound waits for one TCP connect.
 const VMESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,22 +38,53 @@ const VMESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A listener to open.
 pub enum InboundPlan {
     Dokodemo(DokodemoSettings),
-    Vmess(VmessInboundConfig),
+    /// The metrics every VMess inbound shares.
+    Vmess(VmessInboundConfig, Arc<VmessMetrics>),
+}
+
+/// The listeners of one configured inbound (one per port of its range).
+pub struct InboundGroup {
+    /// The inbound as configured: a reload keeps the listeners of an
+    /// inbound whose configuration did not change.
+    pub config: config::Inbound,
+    /// Where in the configuration it is, for messages.
+    pub place: String,
+    pub plans: Vec<InboundPlan>,
+}
+
+/// A bridge to run, with the configuration it came from.
+pub struct BridgePlan {
+    pub config: config::Bridge,
+    pub settings: BridgeSettings,
+}
+
+/// Components that outlive a reload when their configuration is unchanged:
+/// outbounds (a mux outbound's carriers, say) and portals (their adopted
+/// tunnel connections), and the process-wide counters.
+#[derive(Clone, Default)]
+pub struct Kept {
+    pub metrics: Arc<Metrics>,
+    pub vmess_metrics: Arc<VmessMetrics>,
+    pub outbounds: Vec<(config::Outbound, Arc<dyn Outbound>)>,
+    pub portals: Vec<(config::Portal, Arc<Portal>)>,
+    /// The limits the kept parts were built with; they are rebuilt when
+    /// the limits change.
+    pub limits: Option<config::Limits>,
 }
 
 /// Everything a configuration describes, ready to run.
 pub struct Built {
     pub dispatcher: Arc<Dispatcher>,
-    /// `(where in the config, what to open)`.
-    pub inbounds: Vec<(String, InboundPlan)>,
-    pub bridges: Vec<BridgeSettings>,
+    pub inbounds: Vec<InboundGroup>,
+    pub bridges: Vec<BridgePlan>,
     pub portals: Vec<Arc<Portal>>,
-    pub vmess_metrics: Arc<VmessMetrics>,
+    /// What the next reload may keep.
+    pub kept: Kept,
 }
 
 /// Checks a configuration as far as it can be without opening sockets.
 pub fn check(config: &config::Config) -> Result<()> {
-    build(config, AccessLog::disabled()).map(drop)
+    build(config, AccessLog::disabled(), &Kept::default()).map(drop)
 }
 
 /// The policy of each configured level, in core's terms.
@@ -239,10 +271,11 @@ fn outbound(
     })
 }
 
-fn inbound_plans(config: &config::Config) -> Result<Vec<(String, InboundPlan)>> {
+fn inbound_groups(config: &config::Config, metrics: &Arc<VmessMetrics>) -> Result<Vec<InboundGroup>> {
     let level_zero = level_policy(&config.policy.level(0));
-    let mut plans = Vec::new();
+    let mut groups = Vec::new();
     for (index, inbound) in config.inbounds.iter().enumerate() {
+        let mut plans = Vec::new();
         let place = match &inbound.tag {
             Some(tag) => format!("inbounds[{index}] ({tag})"),
             None => format!("inbounds[{index}]"),
@@ -293,34 +326,70 @@ fn inbound_plans(config: &config::Config) -> Result<Vec<(String, InboundPlan)>> 
                         })
                         .collect(),
                     policy: level_zero,
-                }),
+                    disable_insecure_encryption: vmess.disable_insecure_encryption,
+                }, metrics.clone()),
             };
-            plans.push((place.clone(), plan));
+            plans.push(plan);
         }
+        groups.push(InboundGroup {
+            config: inbound.clone(),
+            place,
+            plans,
+        });
     }
-    Ok(plans)
+    Ok(groups)
 }
 
 /// Builds every component of `config` except listeners, which are only
-/// described.
-pub fn build(config: &config::Config, access: AccessLog) -> Result<Built> {
+/// described. Outbounds and portals whose configuration equals one in
+/// `kept` are reused rather than built anew.
+pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<Built> {
     let limits = &config.rayback.limits;
-    let vmess_metrics = Arc::new(VmessMetrics::new());
+    let same_limits = kept.limits.as_ref() == Some(limits);
+    let mut next = Kept {
+        metrics: kept.metrics.clone(),
+        vmess_metrics: kept.vmess_metrics.clone(),
+        outbounds: Vec::new(),
+        portals: Vec::new(),
+        limits: Some(*limits),
+    };
     let mut handlers = Vec::new();
     for (index, configured) in config.outbounds.iter().enumerate() {
         let tag = configured.tag.clone().unwrap_or_default();
-        let outbound = outbound(index, configured, &vmess_metrics, limits)?;
+        let reused = same_limits
+            .then(|| kept.outbounds.iter().find(|(old, _)| old == configured))
+            .flatten()
+            .map(|(_, outbound)| outbound.clone());
+        let outbound = match reused {
+            Some(outbound) => outbound,
+            None => outbound(index, configured, &kept.vmess_metrics, limits)?,
+        };
+        next.outbounds.push((configured.clone(), outbound.clone()));
         handlers.push(Handler { tag, outbound });
     }
     let mut portals = Vec::new();
-    for portal in &config.reverse.portals {
-        let mut settings = PortalSettings::new(Tag::new(&portal.tag), portal.domain.clone());
-        settings.control_domain = portal.control_domain.as_str().to_owned();
-        settings.no_bridge_wait = config.rayback.no_bridge_wait;
-        let portal = Arc::new(Portal::new(settings));
+    for portal_config in &config.reverse.portals {
+        let reused = kept
+            .portals
+            .iter()
+            .find(|(old, portal)| {
+                old == portal_config && portal.settings().no_bridge_wait == config.rayback.no_bridge_wait
+            })
+            .map(|(_, portal)| portal.clone());
+        let portal = match reused {
+            Some(portal) => portal,
+            None => {
+                let mut settings =
+                    PortalSettings::new(Tag::new(&portal_config.tag), portal_config.domain.clone());
+                settings.control_domain = portal_config.control_domain.as_str().to_owned();
+                settings.no_bridge_wait = config.rayback.no_bridge_wait;
+                Arc::new(Portal::new(settings))
+            }
+        };
+        next.portals.push((portal_config.clone(), portal.clone()));
         portals.push(portal.clone());
         handlers.push(Handler {
-            tag: portal.settings().tag.to_string(),
+            tag: portal_config.tag.clone(),
             outbound: portal,
         });
     }
@@ -328,12 +397,8 @@ pub fn build(config: &config::Config, access: AccessLog) -> Result<Built> {
     // portal (V2Ray registers portals after the configured outbounds).
     let default = handlers.first().cloned();
     let tags: Vec<String> = handlers.iter().map(|handler| handler.tag.clone()).collect();
-    let router = Router::new(
-        &routing_spec(&config.routing),
-        &tags,
-        &AssetLocator::from_env(),
-    )
-    .context("routing")?;
+    let router = Router::new(&routing_spec(&config.routing), &tags, &AssetLocator::from_env())
+        .context("routing")?;
     let mut bridges = Vec::new();
     for (index, bridge) in config.reverse.bridges.iter().enumerate() {
         if bridge.tag.is_empty() || bridge.domain.is_empty() {
@@ -342,7 +407,10 @@ pub fn build(config: &config::Config, access: AccessLog) -> Result<Built> {
         let mut settings = BridgeSettings::new(Tag::new(&bridge.tag), bridge.domain.clone());
         settings.max_connections = limits.connections_per_bridge as usize;
         settings.mux = server_config(limits);
-        bridges.push(settings);
+        bridges.push(BridgePlan {
+            config: bridge.clone(),
+            settings,
+        });
     }
     let dispatcher = Dispatcher::new(DispatcherParts {
         router,
@@ -351,12 +419,13 @@ pub fn build(config: &config::Config, access: AccessLog) -> Result<Built> {
         policies: policies(&config.policy),
         access,
         mux: server_config(limits),
+        metrics: kept.metrics.clone(),
     });
     Ok(Built {
         dispatcher,
-        inbounds: inbound_plans(config)?,
+        inbounds: inbound_groups(config, &kept.vmess_metrics)?,
         bridges,
         portals,
-        vmess_metrics,
+        kept: next,
     })
 }

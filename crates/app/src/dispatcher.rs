@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 
 use async_trait::async_trait;
 use rayback_core::policy::Policies;
@@ -20,12 +20,43 @@ use rayback_mux::{is_mux_cool, serve_mux_with, ServerConfig};
 use rayback_routing::{Route, Router};
 
 use crate::access::AccessLog;
+use crate::metrics::Metrics;
 
 /// A named outbound.
 #[derive(Clone)]
 pub struct Handler {
     pub tag: String,
     pub outbound: Arc<dyn Outbound>,
+}
+
+/// The dispatcher in force: inbounds and bridges hold this, so a reload
+/// that swaps the dispatcher reaches them without a restart. Sessions
+/// already dispatched keep the dispatcher (and outbounds) they started with.
+pub struct SharedDispatch(RwLock<Arc<Dispatcher>>);
+
+impl SharedDispatch {
+    pub fn new(dispatcher: Arc<Dispatcher>) -> SharedDispatch {
+        SharedDispatch(RwLock::new(dispatcher))
+    }
+
+    pub fn current(&self) -> Arc<Dispatcher> {
+        self.0.read().expect("not poisoned").clone()
+    }
+
+    pub fn replace(&self, dispatcher: Arc<Dispatcher>) {
+        *self.0.write().expect("not poisoned") = dispatcher;
+    }
+}
+
+#[async_trait]
+impl Dispatch for SharedDispatch {
+    async fn dispatch(&self, session: Session, stream: Stream) -> io::Result<()> {
+        self.current().dispatch(session, stream).await
+    }
+
+    async fn connect(&self, session: &Session) -> io::Result<Stream> {
+        self.current().connect(session).await
+    }
 }
 
 /// Routes sessions and hands them to outbounds.
@@ -36,6 +67,7 @@ pub struct Dispatcher {
     policies: Policies,
     access: AccessLog,
     mux: ServerConfig,
+    metrics: Arc<Metrics>,
     me: Weak<Dispatcher>,
 }
 
@@ -50,6 +82,7 @@ pub struct DispatcherParts {
     pub access: AccessLog,
     /// Settings of mux servers started for `v1.mux.cool` sessions.
     pub mux: ServerConfig,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -66,6 +99,7 @@ impl Dispatcher {
             policies: parts.policies,
             access: parts.access,
             mux: parts.mux,
+            metrics: parts.metrics,
             me: me.clone(),
         })
     }
@@ -125,6 +159,8 @@ impl Dispatch for Dispatcher {
         let handler = self.route(&session).await?;
         self.access.accepted(&session, &handler.tag);
         let policy = self.policies.level(session.level());
+        let inbound_tag = session.inbound_tag.as_ref().map_or("", |tag| tag.as_str());
+        let stream = Box::new(self.metrics.count(stream, inbound_tag, &handler.tag));
         handler.outbound.handle(session, stream, &policy).await
     }
 

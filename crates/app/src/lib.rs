@@ -11,7 +11,9 @@ pub mod access;
 pub mod build;
 pub mod cli;
 pub mod dispatcher;
+pub mod endpoint;
 pub mod logging;
+pub mod metrics;
 pub mod run;
 
 pub use build::check;

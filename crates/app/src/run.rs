@@ -1,14 +1,22 @@
 //! Running a configuration: bind the listeners, start the bridges, serve
-//! until a signal, then stop accepting and give open connections a
-//! bounded grace period.
+//! until a signal, reload on SIGHUP, then stop accepting and give open
+//! connections a bounded grace period.
+//!
+//! A reload builds the new configuration beside the running one and swaps
+//! the dispatcher that inbounds and bridges reach through
+//! [`SharedDispatch`]. What did not change keeps running: listeners of
+//! unchanged inbounds, bridges (and their tunnel connections), portals
+//! (and the tunnels they adopted), outbounds. Listeners and bridges that
+//! changed are replaced; sessions already open finish on what they started
+//! with.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rayback_config::Config;
-use rayback_core::{Inbound, InboundContext};
+use rayback_core::{Dispatch, Inbound, InboundContext};
 use rayback_handlers::DokodemoDoor;
 use rayback_reverse::{Bridge, Portal};
 use rayback_vmess::VmessInbound;
@@ -16,38 +24,178 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::AccessLog;
-use crate::build::{build, InboundPlan};
-use crate::dispatcher::Dispatcher;
+use crate::build::{build, BridgePlan, InboundGroup, InboundPlan, Kept};
+use crate::dispatcher::{Dispatcher, SharedDispatch};
+use crate::endpoint::Published;
+use crate::metrics::{Metrics, Sources};
 
 /// How long open connections may take to finish after a stop signal.
 pub const GRACE: Duration = Duration::from_secs(10);
+
+/// One configured inbound's listeners.
+struct RunningInbound {
+    config: rayback_config::Inbound,
+    place: String,
+    addrs: Vec<SocketAddr>,
+    /// Stops this inbound's listeners only (a reload that drops it).
+    stop: CancellationToken,
+}
+
+struct RunningBridge {
+    config: rayback_config::Bridge,
+    bridge: Arc<Bridge>,
+    stop: CancellationToken,
+}
+
+/// What changed in a reload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub inbounds_kept: usize,
+    pub inbounds_started: usize,
+    pub inbounds_stopped: usize,
+    pub bridges_kept: usize,
+    pub bridges_started: usize,
+    pub bridges_stopped: usize,
+}
 
 /// A started configuration.
 pub struct Running {
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    listeners: Vec<(String, SocketAddr)>,
-    bridges: Vec<Arc<Bridge>>,
+    shared: Arc<SharedDispatch>,
+    inbounds: Vec<RunningInbound>,
+    bridges: Vec<RunningBridge>,
     portals: Vec<Arc<Portal>>,
-    dispatcher: Arc<Dispatcher>,
+    kept: Kept,
+    metrics_endpoint: Option<SocketAddr>,
+    /// What the metrics endpoint reads; replaced on reload.
+    published: Arc<RwLock<Published>>,
 }
 
 impl Running {
     /// Where each inbound listens: `(its place in the config, address)`.
-    pub fn listeners(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.inbounds
+            .iter()
+            .flat_map(|inbound| inbound.addrs.iter().map(|addr| (inbound.place.clone(), *addr)))
+            .collect()
     }
 
-    pub fn bridges(&self) -> &[Arc<Bridge>] {
-        &self.bridges
+    pub fn bridges(&self) -> Vec<Arc<Bridge>> {
+        self.bridges.iter().map(|running| running.bridge.clone()).collect()
     }
 
     pub fn portals(&self) -> &[Arc<Portal>] {
         &self.portals
     }
 
-    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
-        &self.dispatcher
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.shared.current()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.kept.metrics
+    }
+
+    /// Where `/metrics` and `/status` are served, when configured.
+    pub fn metrics_endpoint(&self) -> Option<SocketAddr> {
+        self.metrics_endpoint
+    }
+
+    /// The Prometheus text of this process now.
+    pub fn prometheus(&self) -> String {
+        let bridges = self.bridges();
+        crate::metrics::prometheus(&Sources {
+            metrics: &self.kept.metrics,
+            bridges: &bridges,
+            portals: &self.portals,
+            vmess: &self.kept.vmess_metrics,
+        })
+    }
+
+    fn snapshot(&self) -> Published {
+        Published {
+            metrics: self.kept.metrics.clone(),
+            vmess: self.kept.vmess_metrics.clone(),
+            bridges: self.bridges(),
+            portals: self.portals.clone(),
+        }
+    }
+
+    /// Applies a new configuration; see the module docs for what is kept.
+    /// On error nothing changed.
+    pub async fn reload(&mut self, config: &Config) -> Result<ReloadSummary> {
+        let access = AccessLog::open(&config.log.access).context("opening the access log")?;
+        let built = build(config, access, &self.kept)?;
+        let mut summary = ReloadSummary::default();
+
+        // Bind what is new before touching what runs, so a taken port
+        // fails the reload as a whole.
+        let mut kept_inbounds = Vec::new();
+        let mut new_groups = Vec::new();
+        let mut old = std::mem::take(&mut self.inbounds);
+        for group in built.inbounds {
+            match old.iter().position(|running| running.config == group.config) {
+                Some(index) => kept_inbounds.push(old.swap_remove(index)),
+                None => new_groups.push(group),
+            }
+        }
+        let mut started = Vec::new();
+        for group in new_groups {
+            // Listeners of an inbound being replaced may hold its port:
+            // stop those first.
+            if let Some(index) = old.iter().position(|running| {
+                running.config.tag == group.config.tag || running.config.port == group.config.port
+            }) {
+                let replaced = old.swap_remove(index);
+                replaced.stop.cancel();
+                summary.inbounds_stopped += 1;
+                tokio::task::yield_now().await;
+            }
+            match bind_group(group, &self.shared, &self.shutdown, &self.tracker).await {
+                Ok(running) => started.push(running),
+                Err(error) => {
+                    for running in started {
+                        running.stop.cancel();
+                    }
+                    self.inbounds = kept_inbounds;
+                    self.inbounds.append(&mut old);
+                    return Err(error);
+                }
+            }
+        }
+        for running in old {
+            running.stop.cancel();
+            summary.inbounds_stopped += 1;
+        }
+        summary.inbounds_kept = kept_inbounds.len();
+        summary.inbounds_started = started.len();
+        self.inbounds = kept_inbounds;
+        self.inbounds.append(&mut started);
+
+        self.shared.replace(built.dispatcher);
+
+        let mut old_bridges = std::mem::take(&mut self.bridges);
+        for plan in built.bridges {
+            match old_bridges.iter().position(|running| running.config == plan.config) {
+                Some(index) => {
+                    self.bridges.push(old_bridges.swap_remove(index));
+                    summary.bridges_kept += 1;
+                }
+                None => {
+                    self.bridges.push(start_bridge(plan, &self.shared, &self.shutdown, &self.tracker));
+                    summary.bridges_started += 1;
+                }
+            }
+        }
+        for running in old_bridges {
+            running.stop.cancel();
+            summary.bridges_stopped += 1;
+        }
+        self.portals = built.portals;
+        self.kept = built.kept;
+        *self.published.write().expect("not poisoned") = self.snapshot();
+        Ok(summary)
     }
 
     /// Stops accepting, then waits up to `grace` for open connections.
@@ -55,9 +203,77 @@ impl Running {
     pub async fn stop(self, grace: Duration) -> bool {
         self.shutdown.cancel();
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok()
+        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+    }
+}
+
+/// Binds every listener of one configured inbound and starts accepting.
+async fn bind_group(
+    group: InboundGroup,
+    shared: &Arc<SharedDispatch>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<RunningInbound> {
+    let stop = shutdown.child_token();
+    let mut inbounds: Vec<Arc<dyn Inbound>> = Vec::new();
+    let mut addrs = Vec::new();
+    for plan in group.plans {
+        match plan {
+            InboundPlan::Dokodemo(settings) => {
+                let listen = settings.listen;
+                let door = DokodemoDoor::bind(settings)
+                    .await
+                    .with_context(|| format!("{}: listening on {listen}", group.place))?;
+                addrs.push(door.local_addr());
+                inbounds.push(Arc::new(door));
+            }
+            InboundPlan::Vmess(settings, metrics) => {
+                let listen = settings.listen;
+                let vmess = VmessInbound::bind(settings, metrics)
+                    .await
+                    .with_context(|| format!("{}: listening on {listen}", group.place))?;
+                addrs.push(vmess.local_addr());
+                inbounds.push(Arc::new(vmess));
+            }
+        }
+    }
+    let dispatch: Arc<dyn Dispatch> = shared.clone();
+    for inbound in inbounds {
+        let context = InboundContext {
+            dispatch: dispatch.clone(),
+            shutdown: stop.clone(),
+            tracker: tracker.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(error) = inbound.run(context).await {
+                tracing::error!("an inbound stopped: {error}");
+            }
+        });
+    }
+    for addr in &addrs {
+        tracing::info!("{} listening on {addr}", group.place);
+    }
+    Ok(RunningInbound {
+        config: group.config,
+        place: group.place,
+        addrs,
+        stop,
+    })
+}
+
+fn start_bridge(
+    plan: BridgePlan,
+    shared: &Arc<SharedDispatch>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> RunningBridge {
+    let stop = shutdown.child_token();
+    let bridge = Arc::new(Bridge::new(plan.settings, shared.clone(), tracker.clone()));
+    tokio::spawn(bridge.clone().run(stop.clone()));
+    RunningBridge {
+        config: plan.config,
+        bridge,
+        stop,
     }
 }
 
@@ -65,93 +281,104 @@ impl Running {
 /// bound before this returns (a taken port is an error here).
 pub async fn start(config: &Config) -> Result<Running> {
     let access = AccessLog::open(&config.log.access).context("opening the access log")?;
-    let built = build(config, access)?;
+    let built = build(config, access, &Kept::default())?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let context = InboundContext {
-        dispatch: built.dispatcher.clone(),
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
-    };
-    let mut inbounds: Vec<Arc<dyn Inbound>> = Vec::new();
-    let mut listeners = Vec::new();
-    for (place, plan) in built.inbounds {
-        match plan {
-            InboundPlan::Dokodemo(settings) => {
-                let listen = settings.listen;
-                let door = DokodemoDoor::bind(settings)
-                    .await
-                    .with_context(|| format!("{place}: listening on {listen}"))?;
-                listeners.push((place, door.local_addr()));
-                inbounds.push(Arc::new(door));
-            }
-            InboundPlan::Vmess(settings) => {
-                let listen = settings.listen;
-                let vmess = VmessInbound::bind(settings, built.vmess_metrics.clone())
-                    .await
-                    .with_context(|| format!("{place}: listening on {listen}"))?;
-                listeners.push((place, vmess.local_addr()));
-                inbounds.push(Arc::new(vmess));
-            }
-        }
+    let shared = Arc::new(SharedDispatch::new(built.dispatcher));
+    let mut inbounds = Vec::new();
+    for group in built.inbounds {
+        inbounds.push(bind_group(group, &shared, &shutdown, &tracker).await?);
     }
-    for inbound in inbounds {
-        let context = context.clone();
-        tokio::spawn(async move {
-            if let Err(error) = inbound.run(context).await {
-                tracing::error!("an inbound stopped: {error}");
-            }
-        });
-    }
-    let mut bridges = Vec::new();
-    for settings in built.bridges {
-        let bridge = Arc::new(Bridge::new(
-            settings,
-            built.dispatcher.clone(),
-            tracker.clone(),
-        ));
-        tokio::spawn(bridge.clone().run(shutdown.clone()));
-        bridges.push(bridge);
-    }
-    for (place, addr) in &listeners {
-        tracing::info!("{place} listening on {addr}");
-    }
-    Ok(Running {
+    let bridges = built
+        .bridges
+        .into_iter()
+        .map(|plan| start_bridge(plan, &shared, &shutdown, &tracker))
+        .collect();
+    let mut running = Running {
         shutdown,
         tracker,
-        listeners,
+        shared,
+        inbounds,
         bridges,
         portals: built.portals,
-        dispatcher: built.dispatcher,
-    })
+        kept: built.kept,
+        metrics_endpoint: None,
+        published: Arc::new(RwLock::new(Published::default())),
+    };
+    *running.published.write().expect("not poisoned") = running.snapshot();
+    if let Some(addr) = config.rayback.metrics {
+        let endpoint =
+            crate::endpoint::serve(addr, running.published.clone(), running.shutdown.clone()).await?;
+        running.metrics_endpoint = Some(endpoint);
+    }
+    Ok(running)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() -> Result<()> {
+/// What the run loop waits for.
+enum Signal {
+    Stop,
+    Reload,
+}
+
+async fn next_signal() -> Result<Signal> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
         tokio::select! {
-            result = tokio::signal::ctrl_c() => result?,
-            _ = terminate.recv() => {}
+            result = tokio::signal::ctrl_c() => result.map(|()| Signal::Stop).map_err(Into::into),
+            _ = terminate.recv() => Ok(Signal::Stop),
+            _ = hangup.recv() => Ok(Signal::Reload),
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok(Signal::Stop)
+    }
 }
 
-/// The binaries' main loop: logging, a runtime, start, wait, stop.
+/// Loads the configuration again (for SIGHUP): the binaries pass a closure
+/// that re-reads the files they were given.
+pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// The binaries' main loop without reload: logging, a runtime, start, wait
+/// for SIGINT/SIGTERM, stop.
 pub fn run_until_signal(config: Config, json_logs: bool) -> Result<()> {
+    run_with_reload(config, json_logs, None)
+}
+
+/// The binaries' main loop: logging, a runtime, start; SIGHUP reloads
+/// through `loader` (a failed reload is logged and the old configuration
+/// stays); SIGINT/SIGTERM stop with a grace period.
+pub fn run_with_reload(config: Config, json_logs: bool, loader: Option<Loader>) -> Result<()> {
     crate::logging::init(&config.log, json_logs)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
-        let running = start(&config).await?;
-        stop_signal().await?;
+        let mut running = start(&config).await?;
+        loop {
+            match next_signal().await? {
+                Signal::Stop => break,
+                Signal::Reload => {
+                    let Some(loader) = &loader else {
+                        tracing::warn!("SIGHUP: this process was not started from files; nothing to reload");
+                        continue;
+                    };
+                    let reloaded = match loader() {
+                        Ok(config) => running.reload(&config).await.map_err(|error| format!("{error:#}")),
+                        Err(error) => Err(error),
+                    };
+                    match reloaded {
+                        Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
+                        Err(error) => tracing::error!("reload failed, keeping the running configuration: {error}"),
+                    }
+                }
+            }
+        }
         tracing::info!("stopping: no new connections; waiting up to {GRACE:?} for open ones");
         if !running.stop(GRACE).await {
             tracing::warn!("some connections were still open after {GRACE:?}; closing them");

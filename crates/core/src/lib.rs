@@ -26,9 +26,9 @@ pub mod session;
 pub mod stream;
 
 pub use address::{Address, AddressError, Destination, Network};
+pub use handler::InboundContext;
 pub use handler::{Dispatch, Inbound, Outbound};
+pub use policy::Policies;
 pub use policy::Policy;
 pub use session::{Session, Tag, User};
 pub use stream::{AsyncStream, Stream};
-pub use handler::InboundContext;
-pub use policy::Policies;

@@ -80,7 +80,9 @@ mod tests {
     #[tokio::test]
     async fn refuses_oversize_and_truncated() {
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
-        assert!(write_packet(&mut a, &vec![0; MAX_PACKET + 1]).await.is_err());
+        assert!(write_packet(&mut a, &vec![0; MAX_PACKET + 1])
+            .await
+            .is_err());
         a.write_all(&[0, 5, 1, 2]).await.unwrap();
         drop(a);
         let mut got = Vec::new();

@@ -115,8 +115,9 @@ impl Direction {
             }
             while self.start < self.end {
                 let buffer = self.buffer.as_ref().expect("bytes are buffered");
-                let written =
-                    ready!(writer.as_mut().poll_write(cx, &buffer[self.start..self.end]))?;
+                let written = ready!(writer
+                    .as_mut()
+                    .poll_write(cx, &buffer[self.start..self.end]))?;
                 if written == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }

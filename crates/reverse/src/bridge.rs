@@ -11,7 +11,7 @@
 //! retried with capped exponential backoff and jitter.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,8 +101,21 @@ pub struct Bridge {
     tracker: TaskTracker,
     /// Woken when a worker dies, so a replacement is dialled at once.
     worker_ended: Arc<Notify>,
-    /// Tunnel connections now up, for metrics and status.
-    connections: Mutex<usize>,
+    /// The control state of the tunnel connections now counted.
+    live: Mutex<Vec<Arc<Liveness>>>,
+    /// Dials attempted over the bridge's life.
+    dials: AtomicU64,
+}
+
+/// What metrics and `/status` show of a bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeStatus {
+    /// Tunnel connections up and not draining.
+    pub connections: usize,
+    /// Dials attempted so far (the first one included).
+    pub dials: u64,
+    /// Time since the portal last spoke on any tunnel connection.
+    pub since_control: Option<Duration>,
 }
 
 impl Bridge {
@@ -116,7 +129,8 @@ impl Bridge {
             dispatch,
             tracker,
             worker_ended: Arc::new(Notify::new()),
-            connections: Mutex::new(0),
+            live: Mutex::new(Vec::new()),
+            dials: AtomicU64::new(0),
         }
     }
 
@@ -126,7 +140,26 @@ impl Bridge {
 
     /// Tunnel connections currently active.
     pub fn connections(&self) -> usize {
-        *self.connections.lock().expect("not poisoned")
+        self.live.lock().expect("not poisoned").len()
+    }
+
+    pub fn status(&self) -> BridgeStatus {
+        let live = self.live.lock().expect("not poisoned");
+        let since_control = live
+            .iter()
+            .filter_map(|liveness| *liveness.last_control.lock().expect("not poisoned"))
+            .max()
+            .map(|last| last.elapsed());
+        BridgeStatus {
+            connections: live.len(),
+            dials: self.dials.load(Ordering::Relaxed),
+            since_control,
+        }
+    }
+
+    fn publish(&self, workers: &[Worker]) {
+        *self.live.lock().expect("not poisoned") =
+            workers.iter().map(|worker| worker.liveness.clone()).collect();
     }
 
     /// Keeps tunnel connections up until `shutdown`; then returns, leaving
@@ -161,7 +194,7 @@ impl Bridge {
             } else if workers.iter().any(|worker| worker.last_heard().is_some()) {
                 failures = 0;
             }
-            *self.connections.lock().expect("not poisoned") = workers.len();
+            self.publish(&workers);
             let sessions: usize = workers.iter().map(|w| w.server.active_sessions()).sum();
             let wanted = workers.is_empty() || sessions / workers.len() > SESSIONS_PER_CONNECTION;
             if wanted && workers.len() < self.settings.max_connections {
@@ -179,7 +212,7 @@ impl Bridge {
                 match dial {
                     Ok(worker) => {
                         workers.push(worker);
-                        *self.connections.lock().expect("not poisoned") = workers.len();
+                        self.publish(&workers);
                         tracing::info!(bridge = %self.settings.tag, connections = workers.len(), "tunnel connection up");
                     }
                     Err(error) => {
@@ -217,6 +250,7 @@ impl Bridge {
     /// Dials one tunnel connection through the router and starts serving
     /// Mux.Cool on it.
     async fn dial(&self) -> io::Result<Worker> {
+        self.dials.fetch_add(1, Ordering::Relaxed);
         let destination = Destination::tcp(Address::Domain(self.settings.domain.clone()), 0);
         let session = Session::new(destination).with_inbound_tag(self.settings.tag.clone());
         let stream = self.dispatch.connect(&session).await?;

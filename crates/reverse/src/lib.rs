@@ -34,8 +34,8 @@ pub mod bridge;
 pub mod control;
 pub mod portal;
 
-pub use bridge::{Bridge, BridgeSettings};
-pub use portal::{Portal, PortalSettings};
+pub use bridge::{Bridge, BridgeSettings, BridgeStatus};
+pub use portal::{Portal, PortalSettings, TunnelStatus};
 
 use std::time::Duration;
 

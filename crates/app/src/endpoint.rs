@@ -1,0 +1,95 @@
+//! The observability endpoint: `/metrics` (Prometheus text) and `/status`
+//! (JSON) over HTTP/1.1 (hyper), on the address of `rayback.metrics` or
+//! `--metrics`.
+//!
+//! It reads a [`Published`] snapshot of the running parts, which a reload
+//! replaces, so the endpoint survives reloads.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rayback_reverse::{Bridge, Portal};
+use rayback_vmess::VmessMetrics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{prometheus, status_json, Metrics, Sources};
+
+/// The parts a scrape reads.
+#[derive(Clone, Default)]
+pub struct Published {
+    pub metrics: Arc<Metrics>,
+    pub vmess: Arc<VmessMetrics>,
+    pub bridges: Vec<Arc<Bridge>>,
+    pub portals: Vec<Arc<Portal>>,
+}
+
+impl Published {
+    fn render(&self, path: &str) -> Option<(&'static str, String)> {
+        let sources = Sources {
+            metrics: &self.metrics,
+            bridges: &self.bridges,
+            portals: &self.portals,
+            vmess: &self.vmess,
+        };
+        match path {
+            "/metrics" => Some(("text/plain; version=0.0.4", prometheus(&sources))),
+            "/status" => Some(("application/json", status_json(&sources).to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// Binds `addr` and serves until `shutdown`; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    published: Arc<RwLock<Published>>,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("rayback.metrics: listening on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!("metrics on http://{bound}/metrics and /status");
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = shutdown.cancelled() => return,
+            };
+            let Ok((socket, _)) = accepted else {
+                continue;
+            };
+            let published = published.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let snapshot = published.read().expect("not poisoned").clone();
+                    let rendered = snapshot.render(request.uri().path());
+                    async move {
+                        let response = match rendered {
+                            Some((content_type, body)) => Response::builder()
+                                .header("content-type", content_type)
+                                .body(Full::new(Bytes::from(body))),
+                            None => Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::from_static(b"try /metrics or /status\n"))),
+                        };
+                        Ok::<_, Infallible>(response.expect("static headers are valid"))
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
