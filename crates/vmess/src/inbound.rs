@@ -1,0 +1,254 @@
+//! [`VmessInbound`]: the VMess server. It listens on TCP, decodes each
+//! connection's request header with a [`Validator`], and hands the body as
+//! a [`VmessStream`] to the dispatcher with a [`Session`] naming the inbound
+//! tag, the peer, the user and the decoded destination.
+//!
+//! | command | session |
+//! |---|---|
+//! | 0x01 TCP | TCP to the decoded address |
+//! | 0x02 UDP | UDP to the decoded address; the stream is a packet stream ([`rayback_core::packet`]), one chunk per packet |
+//! | 0x03 Mux | TCP to `v1.mux.cool:0`; the dispatcher starts the Mux.Cool server |
+//!
+//! Anti-probing: whatever is wrong with a handshake (unknown ID, replayed
+//! or stale AuthID, a flipped bit, garbage of any length), the server
+//! answers nothing, keeps reading and discarding, and closes only when the
+//! handshake deadline (`policy.handshake`, counted from accept) passes or
+//! the client leaves. Unlike 4.34 it never closes after a byte count, so
+//! the moment of closing tells a prober nothing about what it sent.
+//!
+//! Not here: what happens to a session after dispatch (routing, relaying).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rayback_core::{Dispatch, Inbound, InboundContext, Policy, Session, Tag, User};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{BodyFraming, ChunkOpener, ChunkSealer};
+use crate::error::{FailureReason, HandshakeError};
+use crate::header::{self, DirectionKeys};
+use crate::metrics::{increment, VmessMetrics};
+use crate::server::{Accepted, RequestDecoder, ServerUser, Validator};
+use crate::stream::VmessStream;
+
+/// Bytes read while looking for a request header: more than the longest
+/// header (AEAD: 16 + 18 + 8 + 1024 + 16), plus room for the first chunk.
+const HANDSHAKE_BUFFER: usize = 4096;
+
+/// Everything a VMess inbound needs.
+#[derive(Clone, Debug)]
+pub struct VmessInboundConfig {
+    /// The inbound's tag, put on every session.
+    pub tag: Option<Tag>,
+    pub listen: SocketAddr,
+    pub users: Vec<ServerUser>,
+    /// The policy whose `handshake` bounds each handshake (4.34 uses
+    /// level 0's).
+    pub policy: Policy,
+    /// `disableInsecureEncryption`: refuse requests with security none.
+    pub disable_insecure_encryption: bool,
+}
+
+/// A bound VMess server.
+pub struct VmessInbound {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tag: Option<Tag>,
+    validator: Validator,
+    policy: Policy,
+    metrics: Arc<VmessMetrics>,
+}
+
+impl VmessInbound {
+    /// Binds the listener (so a taken port fails here, at start) and
+    /// prepares the users' keys.
+    pub async fn bind(
+        config: VmessInboundConfig,
+        metrics: Arc<VmessMetrics>,
+    ) -> io::Result<VmessInbound> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(VmessInbound {
+            listener,
+            local_addr,
+            tag: config.tag,
+            validator: Validator::new(config.users)
+                .disable_insecure_encryption(config.disable_insecure_encryption),
+            policy: config.policy,
+            metrics,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves one accepted connection: handshake, then dispatch.
+    async fn serve(
+        self: Arc<Self>,
+        mut socket: TcpStream,
+        peer: SocketAddr,
+        dispatch: Arc<dyn Dispatch>,
+        shutdown: CancellationToken,
+    ) {
+        let _ = socket.set_nodelay(true);
+        let deadline = Instant::now() + self.policy.handshake;
+        let mut buffer = vec![0u8; HANDSHAKE_BUFFER];
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = tokio::time::timeout_at(
+                deadline,
+                read_request(&self.validator, &mut socket, &mut buffer),
+            ) => outcome,
+        };
+        let (accepted, read) = match outcome {
+            Ok(Ok(found)) => found,
+            Ok(Err(Refusal::Rejected(error))) => {
+                self.metrics.record_failure(error.reason());
+                tracing::debug!(%peer, reason = error.reason().as_str(), %error, "vmess handshake refused; draining");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = drain(&mut socket, deadline) => {}
+                }
+                return;
+            }
+            Ok(Err(Refusal::Left)) => {
+                self.metrics.record_failure(FailureReason::ClientLeft);
+                tracing::debug!(%peer, "vmess client left during the handshake");
+                return;
+            }
+            Err(_elapsed) => {
+                self.metrics.record_failure(FailureReason::Timeout);
+                tracing::debug!(%peer, "vmess handshake timed out");
+                return;
+            }
+        };
+        increment(&self.metrics.handshakes_accepted);
+        let stream = self.body_stream(socket, &accepted, &buffer[accepted.consumed..read]);
+        let user = &self.validator.users()[accepted.user];
+        let mut session = Session::new(accepted.header.destination.clone())
+            .with_source(peer)
+            .with_user(User {
+                email: user.email.clone(),
+                level: user.level,
+            });
+        session.inbound_tag = self.tag.clone();
+        tracing::debug!(%peer, destination = %session.destination, email = %user.email, "vmess request accepted");
+        drop(buffer);
+        if let Err(error) = dispatch.dispatch(session, Box::new(stream)).await {
+            tracing::debug!(%peer, %error, "vmess session ended with an error");
+        }
+    }
+
+    fn body_stream(
+        &self,
+        socket: TcpStream,
+        accepted: &Accepted,
+        already_read: &[u8],
+    ) -> VmessStream<TcpStream> {
+        let header = &accepted.header;
+        let request_keys = DirectionKeys::request(header);
+        let response_keys = DirectionKeys::response(header, accepted.mode);
+        let framing = BodyFraming::new(header.security, header.options, header.command);
+        let mut response = Vec::with_capacity(64);
+        header::seal_response(
+            &response_keys,
+            accepted.mode,
+            header.response_auth,
+            &mut response,
+        );
+        VmessStream::server(
+            socket,
+            &response,
+            already_read,
+            ChunkSealer::new(framing, &response_keys),
+            ChunkOpener::new(framing, &request_keys),
+            self.metrics.clone(),
+        )
+    }
+}
+
+#[async_trait]
+impl Inbound for VmessInbound {
+    async fn run(self: Arc<Self>, context: InboundContext) -> io::Result<()> {
+        loop {
+            let accepted = tokio::select! {
+                _ = context.shutdown.cancelled() => return Ok(()),
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((socket, peer)) => {
+                    let this = self.clone();
+                    let dispatch = context.dispatch.clone();
+                    let shutdown = context.shutdown.clone();
+                    context
+                        .tracker
+                        .spawn(this.serve(socket, peer, dispatch, shutdown));
+                }
+                Err(error) => {
+                    // Out of descriptors and the like: wait a little rather
+                    // than spin; the listener itself is still good.
+                    tracing::warn!(listen = %self.local_addr, %error, "vmess accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+enum Refusal {
+    Rejected(HandshakeError),
+    Left,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// Reads until the request header is decoded; returns it and how many
+/// bytes of `buffer` were read.
+async fn read_request(
+    validator: &Validator,
+    socket: &mut TcpStream,
+    buffer: &mut [u8],
+) -> Result<(Accepted, usize), Refusal> {
+    let mut decoder = RequestDecoder::new();
+    let mut read = 0;
+    loop {
+        let n = match socket.read(&mut buffer[read..]).await {
+            Ok(0) | Err(_) => return Err(Refusal::Left),
+            Ok(n) => n,
+        };
+        read += n;
+        match decoder.decode(validator, &buffer[..read], unix_now()) {
+            Ok(Some(accepted)) => return Ok((accepted, read)),
+            Ok(None) if read < buffer.len() => {}
+            // The buffer holds more than any header: cannot happen for a
+            // decoder that keeps its limits, refused all the same.
+            Ok(None) => return Err(Refusal::Rejected(HandshakeError::HeaderLength(u16::MAX))),
+            Err(error) => return Err(Refusal::Rejected(error)),
+        }
+    }
+}
+
+/// Reads and discards until the client leaves or `deadline` passes.
+async fn drain(socket: &mut TcpStream, deadline: Instant) {
+    let mut sink = [0u8; 2048];
+    let _ = tokio::time::timeout_at(deadline, async {
+        loop {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}

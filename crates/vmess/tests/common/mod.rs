@@ -1,0 +1,259 @@
+//! Shared pieces of the VMess integration tests: a test dispatcher that
+//! connects sessions to their destination (TCP relay or UDP datagrams),
+//! a running Rayback inbound, v2ray configs, and parallel SHA-256 pushes.
+//!
+//! Everything binds 127.0.0.1; every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use async_trait::async_trait;
+use rayback_core::packet::{read_packet, write_packet};
+use rayback_core::relay::relay;
+use rayback_core::{Dispatch, Inbound, InboundContext, Network, Policy, Session, Stream, Tag};
+use rayback_testkit::{exchange, seeded_bytes, sha256_hex};
+use rayback_vmess::{ServerUser, UserId, VmessInbound, VmessInboundConfig, VmessMetrics};
+use serde_json::{json, Value};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub const AEAD_UUID: &str = "27848739-7e62-4138-9fd3-098a63964b6b";
+pub const LEGACY_UUID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
+pub const LEGACY_ALTER_ID: u16 = 4;
+
+/// Bytes each connection pushes each way in the matrix tests.
+pub const PUSH_BYTES: usize = 8 * 1024 * 1024;
+/// Concurrent connections per matrix test.
+pub const CONNECTIONS: usize = 4;
+
+/// Connects every session to its destination: TCP by relaying with
+/// core's relay, UDP by turning the packet stream into datagrams.
+#[derive(Default)]
+pub struct TestDispatch {
+    pub sessions: Mutex<Vec<Session>>,
+}
+
+#[async_trait]
+impl Dispatch for TestDispatch {
+    async fn dispatch(&self, session: Session, stream: Stream) -> io::Result<()> {
+        self.sessions
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .push(session.clone());
+        let target = session
+            .destination
+            .socket_addr()
+            .ok_or_else(|| io::Error::other("test dispatch needs an ip destination"))?;
+        match session.destination.network {
+            Network::Tcp => {
+                let outbound = TcpStream::connect(target).await?;
+                outbound.set_nodelay(true)?;
+                relay(stream, outbound, &Policy::default()).await.map(drop)
+            }
+            Network::Udp => udp_relay(stream, target).await,
+        }
+    }
+
+    async fn connect(&self, session: &Session) -> io::Result<Stream> {
+        let target = session
+            .destination
+            .socket_addr()
+            .ok_or_else(|| io::Error::other("test dispatch needs an ip destination"))?;
+        Ok(Box::new(TcpStream::connect(target).await?))
+    }
+}
+
+/// Carries a packet stream to `target` as datagrams until the stream ends
+/// or nothing moves for 2 s.
+pub async fn udp_relay(stream: Stream, target: SocketAddr) -> io::Result<()> {
+    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    socket.connect(target).await?;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let send_socket = socket.clone();
+    let uplink = async move {
+        let mut packet = Vec::new();
+        while read_packet(&mut reader, &mut packet).await? {
+            send_socket.send(&packet).await?;
+        }
+        io::Result::Ok(())
+    };
+    let downlink = async move {
+        let mut datagram = vec![0u8; 65536];
+        loop {
+            let len = socket.recv(&mut datagram).await?;
+            write_packet(&mut writer, &datagram[..len]).await?;
+        }
+        #[allow(unreachable_code)]
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::select! {
+            result = uplink => result,
+            result = downlink => result,
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// A UDP echo server on 127.0.0.1.
+pub async fn udp_echo_server() -> Result<SocketAddr> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let addr = socket.local_addr()?;
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 65536];
+        while let Ok((len, peer)) = socket.recv_from(&mut buffer).await {
+            let _ = socket.send_to(&buffer[..len], peer).await;
+        }
+    });
+    Ok(addr)
+}
+
+pub fn server_users() -> Vec<ServerUser> {
+    vec![
+        ServerUser {
+            id: UserId::parse(AEAD_UUID).unwrap(),
+            alter_id: 0,
+            level: 0,
+            email: "aead@rayback".into(),
+        },
+        ServerUser {
+            id: UserId::parse(LEGACY_UUID).unwrap(),
+            alter_id: LEGACY_ALTER_ID,
+            level: 1,
+            email: "legacy@rayback".into(),
+        },
+    ]
+}
+
+/// A running Rayback VMess inbound with a [`TestDispatch`].
+pub struct RunningInbound {
+    pub addr: SocketAddr,
+    pub dispatch: Arc<TestDispatch>,
+    pub metrics: Arc<VmessMetrics>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for RunningInbound {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn start_inbound(handshake: Duration) -> Result<RunningInbound> {
+    let metrics = Arc::new(VmessMetrics::new());
+    let inbound = VmessInbound::bind(
+        VmessInboundConfig {
+            tag: Some(Tag::new("vmess-in")),
+            listen: "127.0.0.1:0".parse()?,
+            users: server_users(),
+            policy: Policy {
+                handshake,
+                ..Policy::default()
+            },
+            disable_insecure_encryption: false,
+        },
+        metrics.clone(),
+    )
+    .await?;
+    let addr = inbound.local_addr();
+    let dispatch = Arc::new(TestDispatch::default());
+    let shutdown = CancellationToken::new();
+    let context = InboundContext {
+        dispatch: dispatch.clone(),
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+    };
+    tokio::spawn(Arc::new(inbound).run(context));
+    Ok(RunningInbound {
+        addr,
+        dispatch,
+        metrics,
+        shutdown,
+    })
+}
+
+/// v2ray: dokodemo-door on `listen_port` (to `target`, `network`) → VMess
+/// outbound to `server` with one user.
+pub fn v2ray_client_config(
+    listen_port: u16,
+    target: SocketAddr,
+    network: &str,
+    server: SocketAddr,
+    security: &str,
+    legacy: bool,
+) -> Value {
+    let (id, alter_id) = if legacy {
+        (LEGACY_UUID, LEGACY_ALTER_ID)
+    } else {
+        (AEAD_UUID, 0)
+    };
+    json!({
+        "log": {"loglevel": "warning"},
+        "inbounds": [{
+            "listen": "127.0.0.1",
+            "port": listen_port,
+            "protocol": "dokodemo-door",
+            "settings": {"address": target.ip().to_string(), "port": target.port(), "network": network}
+        }],
+        "outbounds": [{
+            "protocol": "vmess",
+            "settings": {"vnext": [{
+                "address": server.ip().to_string(),
+                "port": server.port(),
+                "users": [{"id": id, "alterId": alter_id, "security": security}]
+            }]}
+        }]
+    })
+}
+
+/// v2ray: VMess inbound on `port` with both test users → freedom.
+pub fn v2ray_server_config(port: u16) -> Value {
+    json!({
+        "log": {"loglevel": "warning"},
+        "inbounds": [{
+            "listen": "127.0.0.1",
+            "port": port,
+            "protocol": "vmess",
+            "settings": {"clients": [
+                {"id": AEAD_UUID, "alterId": 0},
+                {"id": LEGACY_UUID, "alterId": LEGACY_ALTER_ID}
+            ]}
+        }],
+        "outbounds": [{"protocol": "freedom"}]
+    })
+}
+
+/// Pushes `PUSH_BYTES` of distinct data each way over `CONNECTIONS`
+/// parallel connections to `addr` (which must echo) and checks every
+/// byte came back, by SHA-256.
+pub async fn push_in_parallel(addr: SocketAddr, bytes: usize, connections: usize) -> Result<()> {
+    let mut tasks = Vec::new();
+    for index in 0..connections {
+        tasks.push(tokio::spawn(async move {
+            let data = seeded_bytes(index as u64 + 1, bytes);
+            let back = exchange(addr, &data, Duration::from_secs(60)).await?;
+            ensure!(
+                back.len() == data.len(),
+                "connection {index}: {} of {} bytes came back",
+                back.len(),
+                data.len()
+            );
+            ensure!(
+                sha256_hex(&back) == sha256_hex(&data),
+                "connection {index}: bytes differ"
+            );
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await.context("push task")??;
+    }
+    Ok(())
+}
