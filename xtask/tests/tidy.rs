@@ -93,12 +93,11 @@ fn crates_depend_only_down_the_picture() {
                         }
                     }
                 }
-                "bins" => {
+                "bins"
                     if !(target_parts[0] == "crates"
-                        && ["app", "config", "core"].contains(&target_parts[1].as_str()))
-                    {
-                        wrong.push(format!("{name} -> {target}: binaries stay thin"));
-                    }
+                        && ["app", "config", "core"].contains(&target_parts[1].as_str())) =>
+                {
+                    wrong.push(format!("{name} -> {target}: binaries stay thin"));
                 }
                 _ => {}
             }
