@@ -30,5 +30,5 @@ pub use handler::InboundContext;
 pub use handler::{Dispatch, Inbound, Outbound};
 pub use policy::Policies;
 pub use policy::Policy;
-pub use session::{Session, Tag, User};
+pub use session::{SendBudget, Session, Tag, User};
 pub use stream::{AsyncStream, Stream};

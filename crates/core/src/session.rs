@@ -64,7 +64,44 @@ pub struct Session {
     pub source: Option<SocketAddr>,
     /// The user, when the inbound knows one.
     pub user: Option<User>,
+    /// The send budget of the connection the session arrived on, when
+    /// that connection has one (a VMess body's 16-bit nonce counter). A
+    /// portal reads it to retire a tunnel connection before it runs out.
+    pub send_budget: Option<SendBudget>,
 }
+
+/// Whether a connection is close to the end of what it may send.
+///
+/// A cheap, cloneable view that outlives the boxed stream it describes.
+#[derive(Clone)]
+pub struct SendBudget(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl SendBudget {
+    /// `is_low` answers whether the connection should take no new work.
+    pub fn new(is_low: impl Fn() -> bool + Send + Sync + 'static) -> SendBudget {
+        SendBudget(Arc::new(is_low))
+    }
+
+    pub fn is_low(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for SendBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendBudget")
+            .field("low", &self.is_low())
+            .finish()
+    }
+}
+
+impl PartialEq for SendBudget {
+    fn eq(&self, other: &SendBudget) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SendBudget {}
 
 impl Session {
     pub fn new(destination: Destination) -> Session {
@@ -73,6 +110,7 @@ impl Session {
             destination,
             source: None,
             user: None,
+            send_budget: None,
         }
     }
 

@@ -16,7 +16,9 @@
 //! drops the overflow, as 4.34's pipe does. A session whose client has
 //! been quiet for `udp_idle` (both directions) ends: reads see end of
 //! stream and a later datagram starts a new session. 4.34 drops sessions
-//! idle over 8 s at a sweep every 16 s; Rayback's default is 16 s.
+//! idle over 8 s at a sweep every 16 s; Rayback's default is 16 s. When
+//! the inbound stops, every session's reads see end of stream after the
+//! datagrams already queued.
 //! `follow_redirect` (TPROXY) is not supported for UDP.
 //!
 //! Not here: the policy timeouts of an established session (the
@@ -96,11 +98,15 @@ impl DokodemoSettings {
     }
 }
 
-/// A bound dokodemo-door inbound; [`Inbound::run`] serves it.
+/// A bound dokodemo-door inbound; [`Inbound::run`] serves it, once (its
+/// TCP listener closes when that run stops accepting).
 #[derive(Debug)]
 pub struct DokodemoDoor {
     settings: DokodemoSettings,
-    tcp: Option<TcpListener>,
+    /// Taken by [`Inbound::run`], so that the listener closes as soon as
+    /// accepting stops, while connections (which hold the door) may still
+    /// be open: a stopped door refuses new connections and frees its port.
+    tcp: Mutex<Option<TcpListener>>,
     udp: Option<Arc<UdpSocket>>,
     local_addr: SocketAddr,
 }
@@ -137,7 +143,7 @@ impl DokodemoDoor {
         };
         Ok(DokodemoDoor {
             settings,
-            tcp,
+            tcp: Mutex::new(tcp),
             udp,
             local_addr,
         })
@@ -167,6 +173,7 @@ impl DokodemoDoor {
                 email: String::new(),
                 level: self.settings.user_level,
             }),
+            send_budget: None,
         }
     }
 
@@ -231,7 +238,13 @@ impl DokodemoDoor {
                 buffer = BytesMut::with_capacity(RECV_CHUNK);
             }
             let received = tokio::select! {
-                () = context.shutdown.cancelled() => return,
+                () = context.shutdown.cancelled() => {
+                    // Closing every client's queue ends its session's
+                    // request side (after what is queued), so a stop does
+                    // not wait for quiet clients to time out.
+                    clients.table.lock().unwrap_or_else(PoisonError::into_inner).clear();
+                    return;
+                }
                 received = socket.recv_buf_from(&mut buffer) => received,
             };
             match received {
@@ -306,9 +319,14 @@ impl DokodemoDoor {
 #[async_trait]
 impl Inbound for DokodemoDoor {
     async fn run(self: Arc<Self>, context: InboundContext) -> io::Result<()> {
+        let listener = self
+            .tcp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let tcp = async {
-            if let Some(listener) = &self.tcp {
-                self.accept_loop(listener, &context).await;
+            if let Some(listener) = listener {
+                self.accept_loop(&listener, &context).await;
             }
         };
         let udp = async {

@@ -158,8 +158,10 @@ impl Bridge {
     }
 
     fn publish(&self, workers: &[Worker]) {
-        *self.live.lock().expect("not poisoned") =
-            workers.iter().map(|worker| worker.liveness.clone()).collect();
+        *self.live.lock().expect("not poisoned") = workers
+            .iter()
+            .map(|worker| worker.liveness.clone())
+            .collect();
     }
 
     /// Keeps tunnel connections up until `shutdown`; then returns, leaving

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rand::Rng;
 use rayback_core::packet::write_packet;
 use rayback_core::relay::relay;
-use rayback_core::{Address, Destination, Outbound, Policy, Session, Stream, Tag};
+use rayback_core::{Address, Destination, Outbound, Policy, SendBudget, Session, Stream, Tag};
 use rayback_mux::{ClientConfig, MuxClient};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -41,7 +41,10 @@ pub struct PortalSettings {
     /// How long a public connection waits for a bridge when none is up.
     pub no_bridge_wait: Duration,
     /// A tunnel connection that has opened more sessions than this is
-    /// drained and replaced (V2Ray: 256; session ids are 16 bits).
+    /// drained and replaced. Mux session ids are 16 bits, so it must stay
+    /// well below 65535. V2Ray drains after 256, which under many short
+    /// connections makes the bridge dial a new tunnel every few hundred
+    /// requests; Rayback's default is 16384 (wire-compatible either way).
     pub drain_after: u64,
 }
 
@@ -52,7 +55,7 @@ impl PortalSettings {
             domain,
             control_domain: CONTROL_DOMAIN_V2RAY.to_owned(),
             no_bridge_wait: Duration::from_secs(2),
-            drain_after: 256,
+            drain_after: 16_384,
         }
     }
 }
@@ -64,11 +67,22 @@ struct Worker {
     draining: AtomicBool,
     peer: Option<SocketAddr>,
     since: Instant,
+    /// The carrying connection's send budget (VMess nonces), if known.
+    budget: Option<SendBudget>,
+    /// Wakes the heartbeat task at once when the worker should drain.
+    wake: Notify,
 }
 
 impl Worker {
     fn is_usable(&self) -> bool {
         !self.draining.load(Ordering::Relaxed) && !self.client.is_closed()
+    }
+
+    /// Whether this connection should take no more sessions: it opened
+    /// too many, or its carrier is near the end of its nonces.
+    fn should_drain(&self, drain_after: u64) -> bool {
+        self.client.total_opened() > drain_after
+            || self.budget.as_ref().is_some_and(SendBudget::is_low)
     }
 }
 
@@ -159,6 +173,8 @@ impl Portal {
             draining: AtomicBool::new(false),
             peer: session.source,
             since: Instant::now(),
+            budget: session.send_budget.clone(),
+            wake: Notify::new(),
         });
         self.workers
             .lock()
@@ -183,6 +199,7 @@ impl Portal {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                () = worker.wake.notified() => {}
                 () = worker.client.closed() => return Ok(()),
             }
             if worker.draining.load(Ordering::Relaxed) {
@@ -191,7 +208,7 @@ impl Portal {
                 }
                 continue;
             }
-            let drain = worker.client.total_opened() > self.settings.drain_after;
+            let drain = worker.should_drain(self.settings.drain_after);
             let control_message = Control {
                 state: if drain { State::Drain } else { State::Active },
                 random: random_padding(),
@@ -200,7 +217,12 @@ impl Portal {
             control_message.encode(&mut message);
             write_packet(control, &message).await?;
             if drain {
-                tracing::info!(portal = %self.settings.tag, "draining a bridge connection after {} sessions", worker.client.total_opened());
+                tracing::info!(
+                    portal = %self.settings.tag,
+                    "draining a bridge connection after {} sessions (nonce budget low: {})",
+                    worker.client.total_opened(),
+                    worker.budget.as_ref().is_some_and(SendBudget::is_low)
+                );
                 worker.draining.store(true, Ordering::Relaxed);
                 // Ends session 1, as V2Ray does after a DRAIN.
                 let _ = control.shutdown().await;
@@ -217,7 +239,14 @@ impl Portal {
             adopted.as_mut().enable();
             if let Some(worker) = self.pick() {
                 match worker.client.open(destination.clone()).await {
-                    Ok(stream) => return Ok(stream),
+                    Ok(stream) => {
+                        // Drain as soon as the limit is crossed, not at the
+                        // next tick, so a burst cannot run the ids out.
+                        if worker.should_drain(self.settings.drain_after) {
+                            worker.wake.notify_one();
+                        }
+                        return Ok(stream);
+                    }
                     Err(error) => {
                         tracing::debug!("bridge connection refused a session: {error}");
                         if worker.client.is_closed() {

@@ -34,6 +34,8 @@ struct BridgeRouter {
     dials: AtomicUsize,
     /// The relays standing in for the network between bridge and portal.
     links: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// What the portal learns of each tunnel's send budget: low once set.
+    budget_low: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BridgeRouter {
@@ -43,6 +45,7 @@ impl BridgeRouter {
             echo,
             dials: AtomicUsize::new(0),
             links: std::sync::Mutex::new(Vec::new()),
+            budget_low: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -72,7 +75,11 @@ impl Dispatch for BridgeRouter {
         });
         self.links.lock().unwrap().push(link.abort_handle());
         let portal = self.portal.clone();
-        let adopted = Session::new(session.destination.clone());
+        let mut adopted = Session::new(session.destination.clone());
+        let low = self.budget_low.clone();
+        adopted.send_budget = Some(rayback_core::SendBudget::new(move || {
+            low.load(Ordering::Relaxed)
+        }));
         tokio::spawn(async move {
             let _ = portal
                 .handle(adopted, Box::new(portal_end), &Policy::default())
@@ -198,6 +205,68 @@ async fn a_dead_tunnel_is_replaced_and_never_picked() {
         assert_eq!(portal.tunnels().len(), 1, "the dead tunnel is forgotten");
         drop(bridge);
         shutdown.cancel();
+    })
+    .await
+    .expect("bounded");
+}
+
+async fn drained_connections_are_replaced(portal_settings: PortalSettings, budget_runs_low: bool) {
+    let echo = echo_server().await.unwrap();
+    let (_, bridge_settings) = settings();
+    let portal = Arc::new(Portal::new(portal_settings));
+    let router = BridgeRouter::new(portal.clone(), echo);
+    let bridge = Arc::new(Bridge::new(
+        bridge_settings,
+        router.clone(),
+        TaskTracker::new(),
+    ));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(bridge.run(shutdown.clone()));
+    let target = Destination::tcp(Address::Ipv4([127, 0, 0, 1].into()), 9);
+    // One stream stays open across the drain: it must keep working.
+    let mut long_lived = portal.connect(&Session::new(target.clone())).await.unwrap();
+    long_lived.write_all(b"before").await.unwrap();
+    let mut got = [0u8; 6];
+    long_lived.read_exact(&mut got).await.unwrap();
+    if budget_runs_low {
+        router.budget_low.store(true, Ordering::Relaxed);
+    }
+    for round in 0..30 {
+        let text = format!("round {round}");
+        let got = echo_through(&portal, target.clone(), text.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(got, text.as_bytes());
+        if budget_runs_low {
+            router.budget_low.store(false, Ordering::Relaxed);
+        }
+    }
+    assert!(
+        router.dials.load(Ordering::Relaxed) >= 2,
+        "a drained tunnel was replaced"
+    );
+    long_lived.write_all(b"after!").await.unwrap();
+    long_lived.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"after!", "the draining tunnel kept its session");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_tunnel_past_its_session_limit_drains_and_keeps_its_sessions() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (mut portal_settings, _) = settings();
+        portal_settings.drain_after = 10;
+        drained_connections_are_replaced(portal_settings, false).await;
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn a_tunnel_near_its_nonce_budget_drains() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (portal_settings, _) = settings();
+        drained_connections_are_replaced(portal_settings, true).await;
     })
     .await
     .expect("bounded");

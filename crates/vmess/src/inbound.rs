@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use rayback_core::{Dispatch, Inbound, InboundContext, Policy, Session, Tag, User};
+use rayback_core::{Dispatch, Inbound, InboundContext, Policy, SendBudget, Session, Tag, User};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -130,7 +130,7 @@ impl VmessInbound {
             }
         };
         increment(&self.metrics.handshakes_accepted);
-        let stream = self.body_stream(socket, &accepted, &buffer[accepted.consumed..read]);
+        let mut stream = self.body_stream(socket, &accepted, &buffer[accepted.consumed..read]);
         let user = &self.validator.users()[accepted.user];
         let mut session = Session::new(accepted.header.destination.clone())
             .with_source(peer)
@@ -139,6 +139,8 @@ impl VmessInbound {
                 level: user.level,
             });
         session.inbound_tag = self.tag.clone();
+        let budget = stream.budget_watch();
+        session.send_budget = Some(SendBudget::new(move || budget.near_budget()));
         tracing::debug!(%peer, destination = %session.destination, email = %user.email, "vmess request accepted");
         drop(buffer);
         if let Err(error) = dispatch.dispatch(session, Box::new(stream)).await {

@@ -388,6 +388,7 @@ pub fn session(case: &Case, source: SocketAddr) -> Session {
             email: String::new(),
             level: 0,
         }),
+        send_budget: None,
     }
 }
 
