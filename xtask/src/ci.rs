@@ -47,6 +47,31 @@ const STEPS: &[Step] = &[
         env: &[],
     },
     Step {
+        name: "fuzz corpus and regressions replayed (stable)",
+        program: "cargo",
+        args: &[
+            "test",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--no-default-features",
+            "--target-dir",
+            "target",
+        ],
+        env: &[],
+    },
+    Step {
+        name: "fuzz targets compile",
+        program: "cargo",
+        args: &["check", "--manifest-path", "fuzz/Cargo.toml", "--bins", "--target-dir", "target"],
+        env: &[],
+    },
+    Step {
+        name: "benchmarks compile",
+        program: "cargo",
+        args: &["bench", "--workspace", "--no-run"],
+        env: &[],
+    },
+    Step {
         name: "demo, once",
         program: "cargo",
         args: &["xtask", "demo", "--once"],

@@ -6,6 +6,7 @@
 //! | `ci` | the whole gate: format, lints, docs, every test (interop with the real v2ray included), the demo once |
 //! | `bench [--quick] [--runs N] [--only SETUP,...]` | the end-to-end benchmark: Rayback, v2ray, rathole and no tunnel under iperf3, wrk and curl; writes `target/bench/results.md` and `chart.svg` |
 //! | `demo [--once]` | a web server, a bridge and a portal on loopback from the seed configs, and a request through them |
+//! | `fuzz [TARGET...] [--seconds N]` | runs the libFuzzer targets of `fuzz/` (nightly, cargo-fuzz) |
 //!
 //! It is not part of the product: it builds and runs the binaries, the
 //! real `v2ray`, tests and benchmarks.
@@ -13,6 +14,8 @@
 mod bench;
 mod ci;
 mod demo;
+mod dist;
+mod fuzz;
 mod web;
 
 use anyhow::{bail, Result};
@@ -25,8 +28,10 @@ fn main() -> Result<()> {
         "bench" => bench::run(&rest),
         "ci" => ci::run(&rest),
         "demo" => demo::run(&rest),
+        "dist" => dist::run(&rest),
+        "fuzz" => fuzz::run(&rest),
         "" | "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...]>");
+            println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...] | fuzz [TARGET...] [--seconds N]>");
             Ok(())
         }
         other => bail!("unknown xtask command {other:?}; try `cargo xtask help`"),

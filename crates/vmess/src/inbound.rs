@@ -57,7 +57,10 @@ pub struct VmessInboundConfig {
 
 /// A bound VMess server.
 pub struct VmessInbound {
-    listener: TcpListener,
+    /// Taken by [`Inbound::run`], so the socket closes when accepting
+    /// stops (connection tasks hold the inbound, not the listener): after
+    /// a stop or a reload the port refuses and can be bound again.
+    listener: std::sync::Mutex<Option<TcpListener>>,
     local_addr: SocketAddr,
     tag: Option<Tag>,
     validator: Validator,
@@ -75,7 +78,7 @@ impl VmessInbound {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         Ok(VmessInbound {
-            listener,
+            listener: std::sync::Mutex::new(Some(listener)),
             local_addr,
             tag: config.tag,
             validator: Validator::new(config.users)
@@ -179,10 +182,16 @@ impl VmessInbound {
 #[async_trait]
 impl Inbound for VmessInbound {
     async fn run(self: Arc<Self>, context: InboundContext) -> io::Result<()> {
+        let listener = self
+            .listener
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .ok_or_else(|| io::Error::other("this vmess inbound already ran"))?;
         loop {
             let accepted = tokio::select! {
                 _ = context.shutdown.cancelled() => return Ok(()),
-                accepted = self.listener.accept() => accepted,
+                accepted = listener.accept() => accepted,
             };
             match accepted {
                 Ok((socket, peer)) => {
