@@ -107,6 +107,19 @@ impl MuxClient {
 
     /// Bytes buffered for this connection: sub-stream receive buffers plus
     /// frames waiting for the carrier.
+    /// How long the reader has been waiting on a carrier that sends
+    /// nothing; `None` while bytes flow or the reader is busy delivering
+    /// (a slow sub-stream is back-pressure, not death).
+    pub fn silent_for(&self) -> Option<std::time::Duration> {
+        self.conn.silent_for()
+    }
+
+    /// Time since the peer's last KeepAlive frame; `None` when it never
+    /// sent one (V2Ray never does).
+    pub fn since_keepalive(&self) -> Option<std::time::Duration> {
+        self.conn.since_keepalive()
+    }
+
     pub fn buffered_bytes(&self) -> usize {
         self.conn.buffered_bytes()
     }

@@ -26,7 +26,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rayback_core::{Destination, Network, Stream};
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::MuxConfig;
 use crate::error::MuxError;
-use crate::frame::{self, FrameCodec, FrameKind, SessionId};
+use crate::frame::{self, FrameCodec, FrameKind, SessionId, Status};
 use crate::server::SessionHandler;
 use crate::stream::MuxStream;
 
@@ -132,6 +132,17 @@ pub(crate) struct Connection {
     pub(crate) close_error: OnceLock<String>,
     /// Server: most sessions open at once.
     max_sessions: usize,
+    /// When the connection was created: the epoch of the two stamps below.
+    born: Instant,
+    /// While the reader waits on the carrier: when it started waiting, in
+    /// nanoseconds since `born`, plus one; 0 while it is not waiting (busy
+    /// delivering, which a slow sub-stream can stall for long). A carrier
+    /// silent while we listen is a dead one; a stalled reader is not.
+    listening_since: AtomicU64,
+    /// The last KeepAlive frame from the peer, as above; 0 = never. V2Ray
+    /// never sends KeepAlive; a Rayback bridge does, so a portal can tell
+    /// its silence from a dead tunnel.
+    last_keepalive: AtomicU64,
 }
 
 impl Connection {
@@ -151,7 +162,47 @@ impl Connection {
             total_opened: AtomicU64::new(0),
             handles: AtomicUsize::new(0),
             close_error: OnceLock::new(),
+            born: Instant::now(),
+            listening_since: AtomicU64::new(0),
+            last_keepalive: AtomicU64::new(0),
         })
+    }
+
+    fn stamp(&self) -> u64 {
+        self.born.elapsed().as_nanos() as u64 + 1
+    }
+
+    fn since(&self, stamp: u64) -> Option<Duration> {
+        (stamp != 0).then(|| {
+            self.born
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(stamp - 1))
+        })
+    }
+
+    /// How long the reader has been waiting on a silent carrier; `None`
+    /// while it is busy or data just came.
+    pub(crate) fn silent_for(&self) -> Option<Duration> {
+        self.since(self.listening_since.load(Ordering::Relaxed))
+    }
+
+    /// Time since the peer's last KeepAlive; `None` if it never sent one.
+    pub(crate) fn since_keepalive(&self) -> Option<Duration> {
+        self.since(self.last_keepalive.load(Ordering::Relaxed))
+    }
+
+    /// Queues a KeepAlive frame (6 bytes; V2Ray reads and ignores it).
+    pub(crate) fn queue_keepalive(&self) {
+        let writer = {
+            let mut send = lock(&self.send);
+            if send.closed {
+                return;
+            }
+            frame::put_short_header(&mut send.buf, 0, Status::KeepAlive, 0);
+            send.tail_new = None;
+            send.writer.take()
+        };
+        wake(writer);
     }
 
     /// Splits the carrier and spawns the reader and writer tasks on the
@@ -487,7 +538,9 @@ impl Connection {
                         }
                     }
                     FrameKind::End { error } => self.remote_end(id, error),
-                    FrameKind::KeepAlive => {}
+                    FrameKind::KeepAlive => {
+                        self.last_keepalive.store(self.stamp(), Ordering::Relaxed);
+                    }
                 }
             }
             if buf.is_empty() && buf.capacity() > KEEP_RECEIVE_CAPACITY {
@@ -496,7 +549,10 @@ impl Connection {
             } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            if carrier.read_buf(&mut buf).await? == 0 {
+            self.listening_since.store(self.stamp(), Ordering::Relaxed);
+            let read = carrier.read_buf(&mut buf).await;
+            self.listening_since.store(0, Ordering::Relaxed);
+            if read? == 0 {
                 if !buf.is_empty() {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,

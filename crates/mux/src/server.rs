@@ -99,6 +99,18 @@ impl ServerHandle {
     }
 
     /// Bytes buffered for this connection (see [`crate::MuxClient::buffered_bytes`]).
+    /// How long the connection has been waiting on a silent carrier (see
+    /// [`crate::MuxClient::silent_for`]).
+    pub fn silent_for(&self) -> Option<std::time::Duration> {
+        self.conn.silent_for()
+    }
+
+    /// Sends a KeepAlive frame: a sign of life for a Rayback peer; V2Ray
+    /// reads and ignores it.
+    pub fn send_keepalive(&self) {
+        self.conn.queue_keepalive();
+    }
+
     pub fn buffered_bytes(&self) -> usize {
         self.conn.buffered_bytes()
     }

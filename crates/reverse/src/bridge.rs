@@ -37,8 +37,8 @@ pub struct BridgeSettings {
     pub domain: String,
     /// At most this many tunnel connections at once.
     pub max_connections: usize,
-    /// A tunnel that carried heartbeats and then none for this long is
-    /// taken for dead and replaced. 4.34 portals skip a heartbeat with
+    /// A tunnel on which the portal sent nothing for this long is taken
+    /// for dead and replaced. 4.34 portals skip a heartbeat with
     /// probability 1/64, so several periods are needed.
     pub heartbeat_timeout: Duration,
     /// Mux limits for each tunnel connection.
@@ -73,7 +73,6 @@ struct Liveness {
 struct Worker {
     server: ServerHandle,
     liveness: Arc<Liveness>,
-    dialled: Instant,
 }
 
 impl Worker {
@@ -82,11 +81,16 @@ impl Worker {
         *self.liveness.last_control.lock().expect("not poisoned")
     }
 
-    /// Closed, or silent for `heartbeat_timeout` (counting from the dial
-    /// when the portal never spoke).
+    /// Closed, or the portal sent nothing for `heartbeat_timeout` while we
+    /// were listening. Portals send a heartbeat every 2 s (a 4.34 portal
+    /// skips one in 64 at random), so silence means a dead tunnel; a
+    /// reader held up by a slow sub-stream is not silence.
     fn is_dead(&self, heartbeat_timeout: Duration) -> bool {
-        let since = self.last_heard().unwrap_or(self.dialled);
-        self.server.is_closed() || since.elapsed() > heartbeat_timeout
+        self.server.is_closed()
+            || self
+                .server
+                .silent_for()
+                .is_some_and(|silent| silent > heartbeat_timeout)
     }
 
     fn is_draining(&self) -> bool {
@@ -186,6 +190,9 @@ impl Bridge {
                     died_unheard |= worker.last_heard().is_none();
                     return false;
                 }
+                // A sign of life for a Rayback portal, which then can tell a
+                // dead tunnel from a quiet one; V2Ray ignores KeepAlive.
+                worker.server.send_keepalive();
                 // A drained connection keeps serving its sessions; it just
                 // no longer counts (the portal closes it when they end).
                 !worker.is_draining()
@@ -264,6 +271,7 @@ impl Bridge {
             tag: self.settings.tag.clone(),
             dispatch: self.dispatch.clone(),
             liveness: liveness.clone(),
+            wake: self.worker_ended.clone(),
         });
         let server = MuxServer::serve_with(stream, handler, self.settings.mux.clone());
         let ended = self.worker_ended.clone();
@@ -272,11 +280,7 @@ impl Bridge {
             watched.closed().await;
             ended.notify_one();
         });
-        Ok(Worker {
-            server,
-            liveness,
-            dialled: Instant::now(),
-        })
+        Ok(Worker { server, liveness })
     }
 }
 
@@ -285,6 +289,9 @@ struct BridgeSessions {
     tag: Tag,
     dispatch: Arc<dyn Dispatch>,
     liveness: Arc<Liveness>,
+    /// Wakes the bridge's loop when the portal drains this connection, so
+    /// a replacement is dialled at once rather than at the next tick.
+    wake: Arc<Notify>,
 }
 
 #[async_trait]
@@ -295,7 +302,7 @@ impl SessionHandler for BridgeSessions {
             Some(CONTROL_DOMAIN_V2RAY | CONTROL_DOMAIN_V2FLY)
         );
         if is_control {
-            read_control(stream, &self.liveness).await;
+            read_control(stream, &self.liveness, &self.wake).await;
             return Ok(());
         }
         let session = Session::new(destination).with_inbound_tag(self.tag.clone());
@@ -305,7 +312,7 @@ impl SessionHandler for BridgeSessions {
 
 /// Reads control messages until the session ends: each packet is one
 /// `Control`. A malformed one is logged and skipped, as V2Ray does.
-async fn read_control(mut stream: Stream, liveness: &Liveness) {
+async fn read_control(mut stream: Stream, liveness: &Liveness, wake: &Notify) {
     let mut packet = Vec::new();
     loop {
         match read_packet(&mut stream, &mut packet).await {
@@ -321,6 +328,7 @@ async fn read_control(mut stream: Stream, liveness: &Liveness) {
             Ok(control) if control.state == State::Drain => {
                 tracing::info!("portal drains this tunnel connection");
                 liveness.draining.store(true, Ordering::Relaxed);
+                wake.notify_one();
             }
             Ok(_) => {}
             Err(error) => tracing::warn!("ignoring a bad control message: {error}"),

@@ -46,6 +46,11 @@ pub struct PortalSettings {
     /// connections makes the bridge dial a new tunnel every few hundred
     /// requests; Rayback's default is 16384 (wire-compatible either way).
     pub drain_after: u64,
+    /// A tunnel whose bridge sends KeepAlive frames (Rayback bridges do,
+    /// every 2 s; V2Ray bridges send nothing when idle) and then nothing
+    /// at all for this long is taken for dead and closed, so no public
+    /// connection is handed to a half-open tunnel.
+    pub bridge_silence: Duration,
 }
 
 impl PortalSettings {
@@ -56,6 +61,7 @@ impl PortalSettings {
             control_domain: CONTROL_DOMAIN_V2RAY.to_owned(),
             no_bridge_wait: Duration::from_secs(2),
             drain_after: 16_384,
+            bridge_silence: Duration::from_secs(10),
         }
     }
 }
@@ -201,6 +207,12 @@ impl Portal {
                 _ = tick.tick() => {}
                 () = worker.wake.notified() => {}
                 () = worker.client.closed() => return Ok(()),
+            }
+            let speaks_keepalive = worker.client.since_keepalive().is_some();
+            let silence = worker.client.silent_for().unwrap_or_default();
+            if speaks_keepalive && silence > self.settings.bridge_silence {
+                tracing::warn!(portal = %self.settings.tag, peer = ?worker.peer, "bridge silent for {silence:?}; closing its tunnel connection");
+                return Ok(());
             }
             if worker.draining.load(Ordering::Relaxed) {
                 if worker.client.active_sessions() == 0 {

@@ -34,8 +34,10 @@ struct BridgeRouter {
     dials: AtomicUsize,
     /// The relays standing in for the network between bridge and portal.
     links: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
-    /// What the portal learns of each tunnel's send budget: low once set.
-    budget_low: Arc<std::sync::atomic::AtomicBool>,
+    /// Tunnels numbered up to this one report a low send budget.
+    budget_low_up_to: Arc<AtomicUsize>,
+    /// While set, the links that exist stop forwarding (a half-open path).
+    blackhole: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BridgeRouter {
@@ -45,7 +47,8 @@ impl BridgeRouter {
             echo,
             dials: AtomicUsize::new(0),
             links: std::sync::Mutex::new(Vec::new()),
-            budget_low: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            budget_low_up_to: Arc::new(AtomicUsize::new(0)),
+            blackhole: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -67,18 +70,28 @@ impl Dispatch for BridgeRouter {
 
     async fn connect(&self, session: &Session) -> io::Result<Stream> {
         assert_eq!(session.destination.address.domain(), Some(DOMAIN));
-        self.dials.fetch_add(1, Ordering::Relaxed);
+        let number = self.dials.fetch_add(1, Ordering::Relaxed) + 1;
         let (bridge_end, link_a) = tokio::io::duplex(256 * 1024);
         let (link_b, portal_end) = tokio::io::duplex(256 * 1024);
-        let link = tokio::spawn(async move {
-            let _ = relay(link_a, link_b, &Policy::default()).await;
-        });
+        let blackhole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let link = tokio::spawn(pump_both(link_a, link_b, blackhole.clone()));
+        // The test blackholes the links that exist when it says so; links
+        // made after that work.
+        let all = self.blackhole.clone();
+        if !all.load(Ordering::Relaxed) {
+            tokio::spawn(async move {
+                while !all.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                blackhole.store(true, Ordering::Relaxed);
+            });
+        }
         self.links.lock().unwrap().push(link.abort_handle());
         let portal = self.portal.clone();
         let mut adopted = Session::new(session.destination.clone());
-        let low = self.budget_low.clone();
+        let low_up_to = self.budget_low_up_to.clone();
         adopted.send_budget = Some(rayback_core::SendBudget::new(move || {
-            low.load(Ordering::Relaxed)
+            low_up_to.load(Ordering::Relaxed) >= number
         }));
         tokio::spawn(async move {
             let _ = portal
@@ -86,6 +99,45 @@ impl Dispatch for BridgeRouter {
                 .await;
         });
         Ok(Box::new(bridge_end))
+    }
+}
+
+/// Forwards both ways until `blackhole` is set; then forwards nothing and
+/// closes nothing, like a network path that silently drops everything.
+async fn pump_both(
+    a: tokio::io::DuplexStream,
+    b: tokio::io::DuplexStream,
+    blackhole: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    let one = pump(&mut a_read, &mut b_write, &blackhole);
+    let other = pump(&mut b_read, &mut a_write, &blackhole);
+    let _ = tokio::join!(one, other);
+}
+
+async fn pump<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    blackhole: &std::sync::atomic::AtomicBool,
+) -> io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if blackhole.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        let read = reader.read(&mut buf).await?;
+        if read == 0 || blackhole.load(Ordering::Relaxed) {
+            if read == 0 {
+                return writer.shutdown().await;
+            }
+            continue;
+        }
+        writer.write_all(&buf[..read]).await?;
     }
 }
 
@@ -229,7 +281,10 @@ async fn drained_connections_are_replaced(portal_settings: PortalSettings, budge
     let mut got = [0u8; 6];
     long_lived.read_exact(&mut got).await.unwrap();
     if budget_runs_low {
-        router.budget_low.store(true, Ordering::Relaxed);
+        // The tunnels up now run low; the ones dialled next do not.
+        router
+            .budget_low_up_to
+            .store(router.dials.load(Ordering::Relaxed), Ordering::Relaxed);
     }
     for round in 0..30 {
         let text = format!("round {round}");
@@ -237,9 +292,6 @@ async fn drained_connections_are_replaced(portal_settings: PortalSettings, budge
             .await
             .unwrap();
         assert_eq!(got, text.as_bytes());
-        if budget_runs_low {
-            router.budget_low.store(false, Ordering::Relaxed);
-        }
     }
     assert!(
         router.dials.load(Ordering::Relaxed) >= 2,
@@ -267,6 +319,67 @@ async fn a_tunnel_near_its_nonce_budget_drains() {
     tokio::time::timeout(Duration::from_secs(30), async {
         let (portal_settings, _) = settings();
         drained_connections_are_replaced(portal_settings, true).await;
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn a_half_open_tunnel_is_noticed_on_both_sides_and_replaced() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let echo = echo_server().await.unwrap();
+        let (mut portal_settings, mut bridge_settings) = settings();
+        portal_settings.bridge_silence = Duration::from_secs(3);
+        bridge_settings.heartbeat_timeout = Duration::from_secs(3);
+        let portal = Arc::new(Portal::new(portal_settings));
+        let router = BridgeRouter::new(portal.clone(), echo);
+        let bridge = Arc::new(Bridge::new(
+            bridge_settings,
+            router.clone(),
+            TaskTracker::new(),
+        ));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(bridge.run(shutdown.clone()));
+        let target = Destination::tcp(Address::Ipv4([127, 0, 0, 1].into()), 9);
+        // Let keepalives flow once so the portal knows this bridge sends them.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            echo_through(&portal, target.clone(), b"before")
+                .await
+                .unwrap(),
+            b"before"
+        );
+
+        router.blackhole.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let cut = tokio::time::Instant::now();
+        // Both sides notice the silence, close the dead tunnel, and the
+        // bridge dials a new one that works.
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(1),
+                echo_through(&portal, target.clone(), b"after"),
+            )
+            .await;
+            if matches!(attempt, Ok(Ok(ref got)) if got == b"after") {
+                break;
+            }
+            assert!(
+                cut.elapsed() < Duration::from_secs(15),
+                "no service after the blackhole"
+            );
+        }
+        eprintln!(
+            "service back {:?} after the tunnel went half-open",
+            cut.elapsed()
+        );
+        assert!(router.dials.load(Ordering::Relaxed) >= 2);
+        assert_eq!(
+            portal.tunnels().len(),
+            1,
+            "the half-open tunnel was dropped"
+        );
+        shutdown.cancel();
     })
     .await
     .expect("bounded");

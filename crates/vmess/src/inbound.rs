@@ -100,7 +100,7 @@ impl VmessInbound {
         dispatch: Arc<dyn Dispatch>,
         shutdown: CancellationToken,
     ) {
-        let _ = socket.set_nodelay(true);
+        crate::socket::tune(&socket);
         let deadline = Instant::now() + self.policy.handshake;
         let mut buffer = vec![0u8; HANDSHAKE_BUFFER];
         let outcome = tokio::select! {

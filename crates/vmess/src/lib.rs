@@ -38,6 +38,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod server;
+pub mod socket;
 pub mod stream;
 
 pub use error::{FailureReason, HandshakeError, VmessError};

@@ -145,7 +145,7 @@ impl VmessOutbound {
             let server = &self.servers[index];
             match self.dial(server).await {
                 Ok(socket) => {
-                    let _ = socket.set_nodelay(true);
+                    crate::socket::tune(&socket);
                     increment(&self.metrics.connections_opened);
                     let user = &server.users[rand::thread_rng().gen_range(0..server.users.len())];
                     return self.wrap(socket, user, session);

@@ -1,0 +1,35 @@
+//! Socket options for VMess connections, which in the reverse proxy are
+//! the long-lived tunnel connections between bridge and portal.
+//!
+//! TCP keepalive finds a peer that vanished without a FIN on an idle
+//! connection; `TCP_USER_TIMEOUT` (Linux) bounds how long sent data may
+//! stay unacknowledged before the kernel gives up, so a blackholed network
+//! path ends the connection instead of leaving it half-open for the
+//! kernel's default of many minutes. Neither changes a byte on the wire.
+
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
+
+/// Idle time before the first keepalive probe.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Time between probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unacknowledged data older than this ends the connection.
+const USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sets no-delay, keepalive and (on Linux) the user timeout. Failures are
+/// ignored: every option is an optimisation, none is needed to work.
+pub fn tune(socket: &TcpStream) {
+    let _ = socket.set_nodelay(true);
+    let socket = SockRef::from(socket);
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = USER_TIMEOUT;
+}
