@@ -1,0 +1,726 @@
+//! The quick start: a portal or a bridge from a few flags, no file.
+//!
+//! `portal --tunnel 0.0.0.0:1024 --public 0.0.0.0:8080 --id UUID` and
+//! `bridge --portal HOST:1024 --id UUID --to 127.0.0.1:80` write the
+//! configuration the V2Ray reverse-proxy guide writes by hand (reverse
+//! portal or bridge, VMess, dokodemo-door, freedom redirect, routing
+//! rules) as V2Ray JSON, and parse it with [`rayback_config::parse_str`],
+//! so a quick start is validated exactly like a file and
+//! `--print-config` shows a file the real `v2ray` runs unchanged.
+//!
+//! Several services: the i-th `--public` of the portal reaches the i-th
+//! `--to` of the bridge. The portal's i-th public inbound is a
+//! dokodemo-door whose target is a marker, `127.0.0.1:<i+1>`; the target
+//! crosses the tunnel in the Mux.Cool frame, and the bridge routes on its
+//! port to the i-th freedom redirect. A marker no `--to` claims goes to a
+//! blackhole rather than to the wrong service.
+//!
+//! | flag (portal)     | JSON                                                          |
+//! |-------------------|---------------------------------------------------------------|
+//! | `--tunnel A:P`    | inbound `interconn`: vmess on A:P, `clients: [{id}]`          |
+//! | `--public A:P` #i | inbound `external[-i]`: dokodemo-door on A:P → 127.0.0.1:i    |
+//! | `--domain D`      | `reverse.portals: [{tag: portal, domain: D}]`                 |
+//! | (always)          | rules: public inbounds → `portal`; `interconn` → `portal`     |
+//!
+//! | flag (bridge)     | JSON                                                          |
+//! |-------------------|---------------------------------------------------------------|
+//! | `--portal H:P`    | outbound `interconn`: vmess to H:P, `users: [{id, security}]` |
+//! | `--to H:P` #i     | outbound `out[-i]`: freedom, `redirect: H:P`                  |
+//! | `--domain D`      | `reverse.bridges: [{tag: bridge, domain: D}]`                 |
+//! | (always)          | rules: `full:D` → `interconn`; port i → `out-i` (or all → `out`) |
+//!
+//! With one service the tags and rules are the guide's own (`external`,
+//! `out`, a catch-all rule), so a quick bridge also serves a hand-written
+//! guide portal. Not here: parsing the command line (the parent `cli`
+//! module) and running the configuration (`run`).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+
+use rayback_config::{Config, ConfigError};
+use rayback_core::{Address, Destination, Network};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The tunnel domain when `--domain` is not given. It names the tunnel
+/// only and is never resolved; both sides must use the same one.
+pub const DEFAULT_DOMAIN: &str = "rayback.internal";
+
+/// The portal's inbound tag for its VMess listener and the bridge's
+/// outbound tag toward the portal (the guide's `interconn`).
+pub const TUNNEL_TAG: &str = "interconn";
+
+/// The address half of every service marker (`127.0.0.1:<i+1>`).
+pub const MARKER_HOST: &str = "127.0.0.1";
+
+/// Why a quick-start value is not usable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QuickError {
+    #[error("{0:?} is not [IP:]PORT (e.g. 8080, 0.0.0.0:8080 or [::]:8080)")]
+    NotListen(String),
+    #[error(
+        "{0:?} is not HOST:PORT (e.g. 203.0.113.7:1024, example.com:1024 or [2001:db8::1]:1024)"
+    )]
+    NotHostPort(String),
+    #[error("{0:?}: port 0 is not a port to connect to")]
+    PortZero(String),
+    #[error("{0:?} is not a domain name (letters, digits, '-', '_' and '.', at most 253 bytes)")]
+    NotDomain(String),
+    #[error("{0} is given twice; every public port needs its own address")]
+    DuplicatePublic(SocketAddr),
+    #[error("{0} is both the tunnel and a public address")]
+    TunnelIsPublic(SocketAddr),
+    #[error("{count} services: at most {max} pairs of --public/--to are supported")]
+    TooManyServices { count: usize, max: usize },
+}
+
+/// The most services one quick start carries: marker ports are 1..=N,
+/// kept below 1024 so they never look like a real service port.
+pub const MAX_SERVICES: usize = 1023;
+
+/// A `HOST:PORT` to connect to: an IP or a domain, and a non-zero port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    /// The host without brackets (`::1`, not `[::1]`).
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for HostPort {
+    type Err = QuickError;
+
+    fn from_str(text: &str) -> Result<HostPort, QuickError> {
+        let not = || QuickError::NotHostPort(text.to_owned());
+        let destination = Destination::parse_host_port(Network::Tcp, text).map_err(|_| not())?;
+        if destination.port == 0 {
+            return Err(QuickError::PortZero(text.to_owned()));
+        }
+        let host = match destination.address {
+            Address::Ipv4(ip) => ip.to_string(),
+            Address::Ipv6(ip) => ip.to_string(),
+            Address::Domain(domain) => {
+                check_domain(&domain).map_err(|_| not())?;
+                domain
+            }
+        };
+        Ok(HostPort {
+            host,
+            port: destination.port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    /// `host:port`, IPv6 in brackets: the form of a freedom `redirect`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses a listen address: `PORT` (all IPv4 interfaces, V2Ray's default)
+/// or `IP:PORT` (IPv6 in brackets).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, QuickError> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    text.parse::<SocketAddr>()
+        .map_err(|_| QuickError::NotListen(text.to_owned()))
+}
+
+/// Checks a tunnel domain: what V2Ray would take as a domain and a
+/// routing rule's `full:` value can hold.
+pub fn check_domain(domain: &str) -> Result<(), QuickError> {
+    let fits = !domain.is_empty()
+        && domain.len() <= 253
+        && !domain.starts_with(['.', '-'])
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && domain
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+        && domain.parse::<IpAddr>().is_err();
+    if fits {
+        Ok(())
+    } else {
+        Err(QuickError::NotDomain(domain.to_owned()))
+    }
+}
+
+/// The VMess body security a bridge asks for (`users[].security`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Security {
+    /// AES-128-GCM where the CPU has AES instructions, else ChaCha20-Poly1305.
+    #[default]
+    Auto,
+    #[value(name = "aes-128-gcm")]
+    Aes128Gcm,
+    #[value(name = "chacha20-poly1305")]
+    Chacha20Poly1305,
+    /// No encryption of the body (the header stays authenticated).
+    None,
+}
+
+impl Security {
+    /// The name V2Ray's JSON uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::Auto => "auto",
+            Security::Aes128Gcm => "aes-128-gcm",
+            Security::Chacha20Poly1305 => "chacha20-poly1305",
+            Security::None => "none",
+        }
+    }
+}
+
+/// A portal from flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortalFlags {
+    /// Where the bridges connect (VMess).
+    pub tunnel: SocketAddr,
+    /// Public listeners, one per service, in service order; never empty.
+    pub public: Vec<SocketAddr>,
+    pub id: Uuid,
+    pub domain: String,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A bridge from flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeFlags {
+    /// The portal's tunnel address.
+    pub portal: HostPort,
+    /// Local services, in service order; never empty.
+    pub to: Vec<HostPort>,
+    pub id: Uuid,
+    pub domain: String,
+    pub security: Security,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A quick start of either role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuickStart {
+    Portal(PortalFlags),
+    Bridge(BridgeFlags),
+}
+
+/// JSON whose object keys keep the order they are written in (a
+/// `serde_json::Map` sorts them), so the printed configuration reads like
+/// the guide's: tag, then protocol, then settings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Json {
+    Object(Vec<(&'static str, Json)>),
+    Array(Vec<Json>),
+    Scalar(Value),
+}
+
+impl Json {
+    fn object<const N: usize>(fields: [(&'static str, Json); N]) -> Json {
+        Json::Object(fields.into())
+    }
+
+    fn push(&mut self, key: &'static str, value: impl Into<Json>) {
+        if let Json::Object(fields) = self {
+            fields.push((key, value.into()));
+        }
+    }
+
+    /// The same document as a `serde_json::Value` (keys sorted).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Json::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), value.to_value()))
+                    .collect(),
+            ),
+            Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
+            Json::Scalar(value) => value.clone(),
+        }
+    }
+
+    /// Pretty text: two-space indents, lists of plain values on one line.
+    pub fn to_pretty(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out, 0);
+        out.push('\n');
+        out
+    }
+
+    fn write(&self, out: &mut String, indent: usize) {
+        match self {
+            // `Value`'s Display is compact JSON with every escape needed.
+            Json::Scalar(value) => out.push_str(&value.to_string()),
+            Json::Array(items) if items.iter().all(|item| matches!(item, Json::Scalar(_))) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push_str(", ");
+                    }
+                    item.write(out, indent);
+                }
+                out.push(']');
+            }
+            Json::Array(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    out.push_str(if index > 0 { ",\n" } else { "\n" });
+                    push_indent(out, indent + 2);
+                    item.write(out, indent + 2);
+                }
+                out.push('\n');
+                push_indent(out, indent);
+                out.push(']');
+            }
+            Json::Object(fields) => {
+                out.push('{');
+                for (index, (key, value)) in fields.iter().enumerate() {
+                    out.push_str(if index > 0 { ",\n" } else { "\n" });
+                    push_indent(out, indent + 2);
+                    out.push_str(&Value::from(*key).to_string());
+                    out.push_str(": ");
+                    value.write(out, indent + 2);
+                }
+                if !fields.is_empty() {
+                    out.push('\n');
+                    push_indent(out, indent);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+fn push_indent(out: &mut String, indent: usize) {
+    out.extend(std::iter::repeat_n(' ', indent));
+}
+
+impl From<&str> for Json {
+    fn from(text: &str) -> Json {
+        Json::Scalar(Value::from(text))
+    }
+}
+
+impl From<String> for Json {
+    fn from(text: String) -> Json {
+        Json::Scalar(Value::from(text))
+    }
+}
+
+impl From<u16> for Json {
+    fn from(number: u16) -> Json {
+        Json::Scalar(Value::from(number))
+    }
+}
+
+impl From<usize> for Json {
+    fn from(number: usize) -> Json {
+        Json::Scalar(Value::from(number))
+    }
+}
+
+impl<T: Into<Json>> From<Vec<T>> for Json {
+    fn from(items: Vec<T>) -> Json {
+        Json::Array(items.into_iter().map(Into::into).collect())
+    }
+}
+
+/// The tag of service `index` of `count`: the guide's plain `prefix` when
+/// there is one service, `prefix-<index+1>` when several.
+fn service_tag(prefix: &str, index: usize, count: usize) -> String {
+    if count == 1 {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}-{}", index + 1)
+    }
+}
+
+/// The marker port of service `index`.
+fn marker_port(index: usize) -> usize {
+    index + 1
+}
+
+fn check_count(count: usize) -> Result<(), QuickError> {
+    if count > MAX_SERVICES {
+        return Err(QuickError::TooManyServices {
+            count,
+            max: MAX_SERVICES,
+        });
+    }
+    Ok(())
+}
+
+/// An inbound's opening: tag, `listen` (left out for 0.0.0.0, V2Ray's
+/// default, as the guide does) and port.
+fn inbound_head(tag: &str, addr: SocketAddr) -> Json {
+    let mut inbound = Json::object([("tag", tag.into())]);
+    if addr.ip() != IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+        inbound.push("listen", addr.ip().to_string());
+    }
+    inbound.push("port", addr.port());
+    inbound
+}
+
+fn rule(inbound_tags: Vec<String>, outbound_tag: &str) -> Json {
+    Json::object([
+        ("type", "field".into()),
+        ("inboundTag", inbound_tags.into()),
+        ("outboundTag", outbound_tag.into()),
+    ])
+}
+
+fn add_rayback_extras(top: &mut Json, metrics: Option<SocketAddr>) {
+    if let Some(metrics) = metrics {
+        top.push(
+            "rayback",
+            Json::object([("metrics", metrics.to_string().into())]),
+        );
+    }
+}
+
+impl PortalFlags {
+    /// Checks what the types do not: distinct addresses, a sane count.
+    pub fn check(&self) -> Result<(), QuickError> {
+        check_domain(&self.domain)?;
+        check_count(self.public.len())?;
+        for (index, public) in self.public.iter().enumerate() {
+            if self.public[..index].contains(public) {
+                return Err(QuickError::DuplicatePublic(*public));
+            }
+            if *public == self.tunnel {
+                return Err(QuickError::TunnelIsPublic(*public));
+            }
+        }
+        Ok(())
+    }
+
+    /// The portal's V2Ray JSON.
+    pub fn to_json(&self) -> Json {
+        let count = self.public.len();
+        let mut inbounds = Vec::with_capacity(count + 1);
+        let mut public_tags = Vec::with_capacity(count);
+        for (index, public) in self.public.iter().enumerate() {
+            let tag = service_tag("external", index, count);
+            let mut inbound = inbound_head(&tag, *public);
+            inbound.push("protocol", "dokodemo-door");
+            inbound.push(
+                "settings",
+                Json::object([
+                    ("address", MARKER_HOST.into()),
+                    ("port", marker_port(index).into()),
+                    ("network", "tcp".into()),
+                ]),
+            );
+            inbounds.push(inbound);
+            public_tags.push(tag);
+        }
+        let mut tunnel = inbound_head(TUNNEL_TAG, self.tunnel);
+        tunnel.push("protocol", "vmess");
+        let client = Json::object([("id", self.id.to_string().into())]);
+        tunnel.push(
+            "settings",
+            Json::object([("clients", Json::Array(vec![client]))]),
+        );
+        inbounds.push(tunnel);
+
+        let portal = Json::object([
+            ("tag", "portal".into()),
+            ("domain", self.domain.as_str().into()),
+        ]);
+        let mut top = Json::object([
+            (
+                "reverse",
+                Json::object([("portals", Json::Array(vec![portal]))]),
+            ),
+            ("inbounds", Json::Array(inbounds)),
+            (
+                "routing",
+                Json::object([(
+                    "rules",
+                    Json::Array(vec![
+                        rule(public_tags, "portal"),
+                        rule(vec![TUNNEL_TAG.to_owned()], "portal"),
+                    ]),
+                )]),
+            ),
+        ]);
+        add_rayback_extras(&mut top, self.metrics);
+        top
+    }
+}
+
+impl BridgeFlags {
+    /// Checks what the types do not.
+    pub fn check(&self) -> Result<(), QuickError> {
+        check_domain(&self.domain)?;
+        check_count(self.to.len())
+    }
+
+    /// The bridge's V2Ray JSON.
+    pub fn to_json(&self) -> Json {
+        let count = self.to.len();
+        let bridge_tag = || vec!["bridge".to_owned()];
+        let mut outbounds = Vec::with_capacity(count + 2);
+        let mut rules = Vec::with_capacity(count + 2);
+        // First: the bridge's own connections, to the tunnel domain.
+        let mut tunnel_rule = rule(bridge_tag(), TUNNEL_TAG);
+        if let Json::Object(fields) = &mut tunnel_rule {
+            fields.insert(2, ("domain", vec![format!("full:{}", self.domain)].into()));
+        }
+        rules.push(tunnel_rule);
+        for (index, to) in self.to.iter().enumerate() {
+            let tag = service_tag("out", index, count);
+            outbounds.push(Json::object([
+                ("tag", tag.as_str().into()),
+                ("protocol", "freedom".into()),
+                (
+                    "settings",
+                    Json::object([("redirect", to.to_string().into())]),
+                ),
+            ]));
+            let mut service_rule = rule(bridge_tag(), &tag);
+            if count > 1 {
+                if let Json::Object(fields) = &mut service_rule {
+                    fields.insert(2, ("port", marker_port(index).to_string().into()));
+                }
+            }
+            rules.push(service_rule);
+        }
+        let mut user = Json::object([("id", self.id.to_string().into())]);
+        if self.security != Security::Auto {
+            user.push("security", self.security.as_str());
+        }
+        let server = Json::object([
+            ("address", self.portal.host.as_str().into()),
+            ("port", self.portal.port.into()),
+            ("users", Json::Array(vec![user])),
+        ]);
+        outbounds.push(Json::object([
+            ("tag", TUNNEL_TAG.into()),
+            ("protocol", "vmess".into()),
+            (
+                "settings",
+                Json::object([("vnext", Json::Array(vec![server]))]),
+            ),
+        ]));
+        if count > 1 {
+            // A marker no service claims (the portal has more --public
+            // than this bridge has --to) is closed, not misdelivered.
+            outbounds.push(Json::object([
+                ("tag", "no-such-service".into()),
+                ("protocol", "blackhole".into()),
+            ]));
+            rules.push(rule(bridge_tag(), "no-such-service"));
+        }
+
+        let bridge = Json::object([
+            ("tag", "bridge".into()),
+            ("domain", self.domain.as_str().into()),
+        ]);
+        let mut top = Json::object([
+            (
+                "reverse",
+                Json::object([("bridges", Json::Array(vec![bridge]))]),
+            ),
+            ("outbounds", Json::Array(outbounds)),
+            ("routing", Json::object([("rules", Json::Array(rules))])),
+        ]);
+        add_rayback_extras(&mut top, self.metrics);
+        top
+    }
+}
+
+impl QuickStart {
+    pub fn check(&self) -> Result<(), QuickError> {
+        match self {
+            QuickStart::Portal(portal) => portal.check(),
+            QuickStart::Bridge(bridge) => bridge.check(),
+        }
+    }
+
+    /// The configuration as V2Ray JSON.
+    pub fn to_json(&self) -> Json {
+        match self {
+            QuickStart::Portal(portal) => portal.to_json(),
+            QuickStart::Bridge(bridge) => bridge.to_json(),
+        }
+    }
+
+    /// [`QuickStart::to_json`] as the pretty text `--print-config` shows.
+    pub fn to_text(&self) -> String {
+        self.to_json().to_pretty()
+    }
+
+    /// The typed configuration, parsed from [`QuickStart::to_text`] like a
+    /// file named `quick-start.json`.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        Ok(rayback_config::parse_str("quick-start.json", &self.to_text())?.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayback_testkit::{v2ray_test, workspace_root};
+
+    const ID: &str = "27848739-7e62-4138-9fd3-098a63964b6b";
+
+    fn host_port(text: &str) -> HostPort {
+        text.parse().unwrap()
+    }
+
+    fn seed(file: &str) -> String {
+        std::fs::read_to_string(workspace_root().join("config-examples/seed").join(file)).unwrap()
+    }
+
+    fn guide_portal() -> PortalFlags {
+        PortalFlags {
+            tunnel: parse_listen("1024").unwrap(),
+            public: vec![parse_listen("80").unwrap()],
+            id: ID.parse().unwrap(),
+            domain: "test.v2ray.com".into(),
+            metrics: None,
+        }
+    }
+
+    fn guide_bridge() -> BridgeFlags {
+        BridgeFlags {
+            portal: host_port("127.0.0.1:1024"),
+            to: vec![host_port("127.0.0.1:80")],
+            id: ID.parse().unwrap(),
+            domain: "test.v2ray.com".into(),
+            security: Security::Auto,
+            metrics: None,
+        }
+    }
+
+    #[test]
+    fn the_bridge_flags_build_the_guide_bridge() {
+        let quick = QuickStart::Bridge(guide_bridge()).config().unwrap();
+        let guide = rayback_config::parse_str("bridge.modern.json", &seed("bridge.modern.json"))
+            .unwrap()
+            .config;
+        assert_eq!(quick, guide);
+    }
+
+    #[test]
+    fn the_portal_flags_build_the_guide_portal_but_for_the_marker_port() {
+        let quick = QuickStart::Portal(guide_portal()).config().unwrap();
+        // The guide's dokodemo-door targets 127.0.0.1:80; a quick portal
+        // targets the marker of service 1, which a guide bridge ignores.
+        let text = seed("portal.modern.json").replace(
+            r#""address": "127.0.0.1", "port": 80,"#,
+            r#""address": "127.0.0.1", "port": 1,"#,
+        );
+        assert_ne!(text, seed("portal.modern.json"));
+        let guide = rayback_config::parse_str("portal.modern.json", &text)
+            .unwrap()
+            .config;
+        assert_eq!(quick, guide);
+    }
+
+    #[test]
+    fn several_services_pair_by_marker_port() {
+        let mut portal = guide_portal();
+        portal.public.push(parse_listen("127.0.0.1:8081").unwrap());
+        let json = portal.to_json().to_value();
+        assert_eq!(json["inbounds"][0]["tag"], "external-1");
+        assert_eq!(json["inbounds"][0]["settings"]["port"], 1);
+        assert_eq!(json["inbounds"][1]["tag"], "external-2");
+        assert_eq!(json["inbounds"][1]["listen"], "127.0.0.1");
+        assert_eq!(json["inbounds"][1]["settings"]["port"], 2);
+        assert_eq!(
+            json["routing"]["rules"][0]["inboundTag"],
+            serde_json::json!(["external-1", "external-2"])
+        );
+
+        let mut bridge = guide_bridge();
+        bridge.to.push(host_port("[::1]:8081"));
+        bridge.security = Security::Chacha20Poly1305;
+        let json = bridge.to_json().to_value();
+        let rules = json["routing"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 4);
+        assert_eq!(rules[1]["port"], "1");
+        assert_eq!(rules[1]["outboundTag"], "out-1");
+        assert_eq!(rules[2]["port"], "2");
+        assert_eq!(rules[2]["outboundTag"], "out-2");
+        assert_eq!(rules[3]["outboundTag"], "no-such-service");
+        assert_eq!(json["outbounds"][1]["settings"]["redirect"], "[::1]:8081");
+        assert_eq!(
+            json["outbounds"][2]["settings"]["vnext"][0]["users"][0]["security"],
+            "chacha20-poly1305"
+        );
+        for quick in [QuickStart::Portal(portal), QuickStart::Bridge(bridge)] {
+            quick.config().unwrap();
+            let (code, output) = v2ray_test(&quick.to_text(), "quick.json").unwrap();
+            assert_eq!(code, 0, "v2ray -test refused {}: {output}", quick.to_text());
+        }
+    }
+
+    #[test]
+    fn metrics_land_in_the_rayback_object() {
+        let mut portal = guide_portal();
+        portal.metrics = Some("127.0.0.1:9100".parse().unwrap());
+        let config = QuickStart::Portal(portal).config().unwrap();
+        assert_eq!(
+            config.rayback.metrics,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn addresses_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::]:1024").unwrap(),
+            "[::]:1024".parse().unwrap()
+        );
+        assert!(parse_listen("localhost:80").is_err());
+        assert!(parse_listen("70000").is_err());
+        assert_eq!(host_port("example.com:443").host, "example.com");
+        assert_eq!(host_port("[2001:db8::1]:1024").host, "2001:db8::1");
+        assert_eq!(
+            host_port("[2001:db8::1]:1024").to_string(),
+            "[2001:db8::1]:1024"
+        );
+        assert_eq!(
+            "10.0.0.1:0".parse::<HostPort>(),
+            Err(QuickError::PortZero("10.0.0.1:0".into()))
+        );
+        for bad in ["", "80", "host", "::1:80", "bad host:80", "a..b:80", ":80"] {
+            let error = bad.parse::<HostPort>().unwrap_err();
+            assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
+        }
+        assert!(check_domain("rayback.internal").is_ok());
+        for bad in ["", ".x", "x.", "a b", "1.2.3.4", "é.com", &"a".repeat(254)] {
+            assert!(check_domain(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn conflicting_portal_addresses_are_refused() {
+        let mut portal = guide_portal();
+        portal.public.push(portal.public[0]);
+        assert!(matches!(
+            portal.check(),
+            Err(QuickError::DuplicatePublic(_))
+        ));
+        let mut portal = guide_portal();
+        portal.public = vec![portal.tunnel];
+        assert!(matches!(portal.check(), Err(QuickError::TunnelIsPublic(_))));
+        let mut portal = guide_portal();
+        portal.public = (1..=1024)
+            .map(|port| parse_listen(&port.to_string()).unwrap())
+            .collect();
+        assert!(portal.check().is_err());
+        assert!(guide_portal().check().is_ok());
+    }
+}
