@@ -7,6 +7,7 @@
 //! | `bench [--quick] [--runs N] [--only SETUP,...]` | the end-to-end benchmark: Rayback, v2ray, rathole and no tunnel under iperf3, wrk and curl; writes `target/bench/results.md` and `chart.svg` |
 //! | `demo [--once]` | a web server, a bridge and a portal on loopback from the seed configs, and a request through them |
 //! | `fuzz [TARGET...] [--seconds N]` | runs the libFuzzer targets of `fuzz/` (nightly, cargo-fuzz) |
+//! | `dist [--debug]` | binaries, completions, man pages and systemd units in `target/dist/` |
 //!
 //! It is not part of the product: it builds and runs the binaries, the
 //! real `v2ray`, tests and benchmarks.
@@ -31,7 +32,7 @@ fn main() -> Result<()> {
         "dist" => dist::run(&rest),
         "fuzz" => fuzz::run(&rest),
         "" | "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...] | fuzz [TARGET...] [--seconds N]>");
+            println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...] | fuzz [TARGET...] [--seconds N] | dist [--debug]>");
             Ok(())
         }
         other => bail!("unknown xtask command {other:?}; try `cargo xtask help`"),
