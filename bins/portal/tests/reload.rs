@@ -1,0 +1,157 @@
+//! SIGHUP reloads a running portal's files: a changed routing rule applies
+//! to new connections, a transfer started before the reload completes
+//! intact, and the bridge's tunnel connection is not re-dialled.
+//!
+//! ```text
+//! client ─▶ portal :public ─(rule: portal | blackhole)─▶ tunnel ═▶ bridge ─▶ backend
+//! ```
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    configs, connections_of, portal_binary, public, start_bridge, wait_serving, End, Kind,
+};
+use rayback_testkit::{backend, http_get, seeded_bytes, wait_for_port, TempDir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The seed portal with a blackhole outbound, its public inbound routed to
+/// `to` ("portal" or "closed").
+fn portal_routing_to(portal: &str, to: &str) -> String {
+    let rule = "\"inboundTag\": [\n            \"external\"\n          ],\n          \"outboundTag\": \"portal\"";
+    assert!(portal.contains(rule), "the seed portal's rule");
+    portal
+        .replacen(rule, &rule.replace("\"portal\"", &format!("\"{to}\"")), 1)
+        .replacen(
+            '{',
+            "{\n  \"outbounds\": [{\"protocol\": \"blackhole\", \"tag\": \"closed\"}],",
+            1,
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_rule_and_keeps_the_tunnel_and_open_transfers() {
+    let backend = backend().await.unwrap();
+    let (ports, bridge_config, portal_config) = configs(backend).unwrap();
+    let dir = TempDir::new("reload").unwrap();
+    let path = dir.path.join("portal.json");
+    std::fs::write(&path, portal_routing_to(&portal_config, "portal")).unwrap();
+    let portal = Killed(
+        Command::new(portal_binary())
+            .arg("-config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(public(ports)).await.unwrap();
+    let bridge = start_bridge(Kind::Rayback, &bridge_config).await.unwrap();
+    wait_serving(public(ports), Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(connections_of(bridge.pid(), End::Remote, ports.tunnel), 1);
+    let local_tunnel_ports = tunnel_ports(bridge.pid(), ports.tunnel);
+
+    // A transfer in flight across the reload.
+    let mut socket = TcpStream::connect(public(ports)).await.unwrap();
+    let data = seeded_bytes(11, 1 << 20);
+    socket.write_all(&data[..1 << 19]).await.unwrap();
+
+    std::fs::write(&path, portal_routing_to(&portal_config, "closed")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &portal.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+
+    // New connections follow the new rule (blackholed) within a bound.
+    let started = Instant::now();
+    loop {
+        if http_get(public(ports), Duration::from_secs(2))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the new rule never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The transfer started before completes intact.
+    socket.write_all(&data[1 << 19..]).await.unwrap();
+    let mut got = vec![0u8; data.len()];
+    tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, data);
+
+    // Same tunnel connection: not re-dialled.
+    assert_eq!(tunnel_ports(bridge.pid(), ports.tunnel), local_tunnel_ports);
+
+    // And back again.
+    std::fs::write(&path, portal_routing_to(&portal_config, "portal")).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &portal.0.id().to_string()])
+        .status()
+        .unwrap();
+    wait_serving(public(ports), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(tunnel_ports(bridge.pid(), ports.tunnel), local_tunnel_ports);
+}
+
+/// The local ports of `pid`'s established connections to `remote_port`:
+/// the identity of its tunnel connections.
+fn tunnel_ports(pid: u32, remote_port: u16) -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = |address: &str| {
+                address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if fields.len() > 9
+                && fields[3] == "01"
+                && port(fields[2]) == Some(remote_port)
+                && inodes.contains(fields[9])
+            {
+                ports.extend(port(fields[1]));
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
