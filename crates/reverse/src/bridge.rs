@@ -2,11 +2,11 @@
 //! sessions the portal opens on them.
 //!
 //! One task ([`Bridge::run`]) owns the list of tunnel connections
-//! ("workers"). It wakes every [`TICK`](crate::TICK), when a worker dies,
+//! ("workers"). It wakes every [`TICK`], when a worker dies,
 //! and on shutdown; each time it drops workers that are no longer active
 //! (drained, closed, or silent) and dials one more when there are none or
 //! when the sessions per connection exceed
-//! [`SESSIONS_PER_CONNECTION`](crate::SESSIONS_PER_CONNECTION) — V2Ray's
+//! [`SESSIONS_PER_CONNECTION`] — V2Ray's
 //! rule, so a Rayback bridge grows like a V2Ray one. Failed dials are
 //! retried with capped exponential backoff and jitter.
 
