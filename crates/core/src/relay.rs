@@ -19,8 +19,11 @@ use tokio::time::{Instant, Sleep};
 use crate::policy::Policy;
 
 /// Bytes one direction buffer holds: large enough for bulk transfers to
-/// move in few syscalls, small enough to pool.
-pub const RELAY_BUFFER: usize = 32 * 1024;
+/// move in few syscalls, and sized so that one read becomes one Mux.Cool
+/// frame and one VMess chunk (at most 65535 bytes with its tag, length and
+/// padding): a VMess connection may seal only 65536 chunks per direction,
+/// so fuller chunks carry more bytes before a tunnel must be replaced.
+pub const RELAY_BUFFER: usize = 60 * 1024;
 
 /// How many idle buffers a thread keeps for reuse.
 const POOL_LIMIT: usize = 64;

@@ -53,7 +53,9 @@ impl Default for MuxConfig {
             receive_buffer: 256 * 1024,
             stall_timeout: Duration::from_secs(30),
             send_queue: 256 * 1024,
-            max_frame_data: 16 * 1024,
+            // One relay read (60 KiB) per frame, and a frame plus its
+            // header within one VMess chunk.
+            max_frame_data: 60 * 1024,
             max_packet: V2RAY_MAX_PACKET,
         }
     }

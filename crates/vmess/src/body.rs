@@ -79,7 +79,7 @@ impl BodyFraming {
         }
     }
 
-    fn algorithm(self) -> Option<AeadAlgorithm> {
+    pub(crate) fn algorithm(self) -> Option<AeadAlgorithm> {
         match self.security {
             BodySecurity::Aes128Gcm => Some(AeadAlgorithm::Aes128Gcm),
             BodySecurity::ChaCha20Poly1305 => Some(AeadAlgorithm::ChaCha20Poly1305),
@@ -167,9 +167,30 @@ pub struct ChunkSealer {
     cipher: Option<AeadCipher>,
     iv: [u8; 16],
     draws: Draws,
-    /// Chunks sealed so far (data and end), = the next nonce counter.
+    /// Chunks sealed with the current key (data and end), = the next nonce
+    /// counter.
     sealed: u32,
     ended: bool,
+    /// The current body key, for [`rekeyed`].
+    key: [u8; 16],
+    /// Both sides agreed to rekey (Rayback's extension).
+    rekey: bool,
+    generation: u32,
+}
+
+/// The body key after `generation` rekeys (Rayback's extension, agreed in
+/// the header): the first 16 bytes of SHA-256 over a label, the previous
+/// key and the generation. Both sides switch keys after exactly 65536
+/// chunks, so a (key, nonce) pair is never used twice.
+pub fn rekeyed(key: &[u8; 16], generation: u32) -> [u8; 16] {
+    let mut input = Vec::with_capacity(24 + 16 + 4);
+    input.extend_from_slice(b"rayback vmess body rekey");
+    input.extend_from_slice(key);
+    input.extend_from_slice(&generation.to_be_bytes());
+    let digest = crate::crypto::sha256(&input);
+    let mut next = [0u8; 16];
+    next.copy_from_slice(&digest[..16]);
+    next
 }
 
 impl ChunkSealer {
@@ -183,7 +204,16 @@ impl ChunkSealer {
             draws: Draws::new(framing, &keys.iv),
             sealed: 0,
             ended: false,
+            key: keys.key,
+            rekey: false,
+            generation: 0,
         }
+    }
+
+    /// Turns on rekeying (both sides agreed in the header): the send budget
+    /// no longer runs out.
+    pub fn enable_rekey(&mut self) {
+        self.rekey = true;
     }
 
     pub fn framing(&self) -> BodyFraming {
@@ -193,7 +223,7 @@ impl ChunkSealer {
     /// Data chunks this direction can still seal (`u32::MAX` for security
     /// none, which uses no nonces).
     pub fn remaining_chunks(&self) -> u32 {
-        if self.cipher.is_none() {
+        if self.cipher.is_none() || self.rekey {
             return u32::MAX;
         }
         DATA_CHUNK_BUDGET.saturating_sub(self.sealed)
@@ -268,6 +298,15 @@ impl ChunkSealer {
     }
 
     fn seal_one<R: RngCore + ?Sized>(&mut self, payload: &[u8], out: &mut Vec<u8>, rng: &mut R) {
+        if self.rekey && self.sealed == NONCE_BUDGET {
+            self.generation += 1;
+            self.key = rekeyed(&self.key, self.generation);
+            self.cipher = self
+                .framing
+                .algorithm()
+                .map(|algorithm| AeadCipher::for_body(algorithm, &self.key));
+            self.sealed = 0;
+        }
         let (padding, mask) = self.draws.next();
         let tag_len = self.framing.tag_len();
         let len = payload.len() + tag_len + padding;
@@ -317,6 +356,12 @@ pub struct ChunkOpener {
     pending: Option<(usize, usize)>,
     opened: u64,
     ended: bool,
+    /// The current body key, for [`rekeyed`].
+    key: [u8; 16],
+    rekey: bool,
+    generation: u32,
+    /// Chunks opened with the current key (rekeying only).
+    with_key: u32,
 }
 
 impl ChunkOpener {
@@ -331,7 +376,17 @@ impl ChunkOpener {
             pending: None,
             opened: 0,
             ended: false,
+            key: keys.key,
+            rekey: false,
+            generation: 0,
+            with_key: 0,
         }
+    }
+
+    /// Turns on rekeying (both sides agreed in the header): the key changes
+    /// after every 65536 chunks, exactly where the sealer changes it.
+    pub fn enable_rekey(&mut self) {
+        self.rekey = true;
     }
 
     pub fn framing(&self) -> BodyFraming {
@@ -389,10 +444,24 @@ impl ChunkOpener {
             return Ok(Opened::NeedMore(total));
         }
         self.pending = None;
+        if self.rekey && self.with_key == NONCE_BUDGET {
+            self.generation += 1;
+            self.key = rekeyed(&self.key, self.generation);
+            self.cipher = self
+                .framing
+                .algorithm()
+                .map(|algorithm| AeadCipher::for_body(algorithm, &self.key));
+            self.with_key = 0;
+        }
         let sealed_end = total - padding;
         let payload_end = match &self.cipher {
             Some(cipher) => {
-                let nonce = chunk_nonce(self.opened as u16, &self.iv);
+                let counter = if self.rekey {
+                    self.with_key as u16
+                } else {
+                    self.opened as u16
+                };
+                let nonce = chunk_nonce(counter, &self.iv);
                 let plain = cipher
                     .open_in_place(nonce, &[], &mut buf[LEN_FIELD..sealed_end])
                     .map_err(|_| VmessError::ChunkUnauthentic { chunk: self.opened })?;
@@ -400,6 +469,7 @@ impl ChunkOpener {
             }
             None => sealed_end,
         };
+        self.with_key += 1;
         if payload_end == LEN_FIELD {
             self.ended = true;
             return Ok(Opened::End);
@@ -578,6 +648,45 @@ mod tests {
             }
         }
         assert_eq!(opener.chunks_opened(), NONCE_BUDGET as u64 + 2);
+    }
+
+    #[test]
+    fn rekeying_sides_never_reuse_a_nonce_and_stay_in_step() {
+        for security in [BodySecurity::Aes128Gcm, BodySecurity::ChaCha20Poly1305] {
+            let framing = framing(security, 0x0d);
+            let mut sealer = ChunkSealer::new(framing, &spec_keys());
+            let mut opener = ChunkOpener::new(framing, &spec_keys());
+            sealer.enable_rekey();
+            opener.enable_rekey();
+            // A reader that does not rekey must fail right at the switch.
+            let mut plain_reader = ChunkOpener::new(framing, &spec_keys());
+            let mut rng = rand::thread_rng();
+            let mut wire = Vec::new();
+            let total = 2 * NONCE_BUDGET as u64 + 3;
+            for i in 0..total {
+                assert_eq!(sealer.remaining_chunks(), u32::MAX, "no budget with rekeying");
+                wire.clear();
+                sealer.seal(&[i as u8], &mut wire, &mut rng).unwrap();
+                let mut copy = wire.clone();
+                match opener.open(&mut wire).unwrap() {
+                    Opened::Chunk { payload, .. } => assert_eq!(wire[payload.start], i as u8),
+                    other => panic!("{other:?}"),
+                }
+                let old_key = plain_reader.open(&mut copy);
+                if i < NONCE_BUDGET as u64 {
+                    assert!(old_key.is_ok(), "chunk {i} under the first key");
+                } else if i == NONCE_BUDGET as u64 {
+                    assert!(old_key.is_err(), "chunk {i} is sealed under a new key");
+                    plain_reader = ChunkOpener::new(framing, &spec_keys());
+                }
+            }
+            wire.clear();
+            sealer.seal_end(&mut wire, &mut rng);
+            assert_eq!(opener.open(&mut wire).unwrap(), Opened::End);
+            assert_eq!(opener.chunks_opened(), total);
+            assert_ne!(rekeyed(&spec_keys().key, 1), spec_keys().key);
+            assert_ne!(rekeyed(&spec_keys().key, 1), rekeyed(&spec_keys().key, 2));
+        }
     }
 
     #[test]

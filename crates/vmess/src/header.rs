@@ -91,6 +91,15 @@ impl Options {
     pub const CHUNK_MASKING: u8 = 0x04;
     /// P: every chunk carries random padding; requires M.
     pub const GLOBAL_PADDING: u8 = 0x08;
+    /// Rayback's extension, unknown to V2Ray (whose server ignores option
+    /// bits it does not know, and whose client ignores the response's
+    /// option byte): the client can rekey its body ciphers. A Rayback
+    /// server that sees it answers with the same bit in the response
+    /// header's option byte, and from then on both sides of both
+    /// directions replace the body key after every 65536 chunks (see
+    /// [`crate::body::rekeyed`]) instead of running out of nonces. Without
+    /// the answer (a V2Ray server) nothing changes.
+    pub const REKEY: u8 = 0x80;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
@@ -641,8 +650,14 @@ impl DirectionKeys {
 
 /// Appends the response header `V 0 0 0` sealed for `mode` under the
 /// response direction's keys.
-pub fn seal_response(keys: &DirectionKeys, mode: HeaderMode, response_auth: u8, out: &mut Vec<u8>) {
-    let plain = [response_auth, 0, 0, 0];
+pub fn seal_response(
+    keys: &DirectionKeys,
+    mode: HeaderMode,
+    response_auth: u8,
+    option: u8,
+    out: &mut Vec<u8>,
+) {
+    let plain = [response_auth, option, 0, 0];
     match mode {
         HeaderMode::Aead => {
             let length_cipher =
@@ -675,6 +690,8 @@ pub struct ResponseDecoder {
     expected_auth: u8,
     /// AEAD: the opened plaintext length, once the sealed length was read.
     payload_len: Option<u16>,
+    /// The response's option byte, once decoded.
+    option: u8,
 }
 
 impl ResponseDecoder {
@@ -684,7 +701,13 @@ impl ResponseDecoder {
             mode,
             expected_auth,
             payload_len: None,
+            option: 0,
         }
+    }
+
+    /// The option byte of the decoded response (0 before it is decoded).
+    pub fn option(&self) -> u8 {
+        self.option
     }
 
     /// Decodes the response header at the start of `data`; returns how many
@@ -739,6 +762,7 @@ impl ResponseDecoder {
             .open_in_place(nonce, &[], plain)
             .map_err(|_| VmessError::ResponseUnauthentic)?;
         self.check_auth(plain[0])?;
+        self.option = plain[1];
         Ok(Some(total))
     }
 
@@ -750,6 +774,7 @@ impl ResponseDecoder {
         plain.copy_from_slice(head);
         Cfb128::new(&self.keys.key, &self.keys.iv).decrypt(&mut plain);
         self.check_auth(plain[0])?;
+        self.option = plain[1];
         // Command bytes follow when a command is present; they only need
         // to be skipped (the body does not continue this CFB stream for
         // the AEAD body ciphers).
@@ -903,7 +928,7 @@ mod tests {
         assert_eq!(hex(&legacy_keys.key), "1bf42e241816ba29ff5f307bb1bc1d16");
         assert_eq!(hex(&legacy_keys.iv), "1ac1ef01e96caf1be0d329331a4fc2a8");
         let mut sealed = Vec::new();
-        seal_response(&aead_keys, HeaderMode::Aead, 0x42, &mut sealed);
+        seal_response(&aead_keys, HeaderMode::Aead, 0x42, 0, &mut sealed);
         assert_eq!(
             hex(&sealed),
             "9bdfb1639712b6a6348d0087b8d1af379ecf70afb5ebb377066e79586918c758b5afc6888061"
@@ -911,7 +936,7 @@ mod tests {
         for mode in [HeaderMode::Aead, HeaderMode::Legacy] {
             let keys = DirectionKeys::response(&header, mode);
             let mut sealed = Vec::new();
-            seal_response(&keys, mode, 0x42, &mut sealed);
+            seal_response(&keys, mode, 0x42, 0, &mut sealed);
             sealed.extend_from_slice(b"body");
             let mut decoder = ResponseDecoder::new(keys, mode, 0x42);
             for cut in 0..sealed.len() - 4 {

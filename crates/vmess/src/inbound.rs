@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{BodyFraming, ChunkOpener, ChunkSealer};
 use crate::error::{FailureReason, HandshakeError};
-use crate::header::{self, DirectionKeys};
+use crate::header::{self, DirectionKeys, Options};
 use crate::metrics::{increment, VmessMetrics};
 use crate::server::{Accepted, RequestDecoder, ServerUser, Validator};
 use crate::stream::VmessStream;
@@ -161,19 +161,29 @@ impl VmessInbound {
         let request_keys = DirectionKeys::request(header);
         let response_keys = DirectionKeys::response(header, accepted.mode);
         let framing = BodyFraming::new(header.security, header.options, header.command);
+        // Rayback's rekey extension: agreed when the client asks for it and
+        // the body has a cipher to rekey.
+        let rekey = header.options.has(Options::REKEY) && framing.algorithm().is_some();
         let mut response = Vec::with_capacity(64);
         header::seal_response(
             &response_keys,
             accepted.mode,
             header.response_auth,
+            if rekey { Options::REKEY } else { 0 },
             &mut response,
         );
+        let mut sealer = ChunkSealer::new(framing, &response_keys);
+        let mut opener = ChunkOpener::new(framing, &request_keys);
+        if rekey {
+            sealer.enable_rekey();
+            opener.enable_rekey();
+        }
         VmessStream::server(
             socket,
             &response,
             already_read,
-            ChunkSealer::new(framing, &response_keys),
-            ChunkOpener::new(framing, &request_keys),
+            sealer,
+            opener,
             self.metrics.clone(),
         )
     }

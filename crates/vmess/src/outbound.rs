@@ -29,7 +29,7 @@ use crate::body::{BodyFraming, ChunkOpener, ChunkSealer};
 use crate::crypto::AuthIdCipher;
 use crate::error::VmessError;
 use crate::header::{
-    self, Command, DirectionKeys, HeaderMode, RequestHeader, ResponseDecoder, Security,
+    self, Command, DirectionKeys, HeaderMode, Options, RequestHeader, ResponseDecoder, Security,
 };
 use crate::id::UserId;
 use crate::metrics::{increment, VmessMetrics};
@@ -205,7 +205,8 @@ impl VmessOutbound {
             body_iv,
             body_key,
             response_auth: rng.gen(),
-            options: security.client_options(),
+            // Offer Rayback's rekey extension; a V2Ray server ignores it.
+            options: Options(security.client_options().0 | Options::REKEY),
             padding_len: rng.gen_range(0..16),
             security,
             command,

@@ -35,7 +35,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::{ChunkOpener, ChunkSealer, Opened, LEN_FIELD, MAX_CHUNK_LEN, NONCE_BUDGET};
 use crate::error::VmessError;
-use crate::header::ResponseDecoder;
+use crate::header::{Options, ResponseDecoder};
 use crate::metrics::{increment, VmessMetrics};
 
 /// How long a client holds its request header waiting for the first
@@ -452,6 +452,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmessStream<S> {
                 ReadState::Response(decoder) => match decoder.decode(data)? {
                     Some(used) => {
                         self.read_start += used;
+                        // The server agreed to Rayback's rekey extension: no
+                        // send budget limit from here on.
+                        if decoder.option() & Options::REKEY != 0
+                            && self.opener.framing().algorithm().is_some()
+                        {
+                            self.sealer.enable_rekey();
+                            self.opener.enable_rekey();
+                            if let Some(budget) = &self.budget {
+                                budget.store(self.sealer.remaining_chunks(), Ordering::Relaxed);
+                            }
+                        }
                         self.read_state = ReadState::Body;
                     }
                     None => return Ok(None),

@@ -47,6 +47,7 @@ fn pair(
         &response_keys,
         HeaderMode::Aead,
         request.response_auth,
+        0,
         &mut response,
     );
     let client = VmessStream::client(
