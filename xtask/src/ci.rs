@@ -62,7 +62,14 @@ const STEPS: &[Step] = &[
     Step {
         name: "fuzz targets compile",
         program: "cargo",
-        args: &["check", "--manifest-path", "fuzz/Cargo.toml", "--bins", "--target-dir", "target"],
+        args: &[
+            "check",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--bins",
+            "--target-dir",
+            "target",
+        ],
         env: &[],
     },
     Step {

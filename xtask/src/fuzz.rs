@@ -33,7 +33,10 @@ pub fn run(args: &[String]) -> Result<()> {
                     .context("--seconds needs a number")?;
             }
             name if TARGETS.contains(&name) => targets.push(name.to_owned()),
-            other => bail!("unknown fuzz target or flag {other:?}; targets: {}", TARGETS.join(", ")),
+            other => bail!(
+                "unknown fuzz target or flag {other:?}; targets: {}",
+                TARGETS.join(", ")
+            ),
         }
     }
     if targets.is_empty() {
@@ -45,7 +48,9 @@ pub fn run(args: &[String]) -> Result<()> {
         .is_ok_and(|output| output.status.success());
     if !has_cargo_fuzz {
         eprintln!("installing cargo-fuzz from crates.io (once)");
-        let status = Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]).status()?;
+        let status = Command::new("cargo")
+            .args(["install", "--locked", "cargo-fuzz"])
+            .status()?;
         if !status.success() {
             bail!("cargo install cargo-fuzz failed; fuzzing needs it and a nightly toolchain");
         }
@@ -57,7 +62,11 @@ pub fn run(args: &[String]) -> Result<()> {
         let output = Command::new("cargo")
             .args(["+nightly", "fuzz", "run", target])
             .arg(format!("corpus/{target}"))
-            .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-print_final_stats=1",
+            ])
             .current_dir(&fuzz_dir)
             .output()
             .with_context(|| format!("running cargo fuzz for {target}"))?;

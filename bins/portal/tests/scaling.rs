@@ -15,7 +15,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{configs, connections_of, public, start_bridge, start_portal, wait_serving, End, Kind, Node};
+use common::{
+    configs, connections_of, public, start_bridge, start_portal, wait_serving, End, Kind, Node,
+};
 use rayback_testkit::backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,9 +49,13 @@ async fn hold(public: SocketAddr, count: usize, held: &mut Vec<TcpStream>) {
 async fn growth(kind: Kind, settle: Duration) -> Vec<(usize, usize)> {
     let backend = backend().await.unwrap();
     let (ports, bridge_config, portal_config) = configs(backend).unwrap();
-    let _portal = start_portal(Kind::Rayback, &portal_config, ports).await.unwrap();
+    let _portal = start_portal(Kind::Rayback, &portal_config, ports)
+        .await
+        .unwrap();
     let bridge: Node = start_bridge(kind, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20)).await.unwrap();
+    wait_serving(public(ports), Duration::from_secs(20))
+        .await
+        .unwrap();
     let mut held = Vec::new();
     let mut counts = Vec::new();
     for level in [1usize, 50, 500] {
@@ -58,7 +64,10 @@ async fn growth(kind: Kind, settle: Duration) -> Vec<(usize, usize)> {
         let started = Instant::now();
         tokio::time::sleep(settle).await;
         let count = connections_of(bridge.pid(), End::Remote, ports.tunnel);
-        eprintln!("{kind:?} bridge: {level} held connections -> {count} tunnel connections after {:?}", started.elapsed());
+        eprintln!(
+            "{kind:?} bridge: {level} held connections -> {count} tunnel connections after {:?}",
+            started.elapsed()
+        );
         counts.push((level, count));
     }
     counts
@@ -78,5 +87,8 @@ async fn bridges_grow_tunnel_connections_under_load() {
     assert!(rayback[1].1 >= 3, "{rayback:?}");
     // 500: up to the cap of 16.
     assert!(rayback[2].1 >= 12, "{rayback:?}");
-    assert!(rayback[2].1 >= v2ray[2].1, "at least as many as v2ray: {rayback:?} vs {v2ray:?}");
+    assert!(
+        rayback[2].1 >= v2ray[2].1,
+        "at least as many as v2ray: {rayback:?} vs {v2ray:?}"
+    );
 }

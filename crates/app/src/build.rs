@@ -38,8 +38,9 @@ const VMESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A listener to open.
 pub enum InboundPlan {
     Dokodemo(DokodemoSettings),
-    /// The metrics every VMess inbound shares.
-    Vmess(VmessInboundConfig, Arc<VmessMetrics>),
+    /// The metrics every VMess inbound shares, and the most handshakes
+    /// one source address may have open at once.
+    Vmess(VmessInboundConfig, Arc<VmessMetrics>, usize),
 }
 
 /// The listeners of one configured inbound (one per port of its range).
@@ -271,7 +272,10 @@ fn outbound(
     })
 }
 
-fn inbound_groups(config: &config::Config, metrics: &Arc<VmessMetrics>) -> Result<Vec<InboundGroup>> {
+fn inbound_groups(
+    config: &config::Config,
+    metrics: &Arc<VmessMetrics>,
+) -> Result<Vec<InboundGroup>> {
     let level_zero = level_policy(&config.policy.level(0));
     let mut groups = Vec::new();
     for (index, inbound) in config.inbounds.iter().enumerate() {
@@ -312,22 +316,26 @@ fn inbound_groups(config: &config::Config, metrics: &Arc<VmessMetrics>) -> Resul
                     settings.user_level = door.user_level;
                     InboundPlan::Dokodemo(settings)
                 }
-                config::InboundSettings::Vmess(vmess) => InboundPlan::Vmess(VmessInboundConfig {
-                    tag: tag.clone(),
-                    listen,
-                    users: vmess
-                        .clients
-                        .iter()
-                        .map(|client| ServerUser {
-                            id: user_id(&client.id),
-                            alter_id: client.alter_id,
-                            level: client.level,
-                            email: client.email.clone().unwrap_or_default(),
-                        })
-                        .collect(),
-                    policy: level_zero,
-                    disable_insecure_encryption: vmess.disable_insecure_encryption,
-                }, metrics.clone()),
+                config::InboundSettings::Vmess(vmess) => InboundPlan::Vmess(
+                    VmessInboundConfig {
+                        tag: tag.clone(),
+                        listen,
+                        users: vmess
+                            .clients
+                            .iter()
+                            .map(|client| ServerUser {
+                                id: user_id(&client.id),
+                                alter_id: client.alter_id,
+                                level: client.level,
+                                email: client.email.clone().unwrap_or_default(),
+                            })
+                            .collect(),
+                        policy: level_zero,
+                        disable_insecure_encryption: vmess.disable_insecure_encryption,
+                    },
+                    metrics.clone(),
+                    config.rayback.limits.unauthenticated_per_source as usize,
+                ),
             };
             plans.push(plan);
         }
@@ -373,7 +381,9 @@ pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<
             .portals
             .iter()
             .find(|(old, portal)| {
-                old == portal_config && portal.settings().no_bridge_wait == config.rayback.no_bridge_wait
+                old == portal_config
+                    && same_limits
+                    && portal.settings().no_bridge_wait == config.rayback.no_bridge_wait
             })
             .map(|(_, portal)| portal.clone());
         let portal = match reused {
@@ -383,6 +393,7 @@ pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<
                     PortalSettings::new(Tag::new(&portal_config.tag), portal_config.domain.clone());
                 settings.control_domain = portal_config.control_domain.as_str().to_owned();
                 settings.no_bridge_wait = config.rayback.no_bridge_wait;
+                settings.max_streams = limits.streams_per_connection as usize;
                 Arc::new(Portal::new(settings))
             }
         };
@@ -397,8 +408,12 @@ pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<
     // portal (V2Ray registers portals after the configured outbounds).
     let default = handlers.first().cloned();
     let tags: Vec<String> = handlers.iter().map(|handler| handler.tag.clone()).collect();
-    let router = Router::new(&routing_spec(&config.routing), &tags, &AssetLocator::from_env())
-        .context("routing")?;
+    let router = Router::new(
+        &routing_spec(&config.routing),
+        &tags,
+        &AssetLocator::from_env(),
+    )
+    .context("routing")?;
     let mut bridges = Vec::new();
     for (index, bridge) in config.reverse.bridges.iter().enumerate() {
         if bridge.tag.is_empty() || bridge.domain.is_empty() {

@@ -148,7 +148,11 @@ impl<S> Drop for CountingStream<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for CountingStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
@@ -160,7 +164,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for CountingStream<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for CountingStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(written)) = result {
             self.add(0, written as u64);
@@ -187,19 +195,35 @@ pub struct Sources<'a> {
 
 /// Escapes a label value for the Prometheus text format.
 fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The Prometheus text exposition (format 0.0.4).
 pub fn prometheus(sources: &Sources<'_>) -> String {
     let mut out = String::new();
     let metrics = sources.metrics;
-    let _ = writeln!(out, "# HELP rayback_uptime_seconds Seconds since the process started.");
+    let _ = writeln!(
+        out,
+        "# HELP rayback_uptime_seconds Seconds since the process started."
+    );
     let _ = writeln!(out, "# TYPE rayback_uptime_seconds gauge");
-    let _ = writeln!(out, "rayback_uptime_seconds {:.3}", metrics.uptime().as_secs_f64());
+    let _ = writeln!(
+        out,
+        "rayback_uptime_seconds {:.3}",
+        metrics.uptime().as_secs_f64()
+    );
 
-    let sides = [("inbound", metrics.inbounds.snapshot()), ("outbound", metrics.outbounds.snapshot())];
-    let _ = writeln!(out, "# HELP rayback_sessions_total Sessions dispatched, by inbound and by outbound tag.");
+    let sides = [
+        ("inbound", metrics.inbounds.snapshot()),
+        ("outbound", metrics.outbounds.snapshot()),
+    ];
+    let _ = writeln!(
+        out,
+        "# HELP rayback_sessions_total Sessions dispatched, by inbound and by outbound tag."
+    );
     let _ = writeln!(out, "# TYPE rayback_sessions_total counter");
     for (side, tags) in &sides {
         for (tag, counters) in tags {
@@ -211,14 +235,25 @@ pub fn prometheus(sources: &Sources<'_>) -> String {
             );
         }
     }
-    let _ = writeln!(out, "# HELP rayback_sessions_open Sessions now open, by inbound and by outbound tag.");
+    let _ = writeln!(
+        out,
+        "# HELP rayback_sessions_open Sessions now open, by inbound and by outbound tag."
+    );
     let _ = writeln!(out, "# TYPE rayback_sessions_open gauge");
     for (side, tags) in &sides {
         for (tag, counters) in tags {
-            let _ = writeln!(out, "rayback_sessions_open{{side=\"{side}\",tag=\"{}\"}} {}", label(tag), counters.open());
+            let _ = writeln!(
+                out,
+                "rayback_sessions_open{{side=\"{side}\",tag=\"{}\"}} {}",
+                label(tag),
+                counters.open()
+            );
         }
     }
-    let _ = writeln!(out, "# HELP rayback_bytes_total Bytes moved; up = client to destination, down = back.");
+    let _ = writeln!(
+        out,
+        "# HELP rayback_bytes_total Bytes moved; up = client to destination, down = back."
+    );
     let _ = writeln!(out, "# TYPE rayback_bytes_total counter");
     for (side, tags) in &sides {
         for (tag, counters) in tags {
@@ -233,43 +268,91 @@ pub fn prometheus(sources: &Sources<'_>) -> String {
         }
     }
 
-    let _ = writeln!(out, "# HELP rayback_bridge_connections Tunnel connections a bridge has up.");
+    let _ = writeln!(
+        out,
+        "# HELP rayback_bridge_connections Tunnel connections a bridge has up."
+    );
     let _ = writeln!(out, "# TYPE rayback_bridge_connections gauge");
-    let statuses: Vec<_> = sources.bridges.iter().map(|bridge| (bridge.settings().tag.to_string(), bridge.status())).collect();
+    let statuses: Vec<_> = sources
+        .bridges
+        .iter()
+        .map(|bridge| (bridge.settings().tag.to_string(), bridge.status()))
+        .collect();
     for (tag, status) in &statuses {
-        let _ = writeln!(out, "rayback_bridge_connections{{bridge=\"{}\"}} {}", label(tag), status.connections);
+        let _ = writeln!(
+            out,
+            "rayback_bridge_connections{{bridge=\"{}\"}} {}",
+            label(tag),
+            status.connections
+        );
     }
     let _ = writeln!(out, "# HELP rayback_bridge_dials_total Tunnel connections a bridge has dialled (reconnects included).");
     let _ = writeln!(out, "# TYPE rayback_bridge_dials_total counter");
     for (tag, status) in &statuses {
-        let _ = writeln!(out, "rayback_bridge_dials_total{{bridge=\"{}\"}} {}", label(tag), status.dials);
+        let _ = writeln!(
+            out,
+            "rayback_bridge_dials_total{{bridge=\"{}\"}} {}",
+            label(tag),
+            status.dials
+        );
     }
     let _ = writeln!(out, "# HELP rayback_bridge_control_age_seconds Seconds since the portal last sent a control message.");
     let _ = writeln!(out, "# TYPE rayback_bridge_control_age_seconds gauge");
     for (tag, status) in &statuses {
         if let Some(age) = status.since_control {
-            let _ = writeln!(out, "rayback_bridge_control_age_seconds{{bridge=\"{}\"}} {:.3}", label(tag), age.as_secs_f64());
+            let _ = writeln!(
+                out,
+                "rayback_bridge_control_age_seconds{{bridge=\"{}\"}} {:.3}",
+                label(tag),
+                age.as_secs_f64()
+            );
         }
     }
 
-    let _ = writeln!(out, "# HELP rayback_portal_connections Bridge connections a portal holds.");
+    let _ = writeln!(
+        out,
+        "# HELP rayback_portal_connections Bridge connections a portal holds."
+    );
     let _ = writeln!(out, "# TYPE rayback_portal_connections gauge");
-    let tunnels: Vec<_> = sources.portals.iter().map(|portal| (portal.settings().tag.to_string(), portal.tunnels())).collect();
+    let tunnels: Vec<_> = sources
+        .portals
+        .iter()
+        .map(|portal| (portal.settings().tag.to_string(), portal.tunnels()))
+        .collect();
     for (tag, tunnels) in &tunnels {
-        let _ = writeln!(out, "rayback_portal_connections{{portal=\"{}\"}} {}", label(tag), tunnels.len());
+        let _ = writeln!(
+            out,
+            "rayback_portal_connections{{portal=\"{}\"}} {}",
+            label(tag),
+            tunnels.len()
+        );
     }
     let _ = writeln!(out, "# HELP rayback_portal_streams_open Mux sub-streams open on a portal's bridge connections (control included).");
     let _ = writeln!(out, "# TYPE rayback_portal_streams_open gauge");
     for (tag, tunnels) in &tunnels {
         let open: usize = tunnels.iter().map(|tunnel| tunnel.active_sessions).sum();
-        let _ = writeln!(out, "rayback_portal_streams_open{{portal=\"{}\"}} {open}", label(tag));
+        let _ = writeln!(
+            out,
+            "rayback_portal_streams_open{{portal=\"{}\"}} {open}",
+            label(tag)
+        );
     }
 
     let vmess = sources.vmess;
-    let _ = writeln!(out, "# HELP rayback_vmess_handshakes_total VMess handshakes accepted by the inbounds.");
+    let _ = writeln!(
+        out,
+        "# HELP rayback_vmess_handshakes_total VMess handshakes accepted by the inbounds."
+    );
     let _ = writeln!(out, "# TYPE rayback_vmess_handshakes_total counter");
-    let _ = writeln!(out, "rayback_vmess_handshakes_total {}", vmess.handshakes_accepted.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP rayback_vmess_handshake_failures_total VMess handshakes refused, by reason.");
+    let _ = writeln!(
+        out,
+        "rayback_vmess_handshakes_total {}",
+        vmess.handshakes_accepted.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP rayback_vmess_handshake_failures_total VMess handshakes refused, by reason."
+    );
     let _ = writeln!(out, "# TYPE rayback_vmess_handshake_failures_total counter");
     for reason in FailureReason::ALL {
         let _ = writeln!(
@@ -281,7 +364,11 @@ pub fn prometheus(sources: &Sources<'_>) -> String {
     }
     let _ = writeln!(out, "# HELP rayback_vmess_peer_nonce_wraps_total Peers whose body nonce counter wrapped (V2Ray does after 65536 chunks).");
     let _ = writeln!(out, "# TYPE rayback_vmess_peer_nonce_wraps_total counter");
-    let _ = writeln!(out, "rayback_vmess_peer_nonce_wraps_total {}", vmess.peer_nonce_wraps.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "rayback_vmess_peer_nonce_wraps_total {}",
+        vmess.peer_nonce_wraps.load(Ordering::Relaxed)
+    );
     out
 }
 

@@ -77,12 +77,20 @@ impl Running {
     pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
         self.inbounds
             .iter()
-            .flat_map(|inbound| inbound.addrs.iter().map(|addr| (inbound.place.clone(), *addr)))
+            .flat_map(|inbound| {
+                inbound
+                    .addrs
+                    .iter()
+                    .map(|addr| (inbound.place.clone(), *addr))
+            })
             .collect()
     }
 
     pub fn bridges(&self) -> Vec<Arc<Bridge>> {
-        self.bridges.iter().map(|running| running.bridge.clone()).collect()
+        self.bridges
+            .iter()
+            .map(|running| running.bridge.clone())
+            .collect()
     }
 
     pub fn portals(&self) -> &[Arc<Portal>] {
@@ -135,7 +143,10 @@ impl Running {
         let mut new_groups = Vec::new();
         let mut old = std::mem::take(&mut self.inbounds);
         for group in built.inbounds {
-            match old.iter().position(|running| running.config == group.config) {
+            match old
+                .iter()
+                .position(|running| running.config == group.config)
+            {
                 Some(index) => kept_inbounds.push(old.swap_remove(index)),
                 None => new_groups.push(group),
             }
@@ -177,13 +188,21 @@ impl Running {
 
         let mut old_bridges = std::mem::take(&mut self.bridges);
         for plan in built.bridges {
-            match old_bridges.iter().position(|running| running.config == plan.config) {
+            match old_bridges
+                .iter()
+                .position(|running| running.config == plan.config)
+            {
                 Some(index) => {
                     self.bridges.push(old_bridges.swap_remove(index));
                     summary.bridges_kept += 1;
                 }
                 None => {
-                    self.bridges.push(start_bridge(plan, &self.shared, &self.shutdown, &self.tracker));
+                    self.bridges.push(start_bridge(
+                        plan,
+                        &self.shared,
+                        &self.shutdown,
+                        &self.tracker,
+                    ));
                     summary.bridges_started += 1;
                 }
             }
@@ -203,7 +222,9 @@ impl Running {
     pub async fn stop(self, grace: Duration) -> bool {
         self.shutdown.cancel();
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }
 
@@ -227,11 +248,12 @@ async fn bind_group(
                 addrs.push(door.local_addr());
                 inbounds.push(Arc::new(door));
             }
-            InboundPlan::Vmess(settings, metrics) => {
+            InboundPlan::Vmess(settings, metrics, unauthenticated_limit) => {
                 let listen = settings.listen;
                 let vmess = VmessInbound::bind(settings, metrics)
                     .await
-                    .with_context(|| format!("{}: listening on {listen}", group.place))?;
+                    .with_context(|| format!("{}: listening on {listen}", group.place))?
+                    .with_unauthenticated_limit(unauthenticated_limit);
                 addrs.push(vmess.local_addr());
                 inbounds.push(Arc::new(vmess));
             }
@@ -308,7 +330,8 @@ pub async fn start(config: &Config) -> Result<Running> {
     *running.published.write().expect("not poisoned") = running.snapshot();
     if let Some(addr) = config.rayback.metrics {
         let endpoint =
-            crate::endpoint::serve(addr, running.published.clone(), running.shutdown.clone()).await?;
+            crate::endpoint::serve(addr, running.published.clone(), running.shutdown.clone())
+                .await?;
         running.metrics_endpoint = Some(endpoint);
     }
     Ok(running)
@@ -365,16 +388,23 @@ pub fn run_with_reload(config: Config, json_logs: bool, loader: Option<Loader>) 
                 Signal::Stop => break,
                 Signal::Reload => {
                     let Some(loader) = &loader else {
-                        tracing::warn!("SIGHUP: this process was not started from files; nothing to reload");
+                        tracing::warn!(
+                            "SIGHUP: this process was not started from files; nothing to reload"
+                        );
                         continue;
                     };
                     let reloaded = match loader() {
-                        Ok(config) => running.reload(&config).await.map_err(|error| format!("{error:#}")),
+                        Ok(config) => running
+                            .reload(&config)
+                            .await
+                            .map_err(|error| format!("{error:#}")),
                         Err(error) => Err(error),
                     };
                     match reloaded {
                         Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
-                        Err(error) => tracing::error!("reload failed, keeping the running configuration: {error}"),
+                        Err(error) => tracing::error!(
+                            "reload failed, keeping the running configuration: {error}"
+                        ),
                     }
                 }
             }

@@ -51,21 +51,34 @@ async fn v2ray_mux_client_to_rayback_vmess_inbound() {
         "inbounds": [vmess_server(server_port)],
         "outbounds": [{"protocol": "freedom", "tag": "direct"}]
     });
-    let rayback = start(&parse_str("server.json", &server.to_string()).unwrap().config)
-        .await
-        .unwrap();
+    let rayback = start(
+        &parse_str("server.json", &server.to_string())
+            .unwrap()
+            .config,
+    )
+    .await
+    .unwrap();
     let client = json!({
         "inbounds": [entry(entry_port, echo)],
         "outbounds": [vmess_client_with_mux(server_port)]
     });
     let _v2ray = V2Ray::start(&client, &[entry_port]).await.unwrap();
     let entry = SocketAddr::from(([127, 0, 0, 1], entry_port));
-    echo_many(entry, STREAMS, SIZE, 100, Duration::from_secs(120)).await.unwrap();
+    echo_many(entry, STREAMS, SIZE, 100, Duration::from_secs(120))
+        .await
+        .unwrap();
     // All of it arrived as mux sub-sessions on few VMess connections.
-    let sessions = rayback.metrics().inbound("vmess-in").sessions_total.load(std::sync::atomic::Ordering::Relaxed);
+    let sessions = rayback
+        .metrics()
+        .inbound("vmess-in")
+        .sessions_total
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(sessions >= STREAMS as u64, "{sessions} sessions");
     let carriers = rayback_vmess_handshakes(&rayback);
-    assert!(carriers < STREAMS as u64 / 4, "{carriers} VMess connections for {STREAMS} streams");
+    assert!(
+        carriers < STREAMS as u64 / 4,
+        "{carriers} VMess connections for {STREAMS} streams"
+    );
 }
 
 fn rayback_vmess_handshakes(running: &rayback_app::Running) -> u64 {
@@ -89,9 +102,15 @@ async fn rayback_mux_client_to_v2ray_vmess_inbound() {
         "inbounds": [entry(entry_port, echo)],
         "outbounds": [vmess_client_with_mux(server_port)]
     });
-    let _rayback = start(&parse_str("client.json", &client.to_string()).unwrap().config)
+    let _rayback = start(
+        &parse_str("client.json", &client.to_string())
+            .unwrap()
+            .config,
+    )
+    .await
+    .unwrap();
+    let entry = SocketAddr::from(([127, 0, 0, 1], entry_port));
+    echo_many(entry, STREAMS, SIZE, 300, Duration::from_secs(120))
         .await
         .unwrap();
-    let entry = SocketAddr::from(([127, 0, 0, 1], entry_port));
-    echo_many(entry, STREAMS, SIZE, 300, Duration::from_secs(120)).await.unwrap();
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use rayback_app::{start, Running};
 use rayback_config::parse_str;
-use rayback_testkit::{backend, echo_many, free_port, http_get, seed_configs, SeedPorts, BACKEND_PAGE};
+use rayback_testkit::{
+    backend, echo_many, free_port, http_get, seed_configs, SeedPorts, BACKEND_PAGE,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -24,7 +26,10 @@ async fn rayback(name: &str, text: &str) -> Running {
 /// The portal config with a metrics endpoint added.
 fn with_metrics(portal: &str, metrics: SocketAddr) -> String {
     let at = portal.rfind('}').unwrap();
-    format!("{},\n  \"rayback\": {{\"metrics\": \"{metrics}\"}}\n}}\n", portal[..at].trim_end())
+    format!(
+        "{},\n  \"rayback\": {{\"metrics\": \"{metrics}\"}}\n}}\n",
+        portal[..at].trim_end()
+    )
 }
 
 async fn wait_serving(public: SocketAddr) {
@@ -43,7 +48,9 @@ async fn wait_serving(public: SocketAddr) {
 async fn scrape(addr: SocketAddr, path: &str) -> String {
     let mut socket = TcpStream::connect(addr).await.unwrap();
     socket
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut response = String::new();
@@ -70,8 +77,12 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
         if line.starts_with("# HELP ") || line.is_empty() {
             continue;
         }
-        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (key, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         let name = key.split('{').next().unwrap();
         assert!(
             name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
@@ -79,10 +90,16 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
         );
         if let Some(labels) = key.strip_prefix(name) {
             if !labels.is_empty() {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels in {line:?}");
+                assert!(
+                    labels.starts_with('{') && labels.ends_with('}'),
+                    "bad labels in {line:?}"
+                );
                 for pair in labels[1..labels.len() - 1].split(',') {
                     let (label, quoted) = pair.split_once('=').unwrap();
-                    assert!(label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line:?}");
+                    assert!(
+                        label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{line:?}"
+                    );
                     assert!(quoted.starts_with('"') && quoted.ends_with('"'), "{line:?}");
                 }
             }
@@ -112,11 +129,18 @@ async fn metrics_count_bytes_and_connections_during_a_transfer() {
     let key = |name: &str| before.get(name).copied().unwrap_or(0.0);
     let sessions_before = key("rayback_sessions_total{side=\"inbound\",tag=\"external\"}");
     let up_before = key("rayback_bytes_total{side=\"inbound\",tag=\"external\",direction=\"up\"}");
-    let down_before = key("rayback_bytes_total{side=\"inbound\",tag=\"external\",direction=\"down\"}");
+    let down_before =
+        key("rayback_bytes_total{side=\"inbound\",tag=\"external\",direction=\"down\"}");
 
     const CONNECTIONS: usize = 4;
     const SIZE: usize = 8 << 20;
-    let transfer = tokio::spawn(echo_many(public, CONNECTIONS, SIZE, 7, Duration::from_secs(60)));
+    let transfer = tokio::spawn(echo_many(
+        public,
+        CONNECTIONS,
+        SIZE,
+        7,
+        Duration::from_secs(60),
+    ));
     // Scrape mid-transfer: the endpoint answers while bytes flow.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let during = parse_prometheus(&scrape(metrics_addr, "/metrics").await);
@@ -127,37 +151,62 @@ async fn metrics_count_bytes_and_connections_during_a_transfer() {
     let started = Instant::now();
     let after = loop {
         let after = parse_prometheus(&scrape(metrics_addr, "/metrics").await);
-        if after["rayback_sessions_open{side=\"inbound\",tag=\"external\"}"] == 0.0 || started.elapsed() > Duration::from_secs(5) {
+        if after["rayback_sessions_open{side=\"inbound\",tag=\"external\"}"] == 0.0
+            || started.elapsed() > Duration::from_secs(5)
+        {
             break after;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let sessions = after["rayback_sessions_total{side=\"inbound\",tag=\"external\"}"] - sessions_before;
+    let sessions =
+        after["rayback_sessions_total{side=\"inbound\",tag=\"external\"}"] - sessions_before;
     assert_eq!(sessions, CONNECTIONS as f64, "sessions counted exactly");
-    assert_eq!(after["rayback_sessions_open{side=\"inbound\",tag=\"external\"}"], 0.0);
+    assert_eq!(
+        after["rayback_sessions_open{side=\"inbound\",tag=\"external\"}"],
+        0.0
+    );
     let moved = (CONNECTIONS * SIZE) as f64;
-    let up = after["rayback_bytes_total{side=\"inbound\",tag=\"external\",direction=\"up\"}"] - up_before;
-    let down = after["rayback_bytes_total{side=\"inbound\",tag=\"external\",direction=\"down\"}"] - down_before;
+    let up = after["rayback_bytes_total{side=\"inbound\",tag=\"external\",direction=\"up\"}"]
+        - up_before;
+    let down = after["rayback_bytes_total{side=\"inbound\",tag=\"external\",direction=\"down\"}"]
+        - down_before;
     // The portal outbound carries the public sessions and the tunnel
     // connection itself (routed from the VMess inbound "interconn").
-    let tunnel_down = after["rayback_bytes_total{side=\"inbound\",tag=\"interconn\",direction=\"down\"}"];
-    assert!(tunnel_down >= moved, "the tunnel carried the echoes: {tunnel_down}");
+    let tunnel_down =
+        after["rayback_bytes_total{side=\"inbound\",tag=\"interconn\",direction=\"down\"}"];
+    assert!(
+        tunnel_down >= moved,
+        "the tunnel carried the echoes: {tunnel_down}"
+    );
     assert!((up - moved).abs() / moved < 0.01, "up {up} vs {moved}");
-    assert!((down - moved).abs() / moved < 0.01, "down {down} vs {moved}");
+    assert!(
+        (down - moved).abs() / moved < 0.01,
+        "down {down} vs {moved}"
+    );
     assert!(after.contains_key("rayback_vmess_handshake_failures_total{reason=\"unknown_user\"}"));
     assert!(after["rayback_vmess_handshakes_total"] >= 1.0);
 
     // The bridge side counts too, from its own process state.
     let bridge_text = bridge.prometheus();
     let bridge_samples = parse_prometheus(&bridge_text);
-    assert_eq!(bridge_samples["rayback_bridge_connections{bridge=\"bridge\"}"], 1.0);
+    assert_eq!(
+        bridge_samples["rayback_bridge_connections{bridge=\"bridge\"}"],
+        1.0
+    );
     assert!(bridge_samples["rayback_bridge_control_age_seconds{bridge=\"bridge\"}"] < 5.0);
 
-    let status: serde_json::Value = serde_json::from_str(&scrape(metrics_addr, "/status").await).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&scrape(metrics_addr, "/status").await).unwrap();
     assert_eq!(status["portals"][0]["tag"], "portal");
     assert_eq!(status["portals"][0]["bridges"].as_array().unwrap().len(), 1);
-    assert!(status["portals"][0]["bridges"][0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
-    assert!(!status.to_string().contains("27848739"), "no secrets in /status");
+    assert!(status["portals"][0]["bridges"][0]["peer"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert!(
+        !status.to_string().contains("27848739"),
+        "no secrets in /status"
+    );
     assert!(!after.keys().any(|key| key.contains("27848739")));
     drop(bridge);
     drop(portal);
@@ -173,7 +222,10 @@ fn portal_with_rule(portal: &str, to: &str) -> String {
         &format!("\"inboundTag\": [\n            \"external\"\n          ],\n          \"outboundTag\": \"{to}\""),
         1,
     );
-    assert!(to == "portal" || routed != portal, "the seed portal's rule was found");
+    assert!(
+        to == "portal" || routed != portal,
+        "the seed portal's rule was found"
+    );
     routed.replacen('{', &format!("{{{blackhole}"), 1)
 }
 
@@ -196,13 +248,18 @@ async fn reload_applies_a_new_rule_and_keeps_tunnels_and_open_transfers() {
     let data = rayback_testkit::seeded_bytes(3, 1 << 20);
     socket.write_all(&data[..1 << 19]).await.unwrap();
 
-    let new_config = parse_str("portal.json", &portal_with_rule(&portal_config, "closed")).unwrap().config;
+    let new_config = parse_str("portal.json", &portal_with_rule(&portal_config, "closed"))
+        .unwrap()
+        .config;
     let summary = portal.reload(&new_config).await.unwrap();
     assert_eq!(summary.inbounds_kept, 2, "{summary:?}");
 
     // New connections follow the new rule: blackholed.
     let refused = http_get(public, Duration::from_secs(3)).await;
-    assert!(refused.is_err(), "a new connection is blackholed: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a new connection is blackholed: {refused:?}"
+    );
 
     // The old transfer completes intact.
     socket.write_all(&data[1 << 19..]).await.unwrap();
@@ -218,7 +275,9 @@ async fn reload_applies_a_new_rule_and_keeps_tunnels_and_open_transfers() {
     assert_eq!(portal.portals()[0].tunnels().len(), 1);
 
     // And back: the rule sends the public inbound through the tunnel again.
-    let config = parse_str("portal.json", &portal_with_rule(&portal_config, "portal")).unwrap().config;
+    let config = parse_str("portal.json", &portal_with_rule(&portal_config, "portal"))
+        .unwrap()
+        .config;
     portal.reload(&config).await.unwrap();
     wait_serving(public).await;
     assert_eq!(bridge.bridges()[0].status().dials, dials);

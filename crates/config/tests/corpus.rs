@@ -89,7 +89,9 @@ fn check_rayback(
                 ))
             }
         }
-        ("ok" | "routing-level" | "routing-unsupported", Err(error)) => Err(format!("expected to load, got: {error}")),
+        ("ok" | "routing-level" | "routing-unsupported", Err(error)) => {
+            Err(format!("expected to load, got: {error}"))
+        }
         (verdict @ ("invalid" | "syntax" | "unsupported"), Err(error)) => {
             let shown = error.to_string();
             if !shown.starts_with(&case.file) && !shown.contains(&format!("/{}", case.file)) {

@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn frame_data_is_clamped() {
         let mut config = MuxConfig::default();
-        assert_eq!(config.frame_data(), 16 * 1024);
+        assert_eq!(config.frame_data(), 60 * 1024);
         config.max_frame_data = 0;
         assert_eq!(config.frame_data(), 1);
         config.max_frame_data = 1 << 20;

@@ -77,10 +77,19 @@ pub(crate) struct SessionShared {
 pub(crate) struct SessionState {
     /// Received bytes not yet read (packet sessions: core packet framing).
     pub(crate) recv: RecvBuffer,
-    /// The peer sent End: reads end after `recv` drains, writes fail.
+    /// The peer sent End: reads end after `recv` drains; writes fail
+    /// unless it was a half-close.
     pub(crate) remote_ended: bool,
-    /// An End for this session is queued or sent; none is sent again.
+    /// The peer's End had the half-close bit (Rayback peers only): it still
+    /// reads, so writes go on until our own End. The session stays in the
+    /// connection's map until then.
+    pub(crate) remote_half_closed: bool,
+    /// An End for this session is queued or sent: writes fail.
     pub(crate) local_ended: bool,
+    /// Our End was a half-close and the session is still open: reads go on
+    /// until the peer's End; a later abort or drop still owes the peer a
+    /// final End (see [`SessionState::take_end`]).
+    pub(crate) local_half_closed: bool,
     /// Aborted (End+error, stall, replaced ID): reads and writes fail now.
     pub(crate) reset: Option<io::ErrorKind>,
     /// The carrying connection died: reads fail once `recv` drains.
@@ -91,6 +100,18 @@ pub(crate) struct SessionState {
     pub(crate) reader: Option<Waker>,
     /// The connection's reader task, waiting for room in `recv`.
     pub(crate) space: Option<Waker>,
+}
+
+impl SessionState {
+    /// Marks the session as ended on our side; returns whether an End must
+    /// still be sent for it: none was sent yet, or only a half-close that
+    /// the peer has not answered with its own End.
+    pub(crate) fn take_end(&mut self) -> bool {
+        let owed = !self.local_ended || (self.local_half_closed && !self.remote_ended);
+        self.local_ended = true;
+        self.local_half_closed = false;
+        owed
+    }
 }
 
 /// Encoded frames waiting for the writer task.
@@ -386,14 +407,15 @@ impl Connection {
     // Sending
 
     /// Queues an End frame (not subject to the queue bound: it is 6 bytes
-    /// and frees resources on both sides).
-    pub(crate) fn queue_end(&self, id: SessionId, error: bool) {
+    /// and frees resources on both sides). `half_close` sets the
+    /// Rayback-only bit (V2Ray ignores it).
+    pub(crate) fn queue_end(&self, id: SessionId, error: bool, half_close: bool) {
         let writer = {
             let mut send = lock(&self.send);
             if send.closed {
                 return;
             }
-            frame::put_end(&mut send.buf, id, error);
+            frame::put_end(&mut send.buf, id, error, half_close);
             send.tail_new = None;
             send.writer.take()
         };
@@ -537,7 +559,7 @@ impl Connection {
                             self.receive(id, data).await;
                         }
                     }
-                    FrameKind::End { error } => self.remote_end(id, error),
+                    FrameKind::End { error, half_close } => self.remote_end(id, error, half_close),
                     FrameKind::KeepAlive => {
                         self.last_keepalive.store(self.stamp(), Ordering::Relaxed);
                     }
@@ -586,7 +608,7 @@ impl Connection {
             if sessions.map.len() >= self.max_sessions && !sessions.map.contains_key(&id) {
                 drop(sessions);
                 tracing::debug!(id, %destination, "refusing mux session over the limit");
-                self.queue_end(id, true);
+                self.queue_end(id, true, false);
                 return;
             }
             self.total_opened.fetch_add(1, Ordering::Relaxed);
@@ -619,7 +641,7 @@ impl Connection {
             None => {
                 // V2Ray: unknown ID → End (option 0), data discarded.
                 tracing::trace!(id, "data for an unknown mux session");
-                self.queue_end(id, false);
+                self.queue_end(id, false, false);
             }
         }
     }
@@ -632,7 +654,8 @@ impl Connection {
         }
         let push = poll_fn(|cx| {
             let mut state = lock(&session.state);
-            if state.detached || state.reset.is_some() || state.lost {
+            // After the peer's half-close nothing more may come; drop it.
+            if state.detached || state.reset.is_some() || state.lost || state.remote_ended {
                 return Poll::Ready(());
             }
             let framed = data.len()
@@ -670,33 +693,46 @@ impl Connection {
             self.remove_session(session);
             let send_end = self.abort_local(session, io::ErrorKind::TimedOut);
             if send_end {
-                self.queue_end(session.id, true);
+                self.queue_end(session.id, true, false);
             }
         }
     }
 
-    /// End received.
-    fn remote_end(&self, id: SessionId, error: bool) {
-        let Some(session) = lock(&self.sessions).map.remove(&id) else {
-            return;
-        };
+    /// End received. A half-close (bit `80`, without the error bit) on a
+    /// session we still write to only ends its receive direction; any
+    /// other End closes the session.
+    fn remote_end(&self, id: SessionId, error: bool, half_close: bool) {
         let reply = {
+            let mut sessions = lock(&self.sessions);
+            let Some(session) = sessions.map.get(&id).cloned() else {
+                return;
+            };
             let mut state = lock(&session.state);
-            state.detached = true;
             state.remote_ended = true;
+            wake(state.reader.take());
+            wake(state.space.take());
+            if half_close && !error && !state.local_ended {
+                // The peer is done writing and still reads: EOF for our
+                // reader once `recv` drains; our writes go on, and our own
+                // End (when our writer shuts down or the sub-stream is
+                // dropped) completes the close.
+                state.remote_half_closed = true;
+                return;
+            }
+            sessions.map.remove(&id);
+            state.detached = true;
+            state.local_half_closed = false;
             if error {
                 state.reset = Some(io::ErrorKind::ConnectionReset);
                 self.recv_buffered
                     .fetch_sub(state.recv.len(), Ordering::Relaxed);
                 state.recv = RecvBuffer::default();
             }
-            wake(state.reader.take());
-            wake(state.space.take());
             !std::mem::replace(&mut state.local_ended, true)
         };
         // Normally each side sends one End: answer one we have not sent.
         if reply {
-            self.queue_end(id, error);
+            self.queue_end(id, error, false);
         }
         self.drain_if_abandoned();
     }
@@ -712,7 +748,7 @@ impl Connection {
         state.recv = RecvBuffer::default();
         wake(state.reader.take());
         wake(state.space.take());
-        !std::mem::replace(&mut state.local_ended, true)
+        state.take_end()
     }
 
     /// Reads buffered bytes of `session` into `out`; updates the gauge,

@@ -12,7 +12,7 @@
 //! | 2 | `metaLen` | length of the metadata that follows; 4..=512 |
 //! | 2 | session ID | chosen by the client, 1, 2, 3, … |
 //! | 1 | status | `01` New, `02` Keep, `03` End, `04` KeepAlive; else fatal |
-//! | 1 | option | bit `01` data follows; bit `02` error (on End); other bits ignored |
+//! | 1 | option | bit `01` data follows; bit `02` error (on End); bit `80` half-close (on End, Rayback only); other bits ignored |
 //! | 1 | network | New only: `01` TCP, `02` UDP; else fatal |
 //! | 2 | port | New only (port *before* address) |
 //! | 1 | address type | New only: `01` IPv4, `02` domain, `03` IPv6; else fatal |
@@ -28,6 +28,16 @@
 //! "Need more bytes" is `Ok(None)`. Lengths are checked before any buffer
 //! grows, so the most a decoder ever reserves is one frame (≤ 2 + 512 + 2 +
 //! 65535 bytes).
+//!
+//! # The half-close bit (a Rayback extension)
+//!
+//! V2Ray 4.34 gives meaning only to option bits `01` and `02` and ignores
+//! the others, so an End with bit `80` ([`OPTION_HALF_CLOSE`]) is an
+//! ordinary End to it: a full close (spec §6). Rayback sends that bit when
+//! a sub-stream's writer shuts down while its reader still wants data, and
+//! a Rayback receiver then keeps its own write direction open (see
+//! [`crate::stream`]). The codec only carries the bit:
+//! [`FrameKind::End`]'s `half_close`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -48,6 +58,9 @@ pub const MAX_DATA: usize = u16::MAX as usize;
 pub const OPTION_DATA: u8 = 0x01;
 /// Option bit: the session ended with an error (meaningful on End).
 pub const OPTION_ERROR: u8 = 0x02;
+/// Option bit, Rayback only: on End, the sender finished writing but still
+/// reads (a half-close). V2Ray 4.34 ignores it and sees a plain End.
+pub const OPTION_HALF_CLOSE: u8 = 0x80;
 
 /// Metadata length of Keep/End/KeepAlive frames (ID, status, option).
 const SHORT_METADATA: u16 = 4;
@@ -81,7 +94,9 @@ pub enum FrameKind {
     /// More data for an open session.
     Keep,
     /// Closes the session, both directions; `error` is option bit `02`.
-    End { error: bool },
+    /// With `half_close` (option bit `80`, a Rayback extension V2Ray
+    /// ignores) only the sender's direction ends: it still reads.
+    End { error: bool, half_close: bool },
     /// Nothing; V2Ray 4.34 accepts it and never sends it.
     KeepAlive,
 }
@@ -129,10 +144,27 @@ impl Frame {
         }
     }
 
+    /// An End (a full close; `error` sets option bit `02`).
     pub fn end(session_id: SessionId, error: bool) -> Frame {
         Frame {
             session_id,
-            kind: FrameKind::End { error },
+            kind: FrameKind::End {
+                error,
+                half_close: false,
+            },
+            data: None,
+        }
+    }
+
+    /// An End with the half-close bit (`80`): the sender is done writing
+    /// and still reads. V2Ray sees a plain End.
+    pub fn end_half_close(session_id: SessionId) -> Frame {
+        Frame {
+            session_id,
+            kind: FrameKind::End {
+                error: false,
+                half_close: true,
+            },
             data: None,
         }
     }
@@ -172,8 +204,13 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut) -> Result<(), MuxError> {
         }
         kind => {
             let mut option = if data_len.is_some() { OPTION_DATA } else { 0 };
-            if let FrameKind::End { error: true } = kind {
-                option |= OPTION_ERROR;
+            if let FrameKind::End { error, half_close } = *kind {
+                if error {
+                    option |= OPTION_ERROR;
+                }
+                if half_close {
+                    option |= OPTION_HALF_CLOSE;
+                }
             }
             put_short_header(dst, frame.session_id, kind.status(), option);
             if let Some(len) = data_len {
@@ -207,9 +244,13 @@ pub fn put_keep_header(dst: &mut BytesMut, session_id: SessionId, data_len: u16)
     dst.put_u16(data_len);
 }
 
-/// Appends an End frame (6 bytes).
-pub fn put_end(dst: &mut BytesMut, session_id: SessionId, error: bool) {
-    let option = if error { OPTION_ERROR } else { 0 };
+/// Appends an End frame (6 bytes); `half_close` sets the Rayback-only
+/// bit [`OPTION_HALF_CLOSE`].
+pub fn put_end(dst: &mut BytesMut, session_id: SessionId, error: bool, half_close: bool) {
+    let mut option = if error { OPTION_ERROR } else { 0 };
+    if half_close {
+        option |= OPTION_HALF_CLOSE;
+    }
     put_short_header(dst, session_id, Status::End, option);
 }
 
@@ -375,6 +416,7 @@ fn parse_metadata(meta: &[u8]) -> Result<(Header, bool), MuxError> {
         Status::Keep => FrameKind::Keep,
         Status::End => FrameKind::End {
             error: option & OPTION_ERROR != 0,
+            half_close: option & OPTION_HALF_CLOSE != 0,
         },
         Status::KeepAlive => FrameKind::KeepAlive,
     };
@@ -553,6 +595,47 @@ mod tests {
                 Frame::end(5, true)
             ]
         );
+    }
+
+    // The Rayback half-close End: option bit 0x80.
+    #[test]
+    fn golden_half_close_end() {
+        let wire = hex("00 04 00 05 03 80");
+        let frame = Frame::end_half_close(5);
+        assert_eq!(encode(&frame), wire);
+        assert_eq!(decode_all(&wire).unwrap(), vec![frame]);
+        let mut out = BytesMut::new();
+        put_end(&mut out, 5, false, true);
+        assert_eq!(out.to_vec(), wire);
+        // Error and half-close bits are carried independently.
+        let both = hex("00 04 00 05 03 82");
+        let frame = Frame {
+            session_id: 5,
+            kind: FrameKind::End {
+                error: true,
+                half_close: true,
+            },
+            data: None,
+        };
+        assert_eq!(encode(&frame), both);
+        assert_eq!(decode_all(&both).unwrap(), vec![frame]);
+    }
+
+    // What V2Ray does with the bit: ignore it. Other unknown End bits are
+    // ignored by us too, and a plain End still decodes as before.
+    #[test]
+    fn end_option_bits_other_than_data_error_half_are_ignored() {
+        let wire = hex("00 04 00 05 03 7c  00 04 00 06 03 fd 00 01 7a");
+        let frames = decode_all(&wire).unwrap();
+        assert_eq!(frames[0], Frame::end(5, false));
+        assert_eq!(
+            frames[1].kind,
+            FrameKind::End {
+                error: false,
+                half_close: true
+            }
+        );
+        assert_eq!(frames[1].data.as_deref(), Some(&b"z"[..]));
     }
 
     // Spec §11 example 4 and reverse.md §6: the control session's New.
@@ -755,7 +838,8 @@ mod tests {
                 FrameKind::New(Destination::new(network, address, port))
             }),
             Just(FrameKind::Keep),
-            any::<bool>().prop_map(|error| FrameKind::End { error }),
+            (any::<bool>(), any::<bool>())
+                .prop_map(|(error, half_close)| FrameKind::End { error, half_close }),
             Just(FrameKind::KeepAlive),
         ];
         let data = proptest::option::of(

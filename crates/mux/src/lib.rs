@@ -58,11 +58,16 @@
 //! * `New` is queued at once; first data written before it leaves rides in
 //!   it ([`client`] explains why not V2Ray's 100 ms wait).
 //! * Stream data goes in frames of at most [`MuxConfig::max_frame_data`]
-//!   (16 KiB; V2Ray writes 8 KiB and accepts up to 65535). Datagrams over
-//!   2048 bytes are dropped rather than sent, since V2Ray would kill the
-//!   whole connection on them; Rayback accepts up to 65535 on receive.
-//! * End closes both directions at the peer; locally, `shutdown` sends End
-//!   and still reads until the peer's End ([`stream`] has the table).
+//!   (60 KiB, one relay read; V2Ray writes 8 KiB and accepts up to
+//!   65535). Datagrams over 2048 bytes are dropped rather than sent, since
+//!   V2Ray would kill the whole connection on them; Rayback accepts up to
+//!   65535 on receive.
+//! * Half-close, a Rayback extension: `shutdown` of a TCP sub-stream
+//!   sends End with option bit `80`, which V2Ray ignores. To a V2Ray peer
+//!   that End is a full close, as in V2Ray itself (spec §6: no
+//!   half-close); a Rayback peer instead reads EOF and keeps writing until
+//!   its own End. Either way we still read until the peer's End
+//!   ([`stream`] has the table).
 
 pub mod client;
 pub mod config;

@@ -4,15 +4,33 @@
 //! |---|---|
 //! | `poll_write` (TCP) | copies up to 64 KiB into the connection's send queue as frames of at most `max_frame_data`; `Pending` while the queue is full |
 //! | `poll_write` (UDP) | the caller writes core packet framing (2-byte length + payload); each whole packet becomes one frame; packets over `max_packet` are dropped, as an oversize datagram would be |
-//! | `poll_shutdown` | sends End; the read side stays open until the peer's End (V2Ray answers with one) or until the sub-stream is dropped |
+//! | `poll_shutdown` (TCP) | sends End with the half-close bit `80`; the read side stays open until the peer's End (V2Ray answers at once with one; a Rayback peer when its writer is done) or until the sub-stream is dropped |
+//! | `poll_shutdown` (UDP) | sends a plain End; the read side stays open until the peer's End |
+//! | `poll_shutdown` after the peer's half-close | sends a plain End: the session is over on both sides |
 //! | End received | reads return what is buffered, then EOF; writes fail (`BrokenPipe`) |
+//! | End with the half-close bit received (Rayback peer) | reads return what is buffered, then EOF; writes go on; no End is sent until our writer shuts down or the sub-stream is dropped |
 //! | End+error received, stall timeout | reads and writes fail at once (`ConnectionReset`, `TimedOut`) |
 //! | carrier lost or closed | reads return what is buffered, then fail (`ConnectionAborted`); writes fail |
 //! | dropped without shutdown | sends End+error (an abort) |
+//! | dropped after either side's half-close | sends a plain End (if the peer has not ended) |
 //!
-//! Mux.Cool has no half-close (spec §6): an End closes both directions at
-//! the peer. Not here: frames ([`crate::frame`]) and the connection tasks
-//! (the private `conn` module).
+//! # Half-close: a Rayback extension
+//!
+//! Mux.Cool has no half-close (spec §6): to V2Ray 4.34 an End closes both
+//! directions. Rayback marks the End of a locally shut-down TCP sub-stream
+//! with option bit `80` ([`crate::frame::OPTION_HALF_CLOSE`]), which V2Ray
+//! ignores, so:
+//!
+//! * **Rayback ↔ Rayback**: half-close works like TCP's. The side that
+//!   shut down keeps reading; the other side reads EOF and keeps writing
+//!   until it shuts down (or drops) its sub-stream, whose plain End ends
+//!   the session on both sides. If both sides half-close, the session ends
+//!   likewise. The session counts as active until both directions are done.
+//! * **Rayback ↔ V2Ray**: V2Ray sees an ordinary End, closes fully and
+//!   answers with its own End: exactly the full close of V2Ray itself.
+//!
+//! Not here: frames ([`crate::frame`]) and the connection tasks (the
+//! private `conn` module).
 
 use std::io;
 use std::pin::Pin;
@@ -92,7 +110,7 @@ impl MuxStream {
         if state.lost {
             return Err(crate::conn::connection_closed());
         }
-        if state.remote_ended || state.local_ended {
+        if state.local_ended || (state.remote_ended && !state.remote_half_closed) {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "mux session ended",
@@ -245,37 +263,69 @@ impl AsyncWrite for MuxStream {
         ready!(this.poll_flush_packet(cx))?;
         if !this.shut_down {
             this.shut_down = true;
-            let send_end = {
+            let end = {
                 let mut state = lock(&this.session.state);
                 let live = !state.detached && state.reset.is_none() && !state.lost;
-                live && !std::mem::replace(&mut state.local_ended, true)
+                if !live || std::mem::replace(&mut state.local_ended, true) {
+                    None
+                } else if state.remote_half_closed {
+                    // The peer half-closed earlier: our plain End completes
+                    // the close on both sides.
+                    state.detached = true;
+                    Some(Shutdown::Complete)
+                } else if this.session.network == Network::Tcp {
+                    state.local_half_closed = true;
+                    Some(Shutdown::Half)
+                } else {
+                    // Datagram sessions have no half-close: plain End, as
+                    // V2Ray; we still read until the peer's End.
+                    Some(Shutdown::Plain)
+                }
             };
-            if send_end {
-                this.conn.queue_end(this.session.id, false);
+            match end {
+                None => {}
+                Some(Shutdown::Half) => this.conn.queue_end(this.session.id, false, true),
+                Some(Shutdown::Plain) => this.conn.queue_end(this.session.id, false, false),
+                Some(Shutdown::Complete) => {
+                    this.conn.remove_session(&this.session);
+                    this.conn.queue_end(this.session.id, false, false);
+                    this.conn.drain_if_abandoned();
+                }
             }
         }
         Poll::Ready(Ok(()))
     }
 }
 
+/// What a local shutdown sends.
+enum Shutdown {
+    /// End with the half-close bit: we still read.
+    Half,
+    /// Plain End (datagram sessions).
+    Plain,
+    /// Plain End after the peer's half-close: the session is over.
+    Complete,
+}
+
 impl Drop for MuxStream {
     fn drop(&mut self) {
-        let (attached, send_end) = {
+        let (attached, end) = {
             let mut state = lock(&self.session.state);
             self.conn.discard_received(&mut state);
             let attached = !std::mem::replace(&mut state.detached, true);
             let live = attached && state.reset.is_none() && !state.lost;
-            (
-                attached,
-                live && !std::mem::replace(&mut state.local_ended, true),
-            )
+            // Dropped before any shutdown: an abort (End+error). After a
+            // half-close by either side a plain End ends the session
+            // without discarding data the peer has yet to read.
+            let error = !state.local_ended && !state.remote_half_closed;
+            let owed = live && state.take_end();
+            (attached, owed.then_some(error))
         };
         if attached {
             self.conn.remove_session(&self.session);
         }
-        if send_end {
-            // Dropped before shutdown: an abort.
-            self.conn.queue_end(self.session.id, true);
+        if let Some(error) = end {
+            self.conn.queue_end(self.session.id, error, false);
         }
         self.conn.drain_if_abandoned();
     }

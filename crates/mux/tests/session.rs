@@ -188,8 +188,22 @@ async fn data_both_ways_and_end_gives_eof() -> Result<()> {
                     got == seeded_bytes(1000 + port, 150_000 + port as usize * 3),
                     "reply {i} corrupted"
                 );
-                // The server's End closed the session: writes now fail.
-                let error = writer.write_all(b"late").await.unwrap_err();
+                // The server half-closed, then its handler dropped the
+                // sub-stream: that plain End closed the session, so writes
+                // fail (at once, or as soon as that End arrives).
+                let started = Instant::now();
+                let error = loop {
+                    match writer.write_all(b"late").await {
+                        Err(error) => break error,
+                        Ok(()) => {
+                            ensure!(
+                                started.elapsed() < Duration::from_secs(5),
+                                "late writes still accepted"
+                            );
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                };
                 ensure!(
                     error.kind() == io::ErrorKind::BrokenPipe,
                     "late write: {error}"
@@ -235,9 +249,9 @@ async fn end_semantics() -> Result<()> {
         let (client, server, mut accepted) =
             collecting(ClientConfig::default(), ServerConfig::default());
 
-        // Client shuts down: the server reads the data then EOF; the server
-        // can no longer write; the client then reads EOF (the server's
-        // answering End).
+        // Client shuts down (a half-close, both sides Rayback): the server
+        // reads the data then EOF and can still write; its shutdown then
+        // ends the session: the client reads the reply, then EOF.
         let mut a = client.open(dest(1)).await?;
         a.write_all(b"request").await?;
         a.shutdown().await?;
@@ -245,14 +259,21 @@ async fn end_semantics() -> Result<()> {
         let mut got = Vec::new();
         a_server.read_to_end(&mut got).await?;
         assert_eq!(got, b"request");
-        let error = a_server.write_all(b"x").await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            a.write_all(b"x").await.unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+        a_server.write_all(b"reply").await?;
+        a_server.shutdown().await?;
         let mut rest = Vec::new();
         a.read_to_end(&mut rest).await?;
-        assert!(rest.is_empty());
+        assert_eq!(rest, b"reply");
+        let error = a_server.write_all(b"x").await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
 
-        // Server shuts down after a reply: the client reads it, then EOF;
-        // client writes fail.
+        // Server shuts down after a reply: the client reads it, then EOF,
+        // and can still write until its own shutdown, which the server
+        // reads as EOF.
         let mut b = client.open(dest(2)).await?;
         let (_, mut b_server) = accepted.recv().await.context("no session")?;
         b_server.write_all(b"greeting").await?;
@@ -260,6 +281,11 @@ async fn end_semantics() -> Result<()> {
         let mut got = Vec::new();
         b.read_to_end(&mut got).await?;
         assert_eq!(got, b"greeting");
+        b.write_all(b"thanks").await?;
+        b.shutdown().await?;
+        let mut got = Vec::new();
+        b_server.read_to_end(&mut got).await?;
+        assert_eq!(got, b"thanks");
         assert_eq!(
             b.write_all(b"x").await.unwrap_err().kind(),
             io::ErrorKind::BrokenPipe
@@ -488,7 +514,8 @@ async fn first_data_rides_in_the_new_frame() -> Result<()> {
         // We answer the peer's End with ours.
         assert_eq!(peer.frame().await?, Frame::end(2, false));
         // Large writes are split into frames of max_frame_data.
-        let big = seeded_bytes(5, 40_000);
+        let max = MuxConfig::default().max_frame_data;
+        let big = seeded_bytes(5, 2 * max + 1000);
         stream.write_all(&big).await?;
         let mut sizes = Vec::new();
         let mut joined = Vec::new();
@@ -500,7 +527,10 @@ async fn first_data_rides_in_the_new_frame() -> Result<()> {
             joined.extend_from_slice(&data);
         }
         assert_eq!(joined, big);
-        assert!(sizes.iter().all(|&n| n <= 16 * 1024), "{sizes:?}");
+        assert!(
+            sizes.len() >= 3 && sizes.iter().all(|&n| n <= max),
+            "{sizes:?}"
+        );
         anyhow::Ok(())
     })
     .await?
@@ -833,6 +863,329 @@ async fn small_frames_config_is_honoured() -> Result<()> {
             sizes.push(frame.data.map_or(0, |d| d.len()));
         }
         assert_eq!(sizes, vec![8192, 8192, 20_000 - 16_384]);
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+// ---------------------------------------------------------------------------
+// Half-close (Rayback extension: End with option bit 0x80)
+
+/// Waits until neither side counts a session.
+async fn sessions_gone(client: &MuxClient, server: &ServerHandle) -> Result<()> {
+    let started = Instant::now();
+    while client.active_sessions() + server.active_sessions() > 0 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(5),
+            "sessions left open: client {}, server {}",
+            client.active_sessions(),
+            server.active_sessions()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(client.buffered_bytes(), 0);
+    assert_eq!(server.buffered_bytes(), 0);
+    Ok(())
+}
+
+/// Reads to EOF, and only then writes everything back and shuts down.
+async fn echo_after_eof<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<usize> {
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).await?;
+    stream.write_all(&got).await?;
+    stream.shutdown().await?;
+    Ok(got.len())
+}
+
+const HALF_CLOSE_SIZE: usize = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_by_the_client_keeps_the_reply_direction() -> Result<()> {
+    timeout(LIMIT, async {
+        let (client, server, mut accepted) =
+            collecting(ClientConfig::default(), ServerConfig::default());
+        let data = seeded_bytes(41, HALF_CLOSE_SIZE);
+        let mut stream = client.open(dest(1)).await?;
+        let (_, mut far) = accepted.recv().await.context("no session")?;
+        let echo = tokio::spawn(async move {
+            let n = echo_after_eof(&mut far).await?;
+            io::Result::Ok((n, far))
+        });
+        stream.write_all(&data).await?;
+        stream.shutdown().await?;
+        // The session stays open on both sides while the echo is pending.
+        assert_eq!(client.active_sessions(), 1);
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await?;
+        ensure!(
+            sha256_hex(&got) == sha256_hex(&data),
+            "echo differs: {} bytes back",
+            got.len()
+        );
+        let (n, far) = echo.await??;
+        assert_eq!(n, HALF_CLOSE_SIZE);
+        // Both directions are done: gone on both sides, even while the
+        // handles live.
+        sessions_gone(&client, &server).await?;
+        drop((stream, far));
+        assert!(!client.is_closed() && !server.is_closed());
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_by_the_server_keeps_the_request_direction() -> Result<()> {
+    timeout(LIMIT, async {
+        let (client, server, mut accepted) =
+            collecting(ClientConfig::default(), ServerConfig::default());
+        let data = seeded_bytes(42, HALF_CLOSE_SIZE);
+        let mut stream = client.open(dest(2)).await?;
+        let (_, mut far) = accepted.recv().await.context("no session")?;
+        let expected = data.clone();
+        let speaker = tokio::spawn(async move {
+            far.write_all(&data).await?;
+            far.shutdown().await?;
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await?;
+            anyhow::Ok((got == expected, far))
+        });
+        let n = echo_after_eof(&mut stream).await?;
+        assert_eq!(n, HALF_CLOSE_SIZE);
+        let (same, far) = speaker.await??;
+        ensure!(same, "the server got a different echo");
+        sessions_gone(&client, &server).await?;
+        drop((stream, far));
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_echo_through_session_handlers() -> Result<()> {
+    /// The server's handler: read everything, then answer.
+    struct AnswerAfterEof;
+
+    #[async_trait]
+    impl SessionHandler for AnswerAfterEof {
+        async fn handle(&self, _destination: Destination, mut stream: Stream) -> io::Result<()> {
+            echo_after_eof(&mut stream).await.map(drop)
+        }
+    }
+
+    timeout(LIMIT, async {
+        let (client, server) = pair(
+            Arc::new(AnswerAfterEof),
+            ClientConfig::default(),
+            ServerConfig::default(),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..8u16 {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let data = seeded_bytes(100 + i as u64, HALF_CLOSE_SIZE / 4 + i as usize);
+                let mut stream = client.open(dest(i)).await?;
+                stream.write_all(&data).await?;
+                stream.shutdown().await?;
+                let mut got = Vec::new();
+                stream.read_to_end(&mut got).await?;
+                ensure!(got == data, "stream {i}: echo differs");
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        sessions_gone(&client, &server).await
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn both_sides_half_close() -> Result<()> {
+    timeout(LIMIT, async {
+        let (client, server, mut accepted) =
+            collecting(ClientConfig::default(), ServerConfig::default());
+        let mut stream = client.open(dest(3)).await?;
+        let (_, mut far) = accepted.recv().await.context("no session")?;
+        stream.write_all(b"from client").await?;
+        far.write_all(b"from server").await?;
+        stream.shutdown().await?;
+        far.shutdown().await?;
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await?;
+        assert_eq!(got, b"from server");
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await?;
+        assert_eq!(got, b"from client");
+        sessions_gone(&client, &server).await?;
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+/// The side that received the half-close drops its sub-stream (without a
+/// shutdown): a plain End completes the close; nothing leaks.
+#[tokio::test]
+async fn dropping_after_the_peers_half_close_ends_the_session() -> Result<()> {
+    timeout(LIMIT, async {
+        let (client, server, mut accepted) =
+            collecting(ClientConfig::default(), ServerConfig::default());
+
+        // The server reads to EOF, answers part of it, then drops.
+        let mut a = client.open(dest(1)).await?;
+        a.write_all(b"request").await?;
+        a.shutdown().await?;
+        let (_, mut a_far) = accepted.recv().await.context("no session")?;
+        let mut got = Vec::new();
+        a_far.read_to_end(&mut got).await?;
+        assert_eq!(got, b"request");
+        assert_eq!(server.active_sessions(), 1, "half-closed session counts");
+        a_far.write_all(b"partial").await?;
+        drop(a_far);
+        let mut got = Vec::new();
+        a.read_to_end(&mut got).await?;
+        assert_eq!(got, b"partial");
+        sessions_gone(&client, &server).await?;
+
+        // The server drops at once, whether or not the half-close arrived
+        // yet: either End ends the session; the client reads EOF or a reset.
+        for i in 0..20u16 {
+            let mut b = client.open(dest(i)).await?;
+            b.write_all(b"hello").await?;
+            b.shutdown().await?;
+            let (_, b_far) = accepted.recv().await.context("no session")?;
+            if i % 2 == 0 {
+                tokio::task::yield_now().await;
+            }
+            drop(b_far);
+            let mut got = Vec::new();
+            match b.read_to_end(&mut got).await {
+                Ok(_) => ensure!(got.is_empty(), "unexpected bytes {got:?}"),
+                Err(error) => ensure!(
+                    error.kind() == io::ErrorKind::ConnectionReset,
+                    "read: {error}"
+                ),
+            }
+            drop(b);
+            sessions_gone(&client, &server).await?;
+        }
+
+        // The half-closing side drops before the peer answers: its plain
+        // End ends the peer's side too.
+        let mut c = client.open(dest(5)).await?;
+        c.shutdown().await?;
+        let (_, mut c_far) = accepted.recv().await.context("no session")?;
+        let mut got = Vec::new();
+        c_far.read_to_end(&mut got).await?;
+        drop(c);
+        let started = Instant::now();
+        let error = loop {
+            match c_far.write_all(b"anyone?").await {
+                Err(error) => break error,
+                Ok(()) => {
+                    ensure!(
+                        started.elapsed() < Duration::from_secs(5),
+                        "writes accepted"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+        sessions_gone(&client, &server).await?;
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+/// On the wire: shutdown sends `03 80`; a peer that treats it as a plain
+/// End (V2Ray) and answers with its own End closes the session fully.
+#[tokio::test]
+async fn half_close_on_the_wire_and_against_a_v2ray_like_peer() -> Result<()> {
+    timeout(LIMIT, async {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client = MuxClient::new(Box::new(a), ClientConfig::default());
+        let mut peer = RawPeer::new(b);
+        let mut stream = client.open(dest(1)).await?;
+        stream.write_all(b"req").await?;
+        stream.shutdown().await?;
+        let new = peer.frame().await?;
+        assert_eq!(new, Frame::new_session(1, dest(1), Some("req".into())));
+        assert_eq!(peer.raw_bytes(6).await?, [0, 4, 0, 1, 3, 0x80]);
+        // V2Ray: full close, answers with a plain End (possibly after data
+        // it had sent already).
+        peer.send(&Frame::keep(1, "resp".into())).await?;
+        peer.send(&Frame::end(1, false)).await?;
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await?;
+        assert_eq!(got, b"resp");
+        let started = Instant::now();
+        while client.active_sessions() > 0 {
+            ensure!(started.elapsed() < Duration::from_secs(5), "session left");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Dropping sends nothing more: the next frame is session 2's New.
+        drop(stream);
+        let _other = client.open(dest(2)).await?;
+        assert_eq!(peer.frame().await?, Frame::new_session(2, dest(2), None));
+
+        // A half-close from a (Rayback) peer to a server: its handler still
+        // writes; the session ends with the handler's plain End.
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        let server =
+            MuxServer::serve_with(Box::new(b), Arc::new(Collect(tx)), ServerConfig::default());
+        let mut peer = RawPeer::new(a);
+        peer.send(&Frame::new_session(7, dest(7), Some("ping".into())))
+            .await?;
+        peer.send(&Frame::end_half_close(7)).await?;
+        let (_, mut far) = accepted.recv().await.context("no session")?;
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await?;
+        assert_eq!(got, b"ping");
+        assert_eq!(server.active_sessions(), 1);
+        far.write_all(b"pong").await?;
+        far.shutdown().await?;
+        assert_eq!(peer.frame().await?, Frame::keep(7, "pong".into()));
+        assert_eq!(peer.frame().await?, Frame::end(7, false));
+        assert_eq!(server.active_sessions(), 0);
+        // Dropped after the peer's half-close, without shutdown: plain End.
+        peer.send(&Frame::new_session(8, dest(8), None)).await?;
+        peer.send(&Frame::end_half_close(8)).await?;
+        let (_, mut far) = accepted.recv().await.context("no session")?;
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await?;
+        drop(far);
+        assert_eq!(peer.frame().await?, Frame::end(8, false));
+        assert_eq!(server.active_sessions(), 0);
+        // Half-close plus error is an abort: reset, End+error answered.
+        peer.send(&Frame::new_session(9, dest(9), Some("x".into())))
+            .await?;
+        peer.send(&Frame {
+            session_id: 9,
+            kind: FrameKind::End {
+                error: true,
+                half_close: true,
+            },
+            data: None,
+        })
+        .await?;
+        let (_, mut far) = accepted.recv().await.context("no session")?;
+        let mut byte = [0u8; 1];
+        let started = Instant::now();
+        loop {
+            match far.read(&mut byte).await {
+                Err(error) => {
+                    assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+                    break;
+                }
+                Ok(_) => ensure!(started.elapsed() < Duration::from_secs(5), "no reset"),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(peer.frame().await?, Frame::end(9, true));
+        assert_eq!(server.active_sessions(), 0);
         anyhow::Ok(())
     })
     .await?

@@ -161,7 +161,7 @@ async fn send_pattern(client: MuxClient, seed: u64, len: usize) -> io::Result<()
         stream.write_all(&chunk[..n]).await?;
         offset += n;
     }
-    // Keep the session open until the receiver ends it (no half-close).
+    // Keep the session open until the receiver ends it (no shutdown).
     let mut rest = [0u8; 1];
     let _ = stream.read(&mut rest).await;
     Ok(())

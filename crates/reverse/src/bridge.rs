@@ -11,7 +11,7 @@
 //! retried with capped exponential backoff and jitter.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,6 +178,8 @@ impl Bridge {
         let mut next_dial = Instant::now();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether this pass was started by the tick (keepalives go out then).
+        let mut ticked = true;
         loop {
             let timeout = self.settings.heartbeat_timeout;
             let mut died_unheard = false;
@@ -192,7 +194,9 @@ impl Bridge {
                 }
                 // A sign of life for a Rayback portal, which then can tell a
                 // dead tunnel from a quiet one; V2Ray ignores KeepAlive.
-                worker.server.send_keepalive();
+                if ticked {
+                    worker.server.send_keepalive();
+                }
                 // A drained connection keeps serving its sessions; it just
                 // no longer counts (the portal closes it when they end).
                 !worker.is_draining()
@@ -233,13 +237,14 @@ impl Bridge {
                 }
                 // Look again at once: under load more may be needed now
                 // (V2Ray adds one per 2 s tick; Rayback catches up at once).
+                ticked = false;
                 continue;
             }
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = self.worker_ended.notified() => {}
+            ticked = tokio::select! {
+                _ = tick.tick() => true,
+                () = self.worker_ended.notified() => false,
                 () = shutdown.cancelled() => return,
-            }
+            };
         }
     }
 
@@ -272,6 +277,7 @@ impl Bridge {
             dispatch: self.dispatch.clone(),
             liveness: liveness.clone(),
             wake: self.worker_ended.clone(),
+            sessions: AtomicUsize::new(0),
         });
         let server = MuxServer::serve_with(stream, handler, self.settings.mux.clone());
         let ended = self.worker_ended.clone();
@@ -289,9 +295,12 @@ struct BridgeSessions {
     tag: Tag,
     dispatch: Arc<dyn Dispatch>,
     liveness: Arc<Liveness>,
-    /// Wakes the bridge's loop when the portal drains this connection, so
-    /// a replacement is dialled at once rather than at the next tick.
+    /// Wakes the bridge's loop when the portal drains this connection, or
+    /// when it gets busy, so connections are added at once rather than at
+    /// the next tick.
     wake: Arc<Notify>,
+    /// Sessions open on this connection (besides control).
+    sessions: AtomicUsize,
 }
 
 #[async_trait]
@@ -305,8 +314,16 @@ impl SessionHandler for BridgeSessions {
             read_control(stream, &self.liveness, &self.wake).await;
             return Ok(());
         }
+        // A burst of sessions wakes the loop so that it adds connections
+        // now, not at the next tick.
+        let busy = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        if busy > SESSIONS_PER_CONNECTION {
+            self.wake.notify_one();
+        }
         let session = Session::new(destination).with_inbound_tag(self.tag.clone());
-        self.dispatch.dispatch(session, stream).await
+        let result = self.dispatch.dispatch(session, stream).await;
+        self.sessions.fetch_sub(1, Ordering::Relaxed);
+        result
     }
 }
 

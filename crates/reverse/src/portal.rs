@@ -51,6 +51,11 @@ pub struct PortalSettings {
     /// at all for this long is taken for dead and closed, so no public
     /// connection is handed to a half-open tunnel.
     pub bridge_silence: Duration,
+    /// Most sub-streams the portal opens on one tunnel connection (a
+    /// Rayback bridge refuses more than its `streamsPerConnection`); past
+    /// it, new public connections go to another tunnel or wait briefly for
+    /// the bridge to add one.
+    pub max_streams: usize,
 }
 
 impl PortalSettings {
@@ -62,6 +67,7 @@ impl PortalSettings {
             no_bridge_wait: Duration::from_secs(2),
             drain_after: 16_384,
             bridge_silence: Duration::from_secs(10),
+            max_streams: 1024,
         }
     }
 }
@@ -82,6 +88,10 @@ struct Worker {
 impl Worker {
     fn is_usable(&self) -> bool {
         !self.draining.load(Ordering::Relaxed) && !self.client.is_closed()
+    }
+
+    fn has_room(&self, max_streams: usize) -> bool {
+        self.client.active_sessions() < max_streams
     }
 
     /// Whether this connection should take no more sessions: it opened
@@ -146,10 +156,11 @@ impl Portal {
     fn pick(&self) -> Option<Arc<Worker>> {
         let mut workers = self.workers.lock().expect("not poisoned");
         workers.retain(|worker| !worker.client.is_closed());
+        let max_streams = self.settings.max_streams;
         let least = |usable: bool| {
             workers
                 .iter()
-                .filter(|worker| worker.is_usable() == usable)
+                .filter(|worker| worker.is_usable() == usable && worker.has_room(max_streams))
                 .min_by_key(|worker| worker.client.active_sessions())
                 .cloned()
         };
@@ -270,11 +281,21 @@ impl Portal {
                     }
                 }
             }
-            if tokio::time::timeout_at(deadline, adopted).await.is_err() {
+            // Wait for a new tunnel, or for room on one (sessions end
+            // without notice, so look again every few milliseconds).
+            let room = tokio::time::sleep(Duration::from_millis(20));
+            let waited = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    () = adopted => {}
+                    () = room => {}
+                }
+            })
+            .await;
+            if waited.is_err() {
                 return Err(io::Error::new(
                     io::ErrorKind::NotConnected,
                     format!(
-                        "portal {}: no bridge connected within {:?}",
+                        "portal {}: no bridge connection (with room for a stream) within {:?}",
                         self.settings.tag, self.settings.no_bridge_wait
                     ),
                 ));

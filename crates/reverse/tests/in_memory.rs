@@ -393,16 +393,26 @@ async fn the_bridge_understands_the_v2fly_control_domain() {
         portal_settings.control_domain = rayback_reverse::CONTROL_DOMAIN_V2FLY.to_owned();
         let portal = Arc::new(Portal::new(portal_settings));
         let router = BridgeRouter::new(portal.clone(), echo);
-        let bridge = Arc::new(Bridge::new(bridge_settings, router.clone(), TaskTracker::new()));
+        let bridge = Arc::new(Bridge::new(
+            bridge_settings,
+            router.clone(),
+            TaskTracker::new(),
+        ));
         let shutdown = CancellationToken::new();
         tokio::spawn(bridge.clone().run(shutdown.clone()));
         let target = Destination::tcp(Address::Ipv4([127, 0, 0, 1].into()), 9);
-        assert_eq!(echo_through(&portal, target, b"v2fly").await.unwrap(), b"v2fly");
+        assert_eq!(
+            echo_through(&portal, target, b"v2fly").await.unwrap(),
+            b"v2fly"
+        );
         // The heartbeat arrived as a control message, not as a session to
         // dispatch (which would have gone to the echo server).
         let started = tokio::time::Instant::now();
         while bridge.status().since_control.is_none() {
-            assert!(started.elapsed() < Duration::from_secs(5), "no control message understood");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no control message understood"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         shutdown.cancel();

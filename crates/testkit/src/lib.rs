@@ -5,6 +5,11 @@
 //! Nothing here is shipped: crates use it as a dev-dependency only. Every
 //! helper binds 127.0.0.1 and every wait is bounded.
 
+pub mod fault;
+pub mod gauge;
+pub mod peer;
+pub mod traffic;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

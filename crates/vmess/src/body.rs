@@ -664,7 +664,11 @@ mod tests {
             let mut wire = Vec::new();
             let total = 2 * NONCE_BUDGET as u64 + 3;
             for i in 0..total {
-                assert_eq!(sealer.remaining_chunks(), u32::MAX, "no budget with rekeying");
+                assert_eq!(
+                    sealer.remaining_chunks(),
+                    u32::MAX,
+                    "no budget with rekeying"
+                );
                 wire.clear();
                 sealer.seal(&[i as u8], &mut wire, &mut rng).unwrap();
                 let mut copy = wire.clone();

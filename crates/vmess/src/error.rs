@@ -53,11 +53,14 @@ pub enum FailureReason {
     Timeout,
     /// The client closed (or reset) before a complete header arrived.
     ClientLeft,
+    /// The source address already had its limit of connections in their
+    /// handshake; this one was closed at once.
+    TooManyFromSource,
 }
 
 impl FailureReason {
     /// Every reason, in metric order.
-    pub const ALL: [FailureReason; 9] = [
+    pub const ALL: [FailureReason; 10] = [
         FailureReason::UnknownUser,
         FailureReason::StaleTimestamp,
         FailureReason::ReplayedAuthId,
@@ -67,6 +70,7 @@ impl FailureReason {
         FailureReason::UnsupportedRequest,
         FailureReason::Timeout,
         FailureReason::ClientLeft,
+        FailureReason::TooManyFromSource,
     ];
 
     /// A short snake_case name for logs and metric labels.
@@ -81,6 +85,7 @@ impl FailureReason {
             FailureReason::UnsupportedRequest => "unsupported_request",
             FailureReason::Timeout => "timeout",
             FailureReason::ClientLeft => "client_left",
+            FailureReason::TooManyFromSource => "too_many_from_source",
         }
     }
 

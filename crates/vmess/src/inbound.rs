@@ -18,9 +18,10 @@
 //!
 //! Not here: what happens to a session after dispatch (routing, relaying).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -66,6 +67,29 @@ pub struct VmessInbound {
     validator: Validator,
     policy: Policy,
     metrics: Arc<VmessMetrics>,
+    /// Connections still in their handshake, per source address.
+    unauthenticated: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// At most this many handshakes at once from one source address; a
+    /// connection past it is closed at once (0 = no limit).
+    unauthenticated_limit: usize,
+}
+
+/// Counts one connection in its handshake; uncounts it when dropped.
+struct Unauthenticated {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().expect("not poisoned");
+        if let Some(count) = counts.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
 }
 
 impl VmessInbound {
@@ -85,6 +109,32 @@ impl VmessInbound {
                 .disable_insecure_encryption(config.disable_insecure_encryption),
             policy: config.policy,
             metrics,
+            unauthenticated: Arc::new(Mutex::new(HashMap::new())),
+            unauthenticated_limit: 0,
+        })
+    }
+
+    /// Caps the connections one source address may have in their
+    /// handshake at once (`rayback.limits.unauthenticatedPerSource`), so
+    /// one host cannot hold thousands of probes open until the handshake
+    /// deadline. 0 = no limit.
+    pub fn with_unauthenticated_limit(mut self, limit: usize) -> VmessInbound {
+        self.unauthenticated_limit = limit;
+        self
+    }
+
+    /// Counts a new connection from `source`, or `None` when the source is
+    /// at its limit.
+    fn admit(&self, source: IpAddr) -> Option<Unauthenticated> {
+        let mut counts = self.unauthenticated.lock().expect("not poisoned");
+        let count = counts.entry(source).or_insert(0);
+        if self.unauthenticated_limit > 0 && *count >= self.unauthenticated_limit {
+            return None;
+        }
+        *count += 1;
+        Some(Unauthenticated {
+            counts: self.unauthenticated.clone(),
+            source,
         })
     }
 
@@ -99,6 +149,7 @@ impl VmessInbound {
         peer: SocketAddr,
         dispatch: Arc<dyn Dispatch>,
         shutdown: CancellationToken,
+        admitted: Unauthenticated,
     ) {
         crate::socket::tune(&socket);
         let deadline = Instant::now() + self.policy.handshake;
@@ -133,6 +184,7 @@ impl VmessInbound {
             }
         };
         increment(&self.metrics.handshakes_accepted);
+        drop(admitted);
         let mut stream = self.body_stream(socket, &accepted, &buffer[accepted.consumed..read]);
         let user = &self.validator.users()[accepted.user];
         let mut session = Session::new(accepted.header.destination.clone())
@@ -205,12 +257,19 @@ impl Inbound for VmessInbound {
             };
             match accepted {
                 Ok((socket, peer)) => {
+                    let Some(admitted) = self.admit(peer.ip()) else {
+                        self.metrics
+                            .record_failure(FailureReason::TooManyFromSource);
+                        tracing::debug!(%peer, "vmess: too many handshakes from this source; closing");
+                        drop(socket);
+                        continue;
+                    };
                     let this = self.clone();
                     let dispatch = context.dispatch.clone();
                     let shutdown = context.shutdown.clone();
                     context
                         .tracker
-                        .spawn(this.serve(socket, peer, dispatch, shutdown));
+                        .spawn(this.serve(socket, peer, dispatch, shutdown, admitted));
                 }
                 Err(error) => {
                     // Out of descriptors and the like: wait a little rather

@@ -36,17 +36,17 @@ impl Node {
 
 static BUILD_BRIDGE: Once = Once::new();
 
-/// The `bridge` binary (built once if this test run has not built it).
+/// The `bridge` binary, brought up to date once per test binary (cargo
+/// builds only the portal's own binary for its tests; a stale bridge from
+/// an earlier build would test old code).
 pub fn bridge_binary() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_BIN_EXE_portal")).with_file_name("bridge");
     BUILD_BRIDGE.call_once(|| {
-        if !path.exists() {
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "bridge"])
-                .status()
-                .expect("cargo build runs");
-            assert!(status.success(), "building the bridge binary failed");
-        }
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "bridge"])
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building the bridge binary failed");
     });
     path
 }
@@ -147,4 +147,37 @@ pub fn connections_of(pid: u32, end: End, port: u16) -> usize {
         }
     }
     count
+}
+
+/// Adds top-level members (JSON text without the braces, e.g.
+/// `"policy": {...}`) to a seed config, whose top-level object opens on
+/// a line of its own.
+pub fn with_members(config: &str, members: &str) -> String {
+    config.replacen("\n{\n", &format!("\n{{\n  {members},\n"), 1)
+}
+
+/// The seed configs with a fault relay between bridge and portal: the
+/// bridge dials the relay, the relay forwards to the portal's tunnel port.
+pub async fn relayed_configs(
+    backend: SocketAddr,
+) -> Result<(
+    SeedPorts,
+    rayback_testkit::fault::FaultRelay,
+    String,
+    String,
+)> {
+    let (ports, _, portal) = configs(backend)?;
+    let relay =
+        rayback_testkit::fault::FaultRelay::start(SocketAddr::from(([127, 0, 0, 1], ports.tunnel)))
+            .await?;
+    let (bridge, _) = seed_configs(SeedPorts {
+        tunnel: relay.port(),
+        ..ports
+    })?;
+    Ok((ports, relay, bridge, portal))
+}
+
+/// Whether the RAYBACK_SOAK=1 tier is on.
+pub fn soak() -> bool {
+    std::env::var("RAYBACK_SOAK").is_ok_and(|value| value == "1")
 }
