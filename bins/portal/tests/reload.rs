@@ -70,6 +70,13 @@ async fn sighup_applies_a_new_rule_and_keeps_the_tunnel_and_open_transfers() {
     let mut socket = TcpStream::connect(public(ports)).await.unwrap();
     let data = seeded_bytes(11, 1 << 20);
     socket.write_all(&data[..1 << 19]).await.unwrap();
+    // Established end to end before the reload: the first half is back.
+    let mut first_half = vec![0u8; 1 << 19];
+    tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut first_half))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first_half, data[..1 << 19]);
 
     std::fs::write(&path, portal_routing_to(&portal_config, "closed")).unwrap();
     let hup = Command::new("kill")
@@ -96,12 +103,12 @@ async fn sighup_applies_a_new_rule_and_keeps_the_tunnel_and_open_transfers() {
 
     // The transfer started before completes intact.
     socket.write_all(&data[1 << 19..]).await.unwrap();
-    let mut got = vec![0u8; data.len()];
+    let mut got = vec![0u8; data.len() - (1 << 19)];
     tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut got))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got, data);
+    assert_eq!(got, data[1 << 19..]);
 
     // Same tunnel connection: not re-dialled.
     assert_eq!(tunnel_ports(bridge.pid(), ports.tunnel), local_tunnel_ports);
