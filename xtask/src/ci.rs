@@ -84,6 +84,12 @@ const STEPS: &[Step] = &[
         args: &["xtask", "demo", "--once"],
         env: &[],
     },
+    Step {
+        name: "benchmark smoke run (figures not asserted)",
+        program: "cargo",
+        args: &["xtask", "bench", "--quick"],
+        env: &[],
+    },
 ];
 
 pub fn run(args: &[String]) -> Result<()> {

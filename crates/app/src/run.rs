@@ -221,6 +221,9 @@ impl Running {
     /// Returns whether every connection finished in time.
     pub async fn stop(self, grace: Duration) -> bool {
         self.shutdown.cancel();
+        for portal in &self.portals {
+            portal.close_when_idle();
+        }
         self.tracker.close();
         tokio::time::timeout(grace, self.tracker.wait())
             .await

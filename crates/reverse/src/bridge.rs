@@ -73,6 +73,8 @@ struct Liveness {
 struct Worker {
     server: ServerHandle,
     liveness: Arc<Liveness>,
+    /// Sessions open on it besides the control session.
+    sessions: Arc<AtomicUsize>,
 }
 
 impl Worker {
@@ -180,7 +182,7 @@ impl Bridge {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Whether this pass was started by the tick (keepalives go out then).
         let mut ticked = true;
-        loop {
+        'serving: loop {
             let timeout = self.settings.heartbeat_timeout;
             let mut died_unheard = false;
             workers.retain(|worker| {
@@ -214,13 +216,13 @@ impl Bridge {
                 if Instant::now() < next_dial {
                     tokio::select! {
                         () = tokio::time::sleep_until(next_dial) => {}
-                        () = shutdown.cancelled() => return,
+                        () = shutdown.cancelled() => break 'serving,
                     }
                     continue;
                 }
                 let dial = tokio::select! {
                     dial = self.dial() => dial,
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => break 'serving,
                 };
                 match dial {
                     Ok(worker) => {
@@ -243,8 +245,30 @@ impl Bridge {
             ticked = tokio::select! {
                 _ = tick.tick() => true,
                 () = self.worker_ended.notified() => false,
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break 'serving,
             };
+        }
+        // Stopping: no more dials; tunnels close as their sessions end, and
+        // the tracker lets the app's grace period wait for that.
+        self.tracker.spawn(Self::close_when_idle(workers));
+    }
+
+    /// After shutdown: each tunnel connection is closed as soon as the
+    /// sessions it carries have ended, so a stopping bridge does not wait
+    /// out its grace period on idle tunnels.
+    async fn close_when_idle(workers: Vec<Worker>) {
+        let mut open = workers;
+        while !open.is_empty() {
+            open.retain(|worker| {
+                if worker.sessions.load(Ordering::Relaxed) == 0 || worker.server.is_closed() {
+                    worker.server.close();
+                    return false;
+                }
+                true
+            });
+            if !open.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 
@@ -272,12 +296,13 @@ impl Bridge {
             draining: AtomicBool::new(false),
             last_control: Mutex::new(None),
         });
+        let sessions = Arc::new(AtomicUsize::new(0));
         let handler = Arc::new(BridgeSessions {
             tag: self.settings.tag.clone(),
             dispatch: self.dispatch.clone(),
             liveness: liveness.clone(),
             wake: self.worker_ended.clone(),
-            sessions: AtomicUsize::new(0),
+            sessions: sessions.clone(),
         });
         let server = MuxServer::serve_with(stream, handler, self.settings.mux.clone());
         let ended = self.worker_ended.clone();
@@ -286,7 +311,11 @@ impl Bridge {
             watched.closed().await;
             ended.notify_one();
         });
-        Ok(Worker { server, liveness })
+        Ok(Worker {
+            server,
+            liveness,
+            sessions,
+        })
     }
 }
 
@@ -300,7 +329,7 @@ struct BridgeSessions {
     /// the next tick.
     wake: Arc<Notify>,
     /// Sessions open on this connection (besides control).
-    sessions: AtomicUsize,
+    sessions: Arc<AtomicUsize>,
 }
 
 #[async_trait]

@@ -115,6 +115,9 @@ pub struct TunnelStatus {
 /// A portal outbound.
 pub struct Portal {
     settings: PortalSettings,
+    /// Set when the process stops: every tunnel drains and closes once
+    /// its public sessions have ended.
+    closing: AtomicBool,
     workers: Mutex<Vec<Arc<Worker>>>,
     /// Woken when a tunnel connection is adopted.
     adopted: Notify,
@@ -125,6 +128,7 @@ impl Portal {
     pub fn new(settings: PortalSettings) -> Portal {
         Portal {
             settings,
+            closing: AtomicBool::new(false),
             workers: Mutex::new(Vec::new()),
             adopted: Notify::new(),
             next_id: AtomicU64::new(1),
@@ -133,6 +137,16 @@ impl Portal {
 
     pub fn settings(&self) -> &PortalSettings {
         &self.settings
+    }
+
+    /// For a graceful stop: tells every bridge (DRAIN) that this portal
+    /// takes no more sessions, and closes each tunnel as soon as the public
+    /// sessions it carries have ended.
+    pub fn close_when_idle(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        for worker in self.workers.lock().expect("not poisoned").iter() {
+            worker.wake.notify_one();
+        }
     }
 
     /// The tunnel connections now held.
@@ -214,8 +228,17 @@ impl Portal {
         let mut message = Vec::with_capacity(2 + 3 + MAX_RANDOM);
         let mut tick = tokio::time::interval(TICK);
         loop {
+            // A draining tunnel is watched closely so it closes soon after
+            // its last session.
+            let pause = async {
+                if worker.draining.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                } else {
+                    tick.tick().await;
+                }
+            };
             tokio::select! {
-                _ = tick.tick() => {}
+                () = pause => {}
                 () = worker.wake.notified() => {}
                 () = worker.client.closed() => return Ok(()),
             }
@@ -231,7 +254,8 @@ impl Portal {
                 }
                 continue;
             }
-            let drain = worker.should_drain(self.settings.drain_after);
+            let drain = worker.should_drain(self.settings.drain_after)
+                || self.closing.load(Ordering::Relaxed);
             let control_message = Control {
                 state: if drain { State::Drain } else { State::Active },
                 random: random_padding(),

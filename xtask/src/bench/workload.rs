@@ -23,7 +23,8 @@ use tokio::net::TcpStream;
 use super::system::{established_on_port, run_bounded};
 use crate::{demo, web};
 
-/// Connections wrk keeps open, and its threads (the brief's `-c50 -t2`).
+/// Connections wrk keeps open, and its threads (`-c50 -t2`, as in the
+/// reference figures of BENCHMARKS.md).
 pub const WRK_CONNECTIONS: u32 = 50;
 pub const WRK_THREADS: u32 = 2;
 
@@ -316,9 +317,18 @@ pub struct Held {
     baseline: usize,
 }
 
+/// Connections opened at once by [`hold_connections`] before it waits for
+/// them to reach the backend.
+const HOLD_BATCH: usize = 50;
+
 /// Opens `count` connections to `public`, each sending the first half of a
 /// request (so that every tunnel really opens its path to the backend), and
 /// waits up to `limit` until the backend on `backend_port` has accepted all.
+///
+/// They are opened in batches of [`HOLD_BATCH`], each batch given up to a
+/// second to reach the backend before the next: the point is memory per
+/// held connection, not how a tunnel takes a burst of a thousand
+/// handshakes (rathole's noise transport times many of those out).
 pub async fn hold_connections(
     public: SocketAddr,
     backend_port: u16,
@@ -329,23 +339,31 @@ pub async fn hold_connections(
     let baseline = established_on_port(backend_port)?;
     let started = Instant::now();
     let mut streams = Vec::with_capacity(count);
-    for index in 0..count {
-        let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(public))
-            .await
-            .with_context(|| format!("connection {index} to {public} took over 5 s"))?
-            .with_context(|| format!("connection {index} to {public}"))?;
-        stream.write_all(HALF_REQUEST).await?;
-        streams.push(stream);
-    }
-    let mut reached = 0;
-    while started.elapsed() < limit {
-        reached = established_on_port(backend_port)?
-            .saturating_sub(baseline)
-            .min(count);
-        if reached == count {
-            break;
+    let reached_now =
+        || -> Result<usize> { Ok(established_on_port(backend_port)?.saturating_sub(baseline)) };
+    while streams.len() < count {
+        for _ in 0..HOLD_BATCH.min(count - streams.len()) {
+            let index = streams.len();
+            let mut stream =
+                tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(public))
+                    .await
+                    .with_context(|| format!("connection {index} to {public} took over 5 s"))?
+                    .with_context(|| format!("connection {index} to {public}"))?;
+            stream.write_all(HALF_REQUEST).await?;
+            streams.push(stream);
         }
+        let batch_started = Instant::now();
+        while reached_now()? < streams.len()
+            && batch_started.elapsed() < Duration::from_secs(1)
+            && started.elapsed() < limit
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut reached = reached_now()?.min(count);
+    while reached < count && started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        reached = reached_now()?.min(count);
     }
     Ok(Held {
         streams,
