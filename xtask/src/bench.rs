@@ -56,6 +56,10 @@ const READY_LIMIT: Duration = Duration::from_secs(20);
 #[derive(Debug, PartialEq)]
 struct Options {
     quick: bool,
+    /// Use the dev-profile binaries the tests already built (CI's smoke
+    /// run: it checks the harness, not the figures, and saves a release
+    /// build).
+    dev_build: bool,
     runs: usize,
     only: Option<Vec<SetupKind>>,
 }
@@ -64,6 +68,7 @@ impl Options {
     fn parse(args: &[String]) -> Result<Options> {
         let mut options = Options {
             quick: false,
+            dev_build: false,
             runs: 0,
             only: None,
         };
@@ -71,6 +76,7 @@ impl Options {
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => options.quick = true,
+                "--dev-build" => options.dev_build = true,
                 "--runs" => {
                     let value = args.next().context("--runs needs a number")?;
                     options.runs = value
@@ -92,7 +98,7 @@ impl Options {
                         .collect::<Result<Vec<_>>>()?;
                     options.only = Some(kinds);
                 }
-                other => bail!("usage: cargo xtask bench [--quick] [--runs N] [--only SETUP,...]; got {other:?}"),
+                other => bail!("usage: cargo xtask bench [--quick] [--dev-build] [--runs N] [--only SETUP,...]; got {other:?}"),
             }
         }
         if options.runs == 0 {
@@ -175,7 +181,7 @@ async fn bench(
         .collect();
 
     let rayback = if setups.contains(&SetupKind::Rayback) {
-        match build_rayback(root).await {
+        match build_rayback(root, options.dev_build).await {
             Ok(dir) => Some(dir),
             Err(error) => {
                 // Kept in the list: every cell fails and the command exits non-zero.
@@ -687,13 +693,18 @@ async fn ensure_tools() -> Result<Tools> {
 }
 
 /// `cargo build --release -p bridge -p portal`; returns the binaries' folder.
-async fn build_rayback(root: &Path) -> Result<PathBuf> {
-    eprintln!("bench: cargo build --release -p bridge -p portal");
+async fn build_rayback(root: &Path, dev_build: bool) -> Result<PathBuf> {
+    let profile = if dev_build {
+        "--profile=dev"
+    } else {
+        "--release"
+    };
+    eprintln!("bench: cargo build {profile} -p bridge -p portal");
     let built = run_visible(
         env!("CARGO"),
         &[
             "build",
-            "--release",
+            profile,
             "--quiet",
             "-p",
             "bridge",
@@ -712,7 +723,11 @@ async fn build_rayback(root: &Path) -> Result<PathBuf> {
     if !built {
         bail!("building the release bridge and portal failed");
     }
-    let dir = root.join("target/release");
+    let dir = root.join(if dev_build {
+        "target/debug"
+    } else {
+        "target/release"
+    });
     for name in ["bridge", "portal"] {
         if !is_executable(&dir.join(name)) {
             bail!("{} is missing after the build", dir.join(name).display());

@@ -87,7 +87,7 @@ const STEPS: &[Step] = &[
     Step {
         name: "benchmark smoke run (figures not asserted)",
         program: "cargo",
-        args: &["xtask", "bench", "--quick"],
+        args: &["xtask", "bench", "--quick", "--dev-build"],
         env: &[],
     },
 ];
