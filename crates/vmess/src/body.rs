@@ -178,6 +178,15 @@ pub struct ChunkSealer {
     generation: u32,
 }
 
+/// Moves `key` to its next generation and returns the cipher for it.
+fn rotate(key: &mut [u8; 16], generation: &mut u32, framing: BodyFraming) -> Option<AeadCipher> {
+    *generation += 1;
+    *key = rekeyed(key, *generation);
+    framing
+        .algorithm()
+        .map(|algorithm| AeadCipher::for_body(algorithm, key))
+}
+
 /// The body key after `generation` rekeys (Rayback's extension, agreed in
 /// the header): the first 16 bytes of SHA-256 over a label, the previous
 /// key and the generation. Both sides switch keys after exactly 65536
@@ -299,12 +308,7 @@ impl ChunkSealer {
 
     fn seal_one<R: RngCore + ?Sized>(&mut self, payload: &[u8], out: &mut Vec<u8>, rng: &mut R) {
         if self.rekey && self.sealed == NONCE_BUDGET {
-            self.generation += 1;
-            self.key = rekeyed(&self.key, self.generation);
-            self.cipher = self
-                .framing
-                .algorithm()
-                .map(|algorithm| AeadCipher::for_body(algorithm, &self.key));
+            self.cipher = rotate(&mut self.key, &mut self.generation, self.framing);
             self.sealed = 0;
         }
         let (padding, mask) = self.draws.next();
@@ -445,12 +449,7 @@ impl ChunkOpener {
         }
         self.pending = None;
         if self.rekey && self.with_key == NONCE_BUDGET {
-            self.generation += 1;
-            self.key = rekeyed(&self.key, self.generation);
-            self.cipher = self
-                .framing
-                .algorithm()
-                .map(|algorithm| AeadCipher::for_body(algorithm, &self.key));
+            self.cipher = rotate(&mut self.key, &mut self.generation, self.framing);
             self.with_key = 0;
         }
         let sealed_end = total - padding;
