@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    configs, connections_of, portal_binary, public, start_bridge, wait_serving, End, Kind,
+    configs, connections_of, local_ports_of, portal_binary, public, start_bridge, wait_serving,
+    End, Kind,
 };
 use rayback_testkit::{backend, http_get, seeded_bytes, wait_for_port, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,7 +65,7 @@ async fn sighup_applies_a_new_rule_and_keeps_the_tunnel_and_open_transfers() {
         .await
         .unwrap();
     assert_eq!(connections_of(bridge.pid(), End::Remote, ports.tunnel), 1);
-    let local_tunnel_ports = tunnel_ports(bridge.pid(), ports.tunnel);
+    let local_tunnel_ports = local_ports_of(bridge.pid(), End::Remote, ports.tunnel);
 
     // A transfer in flight across the reload.
     let mut socket = TcpStream::connect(public(ports)).await.unwrap();
@@ -111,7 +112,10 @@ async fn sighup_applies_a_new_rule_and_keeps_the_tunnel_and_open_transfers() {
     assert_eq!(got, data[1 << 19..]);
 
     // Same tunnel connection: not re-dialled.
-    assert_eq!(tunnel_ports(bridge.pid(), ports.tunnel), local_tunnel_ports);
+    assert_eq!(
+        local_ports_of(bridge.pid(), End::Remote, ports.tunnel),
+        local_tunnel_ports
+    );
 
     // And back again.
     std::fs::write(&path, portal_routing_to(&portal_config, "portal")).unwrap();
@@ -122,43 +126,8 @@ async fn sighup_applies_a_new_rule_and_keeps_the_tunnel_and_open_transfers() {
     wait_serving(public(ports), Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(tunnel_ports(bridge.pid(), ports.tunnel), local_tunnel_ports);
-}
-
-/// The local ports of `pid`'s established connections to `remote_port`:
-/// the identity of its tunnel connections.
-fn tunnel_ports(pid: u32, remote_port: u16) -> Vec<u16> {
-    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-        .filter_map(|link| {
-            let link = link.to_string_lossy().into_owned();
-            link.strip_prefix("socket:[")?
-                .strip_suffix(']')
-                .map(str::to_owned)
-        })
-        .collect();
-    let mut ports = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let port = |address: &str| {
-                address
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-            };
-            if fields.len() > 9
-                && fields[3] == "01"
-                && port(fields[2]) == Some(remote_port)
-                && inodes.contains(fields[9])
-            {
-                ports.extend(port(fields[1]));
-            }
-        }
-    }
-    ports.sort_unstable();
-    ports
+    assert_eq!(
+        local_ports_of(bridge.pid(), End::Remote, ports.tunnel),
+        local_tunnel_ports
+    );
 }

@@ -33,13 +33,18 @@ pub struct Published {
 }
 
 impl Published {
-    fn render(&self, path: &str) -> Option<(&'static str, String)> {
-        let sources = Sources {
+    /// The snapshot as what a scrape reads.
+    pub fn sources(&self) -> Sources<'_> {
+        Sources {
             metrics: &self.metrics,
             bridges: &self.bridges,
             portals: &self.portals,
             vmess: &self.vmess,
-        };
+        }
+    }
+
+    fn render(&self, path: &str) -> Option<(&'static str, String)> {
+        let sources = self.sources();
         match path {
             "/metrics" => Some(("text/plain; version=0.0.4", prometheus(&sources))),
             "/status" => Some(("application/json", status_json(&sources).to_string())),

@@ -27,7 +27,7 @@ use crate::access::AccessLog;
 use crate::build::{build, BridgePlan, InboundGroup, InboundPlan, Kept};
 use crate::dispatcher::{Dispatcher, SharedDispatch};
 use crate::endpoint::Published;
-use crate::metrics::{Metrics, Sources};
+use crate::metrics::Metrics;
 
 /// How long open connections may take to finish after a stop signal.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -112,13 +112,7 @@ impl Running {
 
     /// The Prometheus text of this process now.
     pub fn prometheus(&self) -> String {
-        let bridges = self.bridges();
-        crate::metrics::prometheus(&Sources {
-            metrics: &self.kept.metrics,
-            bridges: &bridges,
-            portals: &self.portals,
-            vmess: &self.kept.vmess_metrics,
-        })
+        crate::metrics::prometheus(&self.snapshot().sources())
     }
 
     fn snapshot(&self) -> Published {

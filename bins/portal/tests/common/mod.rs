@@ -108,6 +108,12 @@ pub enum End {
 /// `port`, read from /proc (e.g. a bridge's tunnel connections: remote
 /// port = the portal's tunnel port).
 pub fn connections_of(pid: u32, end: End, port: u16) -> usize {
+    local_ports_of(pid, end, port).len()
+}
+
+/// The local ports of those connections, sorted: their identity (a
+/// re-dialled tunnel gets a new one).
+pub fn local_ports_of(pid: u32, end: End, port: u16) -> Vec<u16> {
     let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|dir| {
             dir.flatten()
@@ -121,7 +127,13 @@ pub fn connections_of(pid: u32, end: End, port: u16) -> usize {
                 .collect()
         })
         .unwrap_or_default();
-    let mut count = 0;
+    let port_of = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|port| u16::from_str_radix(port, 16).ok())
+    };
+    let mut ports = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
@@ -136,17 +148,14 @@ pub fn connections_of(pid: u32, end: End, port: u16) -> usize {
             } else {
                 fields[2]
             };
-            let matched_port = address
-                .rsplit(':')
-                .next()
-                .and_then(|port| u16::from_str_radix(port, 16).ok());
             let established = fields[3] == "01";
-            if established && matched_port == Some(port) && inodes.contains(fields[9]) {
-                count += 1;
+            if established && port_of(address) == Some(port) && inodes.contains(fields[9]) {
+                ports.extend(port_of(fields[1]));
             }
         }
     }
-    count
+    ports.sort_unstable();
+    ports
 }
 
 /// Adds top-level members (JSON text without the braces, e.g.
