@@ -177,3 +177,5 @@ pub mod config_parse {
         }
     }
 }
+
+pub mod mux_session;

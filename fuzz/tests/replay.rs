@@ -12,6 +12,7 @@ type Target = fn(&[u8]);
 
 const TARGETS: &[(&str, Target)] = &[
     ("mux_frame", rayback_fuzz::mux_frame::run),
+    ("mux_session", rayback_fuzz::mux_session::run),
     ("vmess_header", rayback_fuzz::vmess_header::run),
     ("vmess_body", rayback_fuzz::vmess_body::run),
     ("reverse_control", rayback_fuzz::reverse_control::run),

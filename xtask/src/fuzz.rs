@@ -13,6 +13,7 @@ use rayback_testkit::workspace_root;
 
 pub const TARGETS: &[&str] = &[
     "mux_frame",
+    "mux_session",
     "vmess_header",
     "vmess_body",
     "reverse_control",
@@ -42,6 +43,16 @@ pub fn run(args: &[String]) -> Result<()> {
     if targets.is_empty() {
         targets = TARGETS.iter().map(|t| t.to_string()).collect();
     }
+    ensure_cargo_fuzz()?;
+    for target in &targets {
+        let runs = fuzz_target(target, seconds)?;
+        println!("{target}: {runs} executions in {seconds} s, no finding");
+    }
+    Ok(())
+}
+
+/// Installs cargo-fuzz from crates.io when `cargo +nightly fuzz` is missing.
+pub fn ensure_cargo_fuzz() -> Result<()> {
     let has_cargo_fuzz = Command::new("cargo")
         .args(["+nightly", "fuzz", "--version"])
         .output()
@@ -55,32 +66,37 @@ pub fn run(args: &[String]) -> Result<()> {
             bail!("cargo install cargo-fuzz failed; fuzzing needs it and a nightly toolchain");
         }
     }
-    let fuzz_dir = workspace_root().join("fuzz");
-    for target in &targets {
-        std::fs::create_dir_all(fuzz_dir.join("corpus").join(target))?;
-        eprintln!("==> fuzzing {target} for {seconds} s");
-        let output = Command::new("cargo")
-            .args(["+nightly", "fuzz", "run", target])
-            .arg(format!("corpus/{target}"))
-            .args([
-                "--",
-                &format!("-max_total_time={seconds}"),
-                "-print_final_stats=1",
-            ])
-            .current_dir(&fuzz_dir)
-            .output()
-            .with_context(|| format!("running cargo fuzz for {target}"))?;
-        let log = String::from_utf8_lossy(&output.stderr);
-        let runs = log
-            .lines()
-            .find_map(|line| line.strip_prefix("stat::number_of_executed_units:"))
-            .map(str::trim)
-            .unwrap_or("?");
-        if !output.status.success() {
-            eprintln!("{log}");
-            bail!("{target}: finding after {runs} executions (input in fuzz/artifacts/{target}/)");
-        }
-        println!("{target}: {runs} executions in {seconds} s, no finding");
-    }
     Ok(())
+}
+
+/// Fuzzes one target for `seconds` (cargo-fuzz must be there, see
+/// [`ensure_cargo_fuzz`]); returns how many inputs ran, or an error naming
+/// the finding.
+pub fn fuzz_target(target: &str, seconds: u64) -> Result<String> {
+    let fuzz_dir = workspace_root().join("fuzz");
+    std::fs::create_dir_all(fuzz_dir.join("corpus").join(target))?;
+    eprintln!("==> fuzzing {target} for {seconds} s");
+    let output = Command::new("cargo")
+        .args(["+nightly", "fuzz", "run", target])
+        .arg(format!("corpus/{target}"))
+        .args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-print_final_stats=1",
+        ])
+        .current_dir(&fuzz_dir)
+        .output()
+        .with_context(|| format!("running cargo fuzz for {target}"))?;
+    let log = String::from_utf8_lossy(&output.stderr);
+    let runs = log
+        .lines()
+        .find_map(|line| line.strip_prefix("stat::number_of_executed_units:"))
+        .map(str::trim)
+        .unwrap_or("?")
+        .to_owned();
+    if !output.status.success() {
+        eprintln!("{log}");
+        bail!("{target}: finding after {runs} executions (input in fuzz/artifacts/{target}/)");
+    }
+    Ok(runs)
 }

@@ -7,6 +7,7 @@
 //! | `bench [--quick] [--runs N] [--only SETUP,...]` | the end-to-end benchmark: Rayback, v2ray, rathole and no tunnel under iperf3, wrk and curl; writes `target/bench/results.md` and `chart.svg` |
 //! | `demo [--once]` | a web server, a bridge and a portal on loopback from the seed configs, and a request through them |
 //! | `fuzz [TARGET...] [--seconds N]` | runs the libFuzzer targets of `fuzz/` (nightly, cargo-fuzz) |
+//! | `soak [--only tests\|fuzz] [--fuzz-seconds N]` | the long tier, outside CI: the battery suites in release with `RAYBACK_SOAK=1`, then every fuzz target N s (default 300) |
 //! | `dist [--debug]` | binaries, completions, man pages and systemd units in `target/dist/` |
 //!
 //! It is not part of the product: it builds and runs the binaries, the
@@ -17,6 +18,7 @@ mod ci;
 mod demo;
 mod dist;
 mod fuzz;
+mod soak;
 mod web;
 
 use anyhow::{bail, Result};
@@ -31,8 +33,9 @@ fn main() -> Result<()> {
         "demo" => demo::run(&rest),
         "dist" => dist::run(&rest),
         "fuzz" => fuzz::run(&rest),
+        "soak" => soak::run(&rest),
         "" | "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...] | fuzz [TARGET...] [--seconds N] | dist [--debug]>");
+            println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...] | fuzz [TARGET...] [--seconds N] | soak [--only tests|fuzz] [--fuzz-seconds N] | dist [--debug]>");
             Ok(())
         }
         other => bail!("unknown xtask command {other:?}; try `cargo xtask help`"),

@@ -44,7 +44,7 @@ async fn tunnel_reset_serving_again_within_5s() {
     wait_serving(public(ports), Duration::from_secs(20))
         .await
         .unwrap();
-    for round in 0..3 {
+    for round in 0..if common::soak() { 20 } else { 3 } {
         let accepted = relay.accepted();
         relay.reset_all();
         let took = wait_serving(public(ports), RECOVERY).await.unwrap();

@@ -123,7 +123,7 @@ async fn unauthenticated_hostility_leaves_the_bridge_serving() {
     // Garbage of many lengths (each on its own connection, several rounds).
     let garbage = tokio::spawn(async move {
         let source = Ipv4Addr::new(127, 0, 0, 2);
-        for round in 0..3u64 {
+        for round in 0..if common::soak() { 20 } else { 3u64 } {
             for len in [
                 1usize, 2, 15, 16, 17, 18, 38, 41, 42, 61, 64, 100, 1000, 4096, 65536,
             ] {
@@ -346,9 +346,9 @@ async fn authenticated_mux_abuse_leaves_the_bridge_serving() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // KeepAlive flood: 200,000 frames (1.2 MB).
+    // KeepAlive flood: 200,000 frames (1.2 MB); 2,000,000 in the long tier.
     let batch: Vec<u8> = (0..1000).flat_map(|_| mux_keep_alive()).collect();
-    for _ in 0..200 {
+    for _ in 0..if common::soak() { 2000 } else { 200 } {
         flood.tx.send(batch.clone()).await.unwrap();
     }
     // Keep and End for ids the portal never opened.

@@ -15,13 +15,19 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{configs, public, start_bridge, start_portal, wait_serving, Kind};
+use common::{configs, public, soak, start_bridge, start_portal, wait_serving, Kind};
 use rayback_testkit::traffic::{duplex_echo, half_close_echo};
 use rayback_testkit::{backend, seeded_bytes};
 
-const CONNECTIONS: usize = 16;
-const SIZE: usize = 16 << 20;
-const LIMIT: Duration = Duration::from_secs(120);
+/// Connections, bytes each way per connection, and the time limit: the CI
+/// tier, or the long tier under `RAYBACK_SOAK=1` (`cargo xtask soak`).
+fn sizes() -> (usize, usize, Duration) {
+    if soak() {
+        (32, 64 << 20, Duration::from_secs(900))
+    } else {
+        (16, 16 << 20, Duration::from_secs(120))
+    }
+}
 
 async fn duplex_many(bridge: Kind, portal: Kind) {
     let backend = backend().await.unwrap();
@@ -31,11 +37,12 @@ async fn duplex_many(bridge: Kind, portal: Kind) {
     wait_serving(public(ports), Duration::from_secs(20))
         .await
         .unwrap();
+    let (connections, size, limit) = sizes();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CONNECTIONS)
+    let tasks: Vec<_> = (0..connections)
         .map(|index| {
-            let data = Arc::new(seeded_bytes(100 + index as u64, SIZE));
-            tokio::spawn(duplex_echo(public(ports), data, LIMIT))
+            let data = Arc::new(seeded_bytes(100 + index as u64, size));
+            tokio::spawn(duplex_echo(public(ports), data, limit))
         })
         .collect();
     let mut failures = Vec::new();
@@ -46,9 +53,9 @@ async fn duplex_many(bridge: Kind, portal: Kind) {
     }
     let took = started.elapsed();
     eprintln!(
-        "{bridge:?} bridge + {portal:?} portal: {CONNECTIONS} x {} MiB full duplex in {took:?} ({:.0} MiB/s each way)",
-        SIZE >> 20,
-        (CONNECTIONS * SIZE) as f64 / (1 << 20) as f64 / took.as_secs_f64()
+        "{bridge:?} bridge + {portal:?} portal: {connections} x {} MiB full duplex in {took:?} ({:.0} MiB/s each way)",
+        size >> 20,
+        (connections * size) as f64 / (1 << 20) as f64 / took.as_secs_f64()
     );
     assert!(failures.is_empty(), "{failures:?}");
 }

@@ -107,7 +107,9 @@ pub struct DokodemoDoor {
     /// accepting stops, while connections (which hold the door) may still
     /// be open: a stopped door refuses new connections and frees its port.
     tcp: Mutex<Option<TcpListener>>,
-    udp: Option<Arc<UdpSocket>>,
+    /// Taken by `run`, so that the port is free once it and the sessions
+    /// using the socket have ended.
+    udp: Mutex<Option<Arc<UdpSocket>>>,
     local_addr: SocketAddr,
 }
 
@@ -144,7 +146,7 @@ impl DokodemoDoor {
         Ok(DokodemoDoor {
             settings,
             tcp: Mutex::new(tcp),
-            udp,
+            udp: Mutex::new(udp),
             local_addr,
         })
     }
@@ -308,9 +310,21 @@ impl DokodemoDoor {
         let session = self.session(Network::Udp, address, self.settings.port, client);
         let dispatch = Arc::clone(&context.dispatch);
         let tag = self.settings.tag.clone();
+        let shutdown = context.shutdown.clone();
         context.tracker.spawn(async move {
-            if let Err(error) = dispatch.dispatch(session, Box::new(stream)).await {
-                tracing::info!(?tag, %client, %error, "dokodemo-door udp session ends");
+            // A stop ends UDP sessions at once, as V2Ray does: each holds
+            // the listening socket (replies must come from its port), and
+            // a restart or reload needs that port; a datagram has no
+            // delivery promise to keep.
+            tokio::select! {
+                result = dispatch.dispatch(session, Box::new(stream)) => {
+                    if let Err(error) = result {
+                        tracing::info!(?tag, %client, %error, "dokodemo-door udp session ends");
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    tracing::debug!(?tag, %client, "dokodemo-door udp session ended by the stop");
+                }
             }
         });
     }
@@ -329,9 +343,14 @@ impl Inbound for DokodemoDoor {
                 self.accept_loop(&listener, &context).await;
             }
         };
+        let socket = self
+            .udp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let udp = async {
-            if let Some(socket) = &self.udp {
-                self.udp_loop(socket, &context).await;
+            if let Some(socket) = socket {
+                self.udp_loop(&socket, &context).await;
             }
         };
         tokio::join!(tcp, udp);

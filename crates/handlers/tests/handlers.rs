@@ -335,6 +335,43 @@ async fn udp_clients_get_their_own_sessions_and_replies() -> Result<()> {
     Ok(())
 }
 
+/// A stop frees the UDP port at once, even while a session waits for a
+/// reply that never comes (it used to hold the socket until the policy's
+/// idle limit).
+#[tokio::test]
+async fn shutdown_frees_the_udp_port_at_once() -> Result<()> {
+    // A destination that reads and never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").await?;
+    let mut settings = settings(Some("127.0.0.1"), silent.local_addr()?.port());
+    settings.networks = vec![Network::Udp];
+    let mut door = start_door(settings, freedom(None)).await?;
+    let client = UdpSocket::bind("127.0.0.1:0").await?;
+    client.send_to(b"anyone?", door.addr).await?;
+    let mut buffer = [0u8; 16];
+    let (read, _) = tokio::time::timeout(TIMEOUT, silent.recv_from(&mut buffer)).await??;
+    assert_eq!(&buffer[..read], b"anyone?");
+    door.shutdown.cancel();
+    let task = door.task.take().context("task")?;
+    tokio::time::timeout(TIMEOUT, task)
+        .await
+        .context("run did not return")???;
+    // The session's task ends at the stop; the port is free right after.
+    let started = std::time::Instant::now();
+    loop {
+        match UdpSocket::bind(door.addr).await {
+            Ok(_) => break,
+            Err(error) if started.elapsed() > Duration::from_millis(500) => {
+                anyhow::bail!(
+                    "port still taken {:?} after the stop: {error}",
+                    started.elapsed()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn quiet_udp_clients_lose_their_session() -> Result<()> {
     let echo = udp_echo_server().await?;

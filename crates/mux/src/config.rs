@@ -36,7 +36,9 @@ pub struct MuxConfig {
     pub stall_timeout: Duration,
     /// Bytes of encoded frames queued for the carrier before sub-stream
     /// writers wait. A write is accepted while the queue is under this
-    /// bound, so it can overshoot by one write (at most 64 KiB).
+    /// bound, so it can overshoot by one write (at most 64 KiB of data plus
+    /// 8 header bytes per frame). Control frames the peer provokes may
+    /// add 64 KiB more before the connection stops reading the peer.
     pub send_queue: usize,
     /// Largest data section Rayback writes in one stream frame (1..=65535).
     /// V2Ray accepts any 16-bit length on stream sessions and itself writes

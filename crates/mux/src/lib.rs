@@ -49,7 +49,7 @@
 //! Anything better (per-stream credit, window updates) would need frames
 //! V2Ray does not know, so it is out of reach while staying compatible. The
 //! memory a connection can hold is at most `receive_buffer` (or one frame,
-//! if larger) per open sub-stream plus about `send_queue` + 64 KiB queued
+//! if larger) per open sub-stream plus about `send_queue` + 128 KiB queued
 //! for the carrier; [`MuxClient::buffered_bytes`] and
 //! [`ServerHandle::buffered_bytes`] report it.
 //!

@@ -338,3 +338,59 @@ async fn a_stuck_reader_is_ended_after_the_stall_timeout() -> Result<()> {
     ensure!(outcome.max_buffered <= outcome.bound);
     Ok(())
 }
+
+/// A handler for a test that opens no session.
+struct Unused;
+
+#[async_trait]
+impl SessionHandler for Unused {
+    async fn handle(&self, _: Destination, _: Stream) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A peer that sends frames provoking an answer (Keep for an ID never
+/// opened: V2Ray answers End) and never reads must not grow the send queue
+/// without bound: once the queue is full the connection stops reading, and
+/// the peer's writes stall instead. Both roles.
+#[tokio::test]
+async fn a_peer_that_never_reads_cannot_grow_the_answer_queue() -> Result<()> {
+    let frame = [0u8, 4, 0, 7, 2, 1, 0, 0];
+    let batch: Vec<u8> = frame.iter().copied().cycle().take(8 * 10_000).collect();
+    let bound = MuxConfig::default().send_queue + 128 * 1024;
+    for client in [false, true] {
+        let (mut peer, carrier) = tokio::io::duplex(64);
+        let server;
+        let mux_client;
+        let buffered: Box<dyn Fn() -> usize> = if client {
+            mux_client = MuxClient::new(Box::new(carrier), ClientConfig::default());
+            Box::new(move || mux_client.buffered_bytes())
+        } else {
+            server =
+                MuxServer::serve_with(Box::new(carrier), Arc::new(Unused), ServerConfig::default());
+            Box::new(move || server.buffered_bytes())
+        };
+        // 200,000 such frames answer with 1.2 MB of Ends when nothing
+        // pushes back; the peer's writes must stall well before that.
+        let mut sent = 0;
+        for _ in 0..20 {
+            match timeout(Duration::from_secs(1), peer.write_all(&batch)).await {
+                Ok(written) => {
+                    written?;
+                    sent += batch.len() / frame.len();
+                }
+                Err(_) => break,
+            }
+        }
+        ensure!(
+            buffered() <= bound,
+            "client={client}: {} bytes queued after {sent}+ frames; bound {bound}",
+            buffered()
+        );
+        ensure!(
+            sent < 200_000,
+            "client={client}: the peer was never pushed back"
+        );
+    }
+    Ok(())
+}
