@@ -359,6 +359,52 @@ async fn next_signal() -> Result<Signal> {
     }
 }
 
+/// The runtime for `workers` threads (`rayback.workers`). 0 = automatic:
+/// one thread per CPU, except on machines with one or two CPUs, where a
+/// single thread runs everything. There a tunnel shares its CPUs with the
+/// kernel's network stack and the services beside it, and handing work
+/// between threads (futex and eventfd wake-ups: 8,000 futex calls per
+/// 2 GiB through a two-thread bridge, strace) costs more than a second
+/// thread gains; see BENCHMARKS.md for the measurements.
+fn runtime(workers: u32) -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = match workers {
+        0 if cpus <= 2 => 1,
+        0 => cpus,
+        n => n as usize,
+    };
+    tracing::debug!(threads, cpus, "starting the runtime");
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+/// Keeps glibc's allocator from returning memory to the kernel after every
+/// burst. A tunnel frees and reallocates 64–256 KiB buffers at its data
+/// rate; with glibc's adaptive thresholds that became a `brk` shrink and
+/// grow per frame (13,000 `brk` calls per 2 GiB through a bridge, strace).
+/// Fixed thresholds keep up to 2 MiB of freed memory for reuse.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // the runtime starts its threads, and a refused value changes nothing.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * 1024 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 /// Loads the configuration again (for SIGHUP): the binaries pass a closure
 /// that re-reads the files they were given.
 pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
@@ -374,10 +420,8 @@ pub fn run_until_signal(config: Config, json_logs: bool) -> Result<()> {
 /// stays); SIGINT/SIGTERM stop with a grace period.
 pub fn run_with_reload(config: Config, json_logs: bool, loader: Option<Loader>) -> Result<()> {
     crate::logging::init(&config.log, json_logs)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    tune_allocator();
+    let runtime = runtime(config.rayback.workers).context("starting the runtime")?;
     runtime.block_on(async {
         let mut running = start(&config).await?;
         loop {
@@ -391,10 +435,17 @@ pub fn run_with_reload(config: Config, json_logs: bool, loader: Option<Loader>) 
                         continue;
                     };
                     let reloaded = match loader() {
-                        Ok(config) => running
-                            .reload(&config)
-                            .await
-                            .map_err(|error| format!("{error:#}")),
+                        Ok(reloaded) => {
+                            if reloaded.rayback.workers != config.rayback.workers {
+                                tracing::warn!(
+                                    "rayback.workers changed; it takes effect at the next start"
+                                );
+                            }
+                            running
+                                .reload(&reloaded)
+                                .await
+                                .map_err(|error| format!("{error:#}"))
+                        }
                         Err(error) => Err(error),
                     };
                     match reloaded {

@@ -644,7 +644,7 @@ const LIMIT_KEYS: &[&str] = &[
 
 fn build_rayback(cx: &mut Cx<'_>, piece: &Piece<'_>) -> Result<RaybackExtras, ConfigError> {
     let object = cx.object(piece.node, &piece.path)?;
-    object.warn_unknown(cx, &["metrics", "noBridgeWait", "limits"]);
+    object.warn_unknown(cx, &["metrics", "noBridgeWait", "workers", "limits"]);
     let mut extras = RaybackExtras::default();
     if let Some(node) = object.get("metrics") {
         let path = object.at("metrics");
@@ -656,6 +656,9 @@ fn build_rayback(cx: &mut Cx<'_>, piece: &Piece<'_>) -> Result<RaybackExtras, Co
     if let Some(node) = object.get("noBridgeWait") {
         extras.no_bridge_wait =
             Duration::from_millis(u64::from(cx.u32(node, &object.at("noBridgeWait"))?));
+    }
+    if let Some(node) = object.get("workers") {
+        extras.workers = cx.integer(node, &object.at("workers"), 0, 1024)? as u32;
     }
     if let Some(node) = object.get("limits") {
         let path = object.at("limits");

@@ -309,6 +309,7 @@ fn rayback(extras: &RaybackExtras) -> Value {
         "noBridgeWait".into(),
         json!(extras.no_bridge_wait.as_millis() as u64),
     );
+    object.insert("workers".into(), json!(extras.workers));
     let limits = &extras.limits;
     object.insert(
         "limits".into(),

@@ -578,6 +578,9 @@ pub struct RaybackExtras {
     /// How long a public connection at a portal waits for a bridge
     /// connection before it is closed (`noBridgeWait`, ms; default 2000).
     pub no_bridge_wait: Duration,
+    /// Threads that run connections (`workers`; 0 = automatic, the
+    /// default). Read at start; a reload keeps the running value.
+    pub workers: u32,
     pub limits: Limits,
 }
 
@@ -586,6 +589,7 @@ impl Default for RaybackExtras {
         RaybackExtras {
             metrics: None,
             no_bridge_wait: Duration::from_millis(2000),
+            workers: 0,
             limits: Limits::default(),
         }
     }

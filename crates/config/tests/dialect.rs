@@ -112,7 +112,7 @@ fn unknown_keys_warn_with_did_you_mean() {
 #[test]
 fn rayback_only_keys_do_not_warn() {
     let loaded = load(
-        r#"{"rayback": {"metrics": "127.0.0.1:9100", "noBridgeWait": 100,
+        r#"{"rayback": {"metrics": "127.0.0.1:9100", "noBridgeWait": 100, "workers": 3,
               "limits": {"streamsPerConnection": 8, "connectionsPerBridge": 2, "unauthenticatedPerSource": 4,
                          "streamStallTimeout": 5, "streamBuffer": 4096}},
             "reverse": {"portals": [{"tag": "p", "domain": "d", "controlDomain": "reverse.internal.v2fly.org"}]}}"#,
@@ -124,6 +124,7 @@ fn rayback_only_keys_do_not_warn() {
         Some("127.0.0.1:9100".parse().expect("addr"))
     );
     assert_eq!(extras.no_bridge_wait, std::time::Duration::from_millis(100));
+    assert_eq!(extras.workers, 3);
     assert_eq!(extras.limits.streams_per_connection, 8);
     assert_eq!(extras.limits.connections_per_bridge, 2);
     assert_eq!(extras.limits.unauthenticated_per_source, 4);

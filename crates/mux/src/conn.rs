@@ -19,7 +19,7 @@
 //! Lock order: `sessions` → a session's `state` → `send`. No lock is held
 //! across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::pin;
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rayback_core::{Destination, Network, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
@@ -50,13 +50,20 @@ pub(crate) enum Role {
 
 /// Bytes the reader asks the carrier for at least.
 const READ_CHUNK: usize = 16 * 1024;
-/// A receive buffer this large is freed (not kept) once it drains, so an
-/// idle sub-stream holds no memory.
-const KEEP_RECEIVE_CAPACITY: usize = 64 * 1024;
+/// A connection read buffer this large is freed (not kept) once it drains,
+/// so an idle connection holds little memory.
+const KEEP_RECEIVE_CAPACITY: usize = 256 * 1024;
 /// A send buffer this large is freed once written.
 const KEEP_SEND_CAPACITY: usize = 64 * 1024;
 /// Most bytes one `poll_write` takes, so the queue's overshoot is bounded.
 pub(crate) const MAX_WRITE: usize = 64 * 1024;
+/// Bytes of control frames (Ends, KeepAlives) the queue may hold beyond
+/// `send_queue` before the reader stops reading: frames the peer provokes
+/// (an End for an unknown ID, the answer to its End) are queued without
+/// waiting, so a peer that sends them but never reads would otherwise grow
+/// the queue without bound. Past this the reader waits for the writer,
+/// which pushes back on the peer through TCP, as V2Ray does.
+const CONTROL_SLACK: usize = 64 * 1024;
 /// How long a draining connection may take to shut the carrier down.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -545,6 +552,7 @@ impl Connection {
         let mut codec = FrameCodec::new();
         loop {
             while let Some(frame) = codec.decode_frame(&mut buf)? {
+                self.wait_for_control_room().await;
                 let id = frame.session_id;
                 match frame.kind {
                     FrameKind::New(destination) => match (&handler, self.role) {
@@ -585,6 +593,22 @@ impl Connection {
                 return Ok(());
             }
         }
+    }
+
+    /// Waits while the send queue is over `send_queue` + [`CONTROL_SLACK`]
+    /// (see there), so frames the next decoded frame may provoke cannot
+    /// pile up without bound.
+    async fn wait_for_control_room(&self) {
+        let limit = self.config.send_queue + CONTROL_SLACK;
+        poll_fn(|cx| {
+            let mut send = lock(&self.send);
+            if send.closed || send.buf.len() < limit {
+                return Poll::Ready(());
+            }
+            register(&mut send.waiting, cx.waker());
+            Poll::Pending
+        })
+        .await;
     }
 
     /// Server: a New frame.
@@ -666,9 +690,10 @@ impl Connection {
                 };
             if state.recv.is_empty() || state.recv.len() + framed <= self.config.receive_buffer {
                 if session.network == Network::Udp {
-                    state.recv.push(&(data.len() as u16).to_be_bytes());
+                    let framing = (data.len() as u16).to_be_bytes();
+                    state.recv.push(Bytes::copy_from_slice(&framing));
                 }
-                state.recv.push(&data);
+                state.recv.push(data.clone());
                 self.recv_buffered.fetch_add(framed, Ordering::Relaxed);
                 wake(state.reader.take());
                 return Poll::Ready(());
@@ -770,47 +795,65 @@ impl Connection {
     }
 }
 
-/// A sub-stream's received bytes: a FIFO over one `Vec` whose front is
-/// consumed by advancing `head`. Space is reclaimed when it empties (or
-/// when a push needs room), and a large allocation is freed once drained,
-/// so an idle sub-stream holds no memory.
+/// A sub-stream's received bytes: a FIFO of frame data.
+///
+/// Frames of at least [`ZERO_COPY_MIN`] bytes are kept as the `Bytes` the
+/// decoder split off the connection's read buffer, so bulk data is copied
+/// once less on its way to the reader; smaller ones are copied into a
+/// right-sized allocation, so that a few stored bytes never pin a whole
+/// read block. An empty buffer holds no allocation, so an idle sub-stream
+/// costs no memory.
 #[derive(Default)]
 pub(crate) struct RecvBuffer {
-    data: Vec<u8>,
-    head: usize,
+    chunks: VecDeque<Bytes>,
+    len: usize,
 }
+
+/// Frames this large are queued without a copy (see [`RecvBuffer`]).
+const ZERO_COPY_MIN: usize = 8 * 1024;
 
 impl RecvBuffer {
     pub(crate) fn len(&self) -> usize {
-        self.data.len() - self.head
+        self.len
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
-    fn push(&mut self, bytes: &[u8]) {
-        if self.head > 0 && self.data.capacity() - self.data.len() < bytes.len() {
-            self.data.drain(..self.head);
-            self.head = 0;
+    fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
         }
-        self.data.extend_from_slice(bytes);
+        self.len += bytes.len();
+        if bytes.len() >= ZERO_COPY_MIN {
+            self.chunks.push_back(bytes);
+        } else {
+            self.chunks.push_back(Bytes::copy_from_slice(&bytes));
+        }
     }
 
     /// Moves as many bytes as fit into `out`; returns how many.
     fn pop_into(&mut self, out: &mut tokio::io::ReadBuf<'_>) -> usize {
-        let n = self.len().min(out.remaining());
-        out.put_slice(&self.data[self.head..self.head + n]);
-        self.head += n;
-        if self.head == self.data.len() {
-            self.head = 0;
-            if self.data.capacity() > KEEP_RECEIVE_CAPACITY {
-                self.data = Vec::new();
+        let mut moved = 0;
+        while out.remaining() > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let n = front.len().min(out.remaining());
+            out.put_slice(&front[..n]);
+            moved += n;
+            if n == front.len() {
+                self.chunks.pop_front();
             } else {
-                self.data.clear();
+                front.advance(n);
             }
         }
-        n
+        self.len -= moved;
+        if self.chunks.is_empty() {
+            self.chunks = VecDeque::new();
+        }
+        moved
     }
 }
 
