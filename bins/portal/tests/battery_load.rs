@@ -13,6 +13,15 @@
 //!   bridge + portal holding the same 2,000 in the same run; Rayback's
 //!   growth must stay ≤ 40 KiB per connection (both sides together).
 //!
+//! - RSS of portal + bridge while one public client stops reading its
+//!   echoes beside 8 busy 8 MiB full-duplex echoes on the same tunnel,
+//!   beside v2ray in the same run: the busy ones all complete (the portal
+//!   ends the stuck sub-stream after `streamStallTimeout`, 3 s here) and
+//!   the peak growth stays ≤ 48 MiB (both sides together). Both sides
+//!   need the timeout: the bridge's reader is stuck too (its backend stops
+//!   reading when the echo cannot be written back), so it cannot see the
+//!   portal's End until its own timeout frees it.
+//!
 //! The echo backend runs in a separate process (this test binary run
 //! again with RAYBACK_BATTERY_BACKEND_PORT set, see
 //! [`backend_process_entry`]) so its descriptors do not count against the
@@ -97,12 +106,30 @@ impl Drop for BackendProcess {
 /// Starts bridge and portal of `kind` toward `backend`; the portal (if
 /// Rayback) serves /metrics on the returned address.
 async fn pair(kind: Kind, backend: SocketAddr) -> (Node, Node, SocketAddr, SocketAddr) {
+    pair_with(kind, backend, "").await
+}
+
+/// [`pair`] with more members for the `rayback` object of both sides
+/// (`extra` starts with a comma when not empty).
+async fn pair_with(
+    kind: Kind,
+    backend: SocketAddr,
+    extra: &str,
+) -> (Node, Node, SocketAddr, SocketAddr) {
     let (ports, bridge_config, portal_config) = configs(backend).unwrap();
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let portal_config = with_members(
         &portal_config,
-        &format!(r#""rayback": {{"metrics": "{metrics}"}}"#),
+        &format!(r#""rayback": {{"metrics": "{metrics}"{extra}}}"#),
     );
+    let bridge_config = if extra.is_empty() {
+        bridge_config
+    } else {
+        with_members(
+            &bridge_config,
+            &format!(r#""rayback": {{{}}}"#, extra.trim_start_matches(',')),
+        )
+    };
     let portal = start_portal(kind, &portal_config, ports).await.unwrap();
     let bridge = start_bridge(kind, &bridge_config).await.unwrap();
     let started = Instant::now();
@@ -291,5 +318,119 @@ async fn rss_for_2000_idle_connections_beside_v2ray() {
         per(ours) <= BOUND_KIB_PER_CONNECTION,
         "Rayback grew {:.1} KiB per idle connection (bound {BOUND_KIB_PER_CONNECTION})",
         per(ours)
+    );
+}
+
+/// What one stalled-reader run saw.
+struct StallRun {
+    /// RSS (KiB) of portal + bridge before the stalled client connected.
+    before: u64,
+    /// The highest RSS (KiB) of the two together, sampled every 100 ms.
+    peak: u64,
+    busy_done: usize,
+    took: Duration,
+}
+
+/// One client writes echo data and never reads; `busy` clients do
+/// full-duplex `size`-byte echoes beside it, within `limit`.
+async fn stalled_reader_run(
+    kind: Kind,
+    backend: SocketAddr,
+    busy: usize,
+    size: usize,
+    limit: Duration,
+) -> StallRun {
+    let (portal, bridge, public, _metrics) = pair_with(
+        kind,
+        backend,
+        r#", "limits": {"streamStallTimeout": 3}"#,
+    )
+    .await;
+    let sum = || {
+        let (p, b) = rss_pair(&portal, &bridge);
+        p + b
+    };
+    let before = sum();
+    let stalled = tokio::spawn(async move {
+        let mut socket = TcpStream::connect(public).await?;
+        let data = seeded_bytes(7, 32 << 20);
+        tokio::io::AsyncWriteExt::write_all(&mut socket, &data).await?;
+        // Never read; keep the connection open until aborted.
+        std::future::pending::<()>().await;
+        anyhow::Ok(())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..busy)
+        .map(|index| {
+            let data = std::sync::Arc::new(seeded_bytes(300 + index as u64, size));
+            tokio::spawn(rayback_testkit::traffic::duplex_echo(public, data, limit))
+        })
+        .collect();
+    let mut peak = before;
+    while !tasks.iter().all(|task| task.is_finished()) {
+        peak = peak.max(sum());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    let mut busy_done = 0;
+    for task in tasks {
+        if task.await.unwrap().is_ok() {
+            busy_done += 1;
+        }
+    }
+    peak = peak.max(sum());
+    stalled.abort();
+    StallRun {
+        before,
+        peak,
+        busy_done,
+        took,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rss_with_one_stalled_reader_beside_busy_streams_beside_v2ray() {
+    const BUSY: usize = 8;
+    const SIZE: usize = 8 << 20;
+    const BOUND_KIB: u64 = 48 * 1024;
+    let backend = BackendProcess::start().await;
+    // 3 s of stall before the stuck sub-stream is ended, then the
+    // transfers: far below the default 30 s stall timeout, so a side that
+    // ignored `streamStallTimeout` fails here.
+    let ours = stalled_reader_run(
+        Kind::Rayback,
+        backend.addr,
+        BUSY,
+        SIZE,
+        Duration::from_secs(20),
+    )
+    .await;
+    // v2ray has no stall timeout: its busy streams may wait behind the
+    // stuck one for as long as the limit allows.
+    let theirs = stalled_reader_run(
+        Kind::V2Ray,
+        backend.addr,
+        BUSY,
+        SIZE,
+        Duration::from_secs(15),
+    )
+    .await;
+    eprintln!("one stalled reader beside {BUSY} busy {} MiB echoes:", SIZE >> 20);
+    for (name, run) in [("Rayback", &ours), ("v2ray", &theirs)] {
+        eprintln!(
+            "  {name}: RSS {} -> peak {} KiB (+{} KiB); {}/{BUSY} busy done in {:?}",
+            run.before,
+            run.peak,
+            run.peak - run.before,
+            run.busy_done,
+            run.took
+        );
+    }
+    assert_eq!(ours.busy_done, BUSY, "busy streams failed beside a stalled reader");
+    assert!(
+        ours.peak - ours.before <= BOUND_KIB,
+        "Rayback grew {} KiB with a stalled reader (bound {BOUND_KIB})",
+        ours.peak - ours.before
     );
 }

@@ -394,6 +394,7 @@ pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<
                 settings.control_domain = portal_config.control_domain.as_str().to_owned();
                 settings.no_bridge_wait = config.rayback.no_bridge_wait;
                 settings.max_streams = limits.streams_per_connection as usize;
+                settings.mux = mux_config(limits);
                 Arc::new(Portal::new(settings))
             }
         };

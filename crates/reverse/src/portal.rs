@@ -20,7 +20,7 @@ use rand::Rng;
 use rayback_core::packet::write_packet;
 use rayback_core::relay::relay;
 use rayback_core::{Address, Destination, Outbound, Policy, SendBudget, Session, Stream, Tag};
-use rayback_mux::{ClientConfig, MuxClient};
+use rayback_mux::{ClientConfig, MuxClient, MuxConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -56,6 +56,9 @@ pub struct PortalSettings {
     /// it, new public connections go to another tunnel or wait briefly for
     /// the bridge to add one.
     pub max_streams: usize,
+    /// Buffer bounds and the stall timeout of each tunnel's sub-streams
+    /// (`rayback.limits.streamBuffer`, `streamStallTimeout`).
+    pub mux: MuxConfig,
 }
 
 impl PortalSettings {
@@ -68,6 +71,7 @@ impl PortalSettings {
             drain_after: 16_384,
             bridge_silence: Duration::from_secs(10),
             max_streams: 1024,
+            mux: MuxConfig::default(),
         }
     }
 }
@@ -191,7 +195,13 @@ impl Portal {
     /// Drives a bridge's tunnel connection until it ends: the mux client,
     /// the control session and its heartbeats, and the drain.
     pub async fn adopt(&self, session: &Session, stream: Stream) -> io::Result<()> {
-        let client = MuxClient::new(stream, ClientConfig::default());
+        let client = MuxClient::new(
+            stream,
+            ClientConfig {
+                mux: self.settings.mux.clone(),
+                ..ClientConfig::default()
+            },
+        );
         let control_destination =
             Destination::udp(Address::Domain(self.settings.control_domain.clone()), 0);
         let mut control = client
