@@ -340,12 +340,8 @@ async fn stalled_reader_run(
     size: usize,
     limit: Duration,
 ) -> StallRun {
-    let (portal, bridge, public, _metrics) = pair_with(
-        kind,
-        backend,
-        r#", "limits": {"streamStallTimeout": 3}"#,
-    )
-    .await;
+    let (portal, bridge, public, _metrics) =
+        pair_with(kind, backend, r#", "limits": {"streamStallTimeout": 3}"#).await;
     let sum = || {
         let (p, b) = rss_pair(&portal, &bridge);
         p + b
@@ -416,7 +412,10 @@ async fn rss_with_one_stalled_reader_beside_busy_streams_beside_v2ray() {
         Duration::from_secs(15),
     )
     .await;
-    eprintln!("one stalled reader beside {BUSY} busy {} MiB echoes:", SIZE >> 20);
+    eprintln!(
+        "one stalled reader beside {BUSY} busy {} MiB echoes:",
+        SIZE >> 20
+    );
     for (name, run) in [("Rayback", &ours), ("v2ray", &theirs)] {
         eprintln!(
             "  {name}: RSS {} -> peak {} KiB (+{} KiB); {}/{BUSY} busy done in {:?}",
@@ -427,7 +426,10 @@ async fn rss_with_one_stalled_reader_beside_busy_streams_beside_v2ray() {
             run.took
         );
     }
-    assert_eq!(ours.busy_done, BUSY, "busy streams failed beside a stalled reader");
+    assert_eq!(
+        ours.busy_done, BUSY,
+        "busy streams failed beside a stalled reader"
+    );
     assert!(
         ours.peak - ours.before <= BOUND_KIB,
         "Rayback grew {} KiB with a stalled reader (bound {BOUND_KIB})",

@@ -681,7 +681,9 @@ fn build_rayback(cx: &mut Cx<'_>, piece: &Piece<'_>) -> Result<RaybackExtras, Co
         if let Some(count) = value(cx, "unauthenticatedPerSource", 1, i64::from(u32::MAX))? {
             target.unauthenticated_per_source = count;
         }
-        if let Some(seconds) = value(cx, "streamStallTimeout", 1, i64::from(u32::MAX))? {
+        // At most 60: a stall keeps the tunnel's TCP window shut, and the
+        // tunnel sockets give up after 90 s of that (TCP_USER_TIMEOUT).
+        if let Some(seconds) = value(cx, "streamStallTimeout", 1, 60)? {
             target.stream_stall_timeout = Duration::from_secs(u64::from(seconds));
         }
         if let Some(bytes) = value(cx, "streamBuffer", 1024, i64::from(u32::MAX))? {

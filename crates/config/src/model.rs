@@ -605,7 +605,7 @@ pub struct Limits {
     /// Connections one source IP may have in the handshake phase (default 64).
     pub unauthenticated_per_source: u32,
     /// A sub-stream whose reader makes no progress this long is reset
-    /// (`streamStallTimeout`, seconds; default 30).
+    /// (`streamStallTimeout`, seconds, 1 to 60; default 30).
     pub stream_stall_timeout: Duration,
     /// Bytes buffered per sub-stream and direction (default 262144).
     pub stream_buffer: u32,

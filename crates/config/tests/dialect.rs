@@ -295,3 +295,20 @@ fn load_file_reports_missing_files() {
 fn no_sources_is_an_error() {
     assert!(parse(&[]).is_err());
 }
+
+#[test]
+fn stream_stall_timeout_stays_below_the_tunnel_socket_timeout() {
+    let ok = load(r#"{"rayback": {"limits": {"streamStallTimeout": 60}}}"#);
+    assert_eq!(
+        ok.config.rayback.limits.stream_stall_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    let error = parse_str(
+        "l.json",
+        r#"{"rayback": {"limits": {"streamStallTimeout": 61}}}"#,
+    )
+    .expect_err("61 s is over the limit");
+    let text = error.to_string();
+    assert!(text.contains("streamStallTimeout"), "{text}");
+    assert!(text.contains("60"), "{text}");
+}

@@ -16,8 +16,13 @@ use tokio::net::TcpStream;
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 /// Time between probes.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// Unacknowledged data older than this ends the connection.
-const USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Unacknowledged data older than this ends the connection. Linux also
+/// counts time spent probing a zero window, which a healthy tunnel shows
+/// while its peer's mux reader waits for a stalled sub-stream (up to
+/// `streamStallTimeout`, at most 60 s): at 30 s, a 30 s stall killed the
+/// whole tunnel ("Connection timed out" on the bridge after 32 s of a
+/// 45 s stall). So this stays well above the largest stall timeout.
+pub const USER_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Sets no-delay, keepalive and (on Linux) the user timeout. Failures are
 /// ignored: every option is an optimisation, none is needed to work.
