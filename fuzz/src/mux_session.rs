@@ -1008,6 +1008,31 @@ async fn server_script(script: &mut Script<'_>, settings: &Settings) {
     finish_server(&server, &book, &mut peer).await;
 }
 
+/// One drain round's verdict: `true` when nothing is missing and nothing
+/// moves any more. Data still missing must show progress within three
+/// quiet rounds unless the connection closed (then it may be lost).
+fn drained(
+    missing: Option<u16>,
+    got: bool,
+    nothing_outgoing: bool,
+    closed: bool,
+    stuck: &mut u32,
+) -> bool {
+    match missing {
+        None if !got && nothing_outgoing => return true,
+        None => *stuck = 0,
+        Some(_) if got => *stuck = 0,
+        Some(id) => {
+            *stuck += 1;
+            assert!(
+                *stuck < 3 || closed,
+                "id {id}: data written for it never reached the open carrier"
+            );
+        }
+    }
+    false
+}
+
 async fn finish_server(server: &ServerHandle, book: &Arc<Mutex<Book>>, peer: &mut Peer) {
     // Drain: everything handlers wrote must reach the peer while the
     // connection stays open.
@@ -1024,17 +1049,8 @@ async fn finish_server(server: &ServerHandle, book: &Arc<Mutex<Book>>, peer: &mu
             book.check();
             book.missing()
         };
-        match missing {
-            None if !got && peer.outgoing.is_empty() => break,
-            None => stuck = 0,
-            Some(_) if got => stuck = 0,
-            Some(id) => {
-                stuck += 1;
-                assert!(
-                    stuck < 3 || server.is_closed(),
-                    "id {id}: data a handler wrote never reached the open carrier"
-                );
-            }
+        if drained(missing, got, peer.outgoing.is_empty(), server.is_closed(), &mut stuck) {
+            break;
         }
     }
     {
@@ -1396,17 +1412,9 @@ async fn finish_client(client: &MuxClient, book: &mut ClientBook, peer: &mut Pee
         peer.flush().await;
         let (frames, got) = peer.read(DRAIN_WAIT).await;
         book.client_sent(frames);
-        match book.missing() {
-            None if !got && peer.outgoing.is_empty() => break,
-            None => stuck = 0,
-            Some(_) if got => stuck = 0,
-            Some(id) => {
-                stuck += 1;
-                assert!(
-                    stuck < 3 || client.is_closed(),
-                    "id {id}: data the stream wrote never reached the open carrier"
-                );
-            }
+        let missing = book.missing();
+        if drained(missing, got, peer.outgoing.is_empty(), client.is_closed(), &mut stuck) {
+            break;
         }
     }
     peer.io = None;
