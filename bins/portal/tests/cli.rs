@@ -174,3 +174,53 @@ fn corpus_verdicts_agree_with_v2ray() {
         disagreements.join("\n---\n")
     );
 }
+
+/// The soft and hard "Max open files" of a process, from /proc.
+fn open_file_limits(pid: u32) -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line.split_whitespace().filter_map(|w| w.parse().ok());
+    Some((numbers.next()?, numbers.next()?))
+}
+
+/// Like v2ray (Go raises it at start), a Rayback process lifts its soft
+/// open-file limit to the hard one, so a default soft limit of 1024 does
+/// not cap it near a thousand connections.
+#[test]
+fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let dir = std::env::temp_dir().join(format!("rayback-nofile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("plain.json");
+    std::fs::write(&config, r#"{"outbounds": [{"protocol": "freedom"}]}"#).expect("config");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -S -n 256 && exec "$0" -c "$1""#)
+        .arg(env!("CARGO_BIN_EXE_portal"))
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("portal starts");
+    let started = std::time::Instant::now();
+    let mut seen = None;
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        // Only once the shell has lowered the limit and become the portal,
+        // and the portal has had a moment to start.
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id()));
+        if comm.is_ok_and(|name| name.trim() == "portal") {
+            seen = open_file_limits(child.id());
+            if seen.is_some_and(|(soft, _)| soft != 256) {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (soft, hard) = seen.expect("the portal's /proc limits were readable");
+    assert_eq!(
+        soft, hard,
+        "soft limit {soft} not raised to the hard {hard}"
+    );
+}

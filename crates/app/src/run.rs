@@ -405,6 +405,38 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// Raises the soft limit on open files to the hard limit, as Go programs
+/// (v2ray among them) do at start: every tunnelled connection costs one
+/// descriptor on each side, and a soft limit of 1024 would refuse
+/// connections long before the machine runs short.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we pass;
+    // a failure leaves the limit as it was.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                tracing::debug!(
+                    from = soft,
+                    to = limit.rlim_max,
+                    "raised the open file limit"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
+
 /// Loads the configuration again (for SIGHUP): the binaries pass a closure
 /// that re-reads the files they were given.
 pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
@@ -421,6 +453,7 @@ pub fn run_until_signal(config: Config, json_logs: bool) -> Result<()> {
 pub fn run_with_reload(config: Config, json_logs: bool, loader: Option<Loader>) -> Result<()> {
     crate::logging::init(&config.log, json_logs)?;
     tune_allocator();
+    raise_open_file_limit();
     let runtime = runtime(config.rayback.workers).context("starting the runtime")?;
     runtime.block_on(async {
         let mut running = start(&config).await?;
