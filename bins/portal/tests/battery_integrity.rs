@@ -15,7 +15,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{configs, public, soak, start_bridge, start_portal, wait_serving, Kind};
+use common::{configs, public, soak, start_bridge, start_portal, wait_serving, with_members, Kind};
 use rayback_testkit::traffic::{duplex_echo, half_close_echo};
 use rayback_testkit::{backend, seeded_bytes};
 
@@ -30,13 +30,39 @@ fn sizes() -> (usize, usize, Duration) {
 }
 
 async fn duplex_many(bridge: Kind, portal: Kind) {
+    duplex_many_with(bridge, portal, None).await;
+}
+
+/// [`duplex_many`] with Rayback's `rayback` object set to `rayback` on
+/// both sides.
+async fn duplex_many_with(bridge: Kind, portal: Kind, rayback: Option<&str>) {
     let backend = backend().await.unwrap();
     let (ports, bridge_config, portal_config) = configs(backend).unwrap();
-    let _portal = start_portal(portal, &portal_config, ports).await.unwrap();
-    let _bridge = start_bridge(bridge, &bridge_config).await.unwrap();
+    let (bridge_config, portal_config) = match rayback {
+        Some(object) => {
+            let member = format!(r#""rayback": {object}"#);
+            (
+                with_members(&bridge_config, &member),
+                with_members(&portal_config, &member),
+            )
+        }
+        None => (bridge_config, portal_config),
+    };
+    let portal_node = start_portal(portal, &portal_config, ports).await.unwrap();
+    let bridge_node = start_bridge(bridge, &bridge_config).await.unwrap();
     wait_serving(public(ports), Duration::from_secs(20))
         .await
         .unwrap();
+    if rayback.is_some_and(|object| object.contains("workers")) {
+        // The runtime really is multi-threaded: more threads than the
+        // single-thread default starts.
+        for node in [&portal_node, &bridge_node] {
+            let threads = std::fs::read_dir(format!("/proc/{}/task", node.pid()))
+                .unwrap()
+                .count();
+            assert!(threads >= 4, "only {threads} threads with workers set");
+        }
+    }
     let (connections, size, limit) = sizes();
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
@@ -63,6 +89,14 @@ async fn duplex_many(bridge: Kind, portal: Kind) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplex_16_x_16mib_rayback_bridge_rayback_portal() {
     duplex_many(Kind::Rayback, Kind::Rayback).await;
+}
+
+/// The same through multi-threaded processes: on this 2-CPU machine the
+/// default is one runtime thread, so machines with more CPUs (one thread
+/// per CPU) would otherwise run a configuration no test covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplex_16_x_16mib_rayback_both_sides_with_four_worker_threads() {
+    duplex_many_with(Kind::Rayback, Kind::Rayback, Some(r#"{"workers": 4}"#)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
