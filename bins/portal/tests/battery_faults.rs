@@ -20,9 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
-    configs, public, relayed_configs, start_bridge, start_portal, wait_serving, with_members, Kind,
-};
+use common::{configs, public, relayed_configs, start_serving, wait_serving, with_members, Kind};
 use rayback_testkit::fault::Direction;
 use rayback_testkit::gauge::{alive, wait_until};
 use rayback_testkit::traffic::duplex_echo;
@@ -37,13 +35,14 @@ const IDLE_POLICY: &str = r#""policy": {"levels": {"0": {"connIdle": 3}}}"#;
 async fn tunnel_reset_serving_again_within_5s() {
     let backend = backend().await.unwrap();
     let (ports, relay, bridge_config, portal_config) = relayed_configs(backend).await.unwrap();
-    let _portal = start_portal(Kind::Rayback, &portal_config, ports)
-        .await
-        .unwrap();
-    let _bridge = start_bridge(Kind::Rayback, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (_portal, _bridge) = start_serving(
+        Kind::Rayback,
+        &portal_config,
+        Kind::Rayback,
+        &bridge_config,
+        ports,
+    )
+    .await;
     for round in 0..if common::soak() { 20 } else { 3 } {
         let accepted = relay.accepted();
         relay.reset_all();
@@ -89,13 +88,14 @@ async fn silent_backend_client_closed_by_idle_policy_others_unaffected() {
     let (ports, bridge_config, portal_config) = configs(backend).unwrap();
     let bridge_config = with_members(&bridge_config, IDLE_POLICY);
     let portal_config = with_members(&portal_config, IDLE_POLICY);
-    let _portal = start_portal(Kind::Rayback, &portal_config, ports)
-        .await
-        .unwrap();
-    let _bridge = start_bridge(Kind::Rayback, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (_portal, _bridge) = start_serving(
+        Kind::Rayback,
+        &portal_config,
+        Kind::Rayback,
+        &bridge_config,
+        ports,
+    )
+    .await;
 
     let hung: Vec<_> = (0..5)
         .map(|_| {
@@ -147,13 +147,14 @@ async fn silent_backend_client_closed_by_idle_policy_others_unaffected() {
 async fn sigterm_to_the_portal_finishes_the_transfer_refuses_new_and_exits_within_grace() {
     let backend = backend().await.unwrap();
     let (ports, bridge_config, portal_config) = configs(backend).unwrap();
-    let portal = start_portal(Kind::Rayback, &portal_config, ports)
-        .await
-        .unwrap();
-    let _bridge = start_bridge(Kind::Rayback, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (portal, _bridge) = start_serving(
+        Kind::Rayback,
+        &portal_config,
+        Kind::Rayback,
+        &bridge_config,
+        ports,
+    )
+    .await;
 
     // A paced transfer: 4 MiB in 64 KiB pieces every 50 ms (about 3.2 s),
     // full duplex, checked by SHA-256 at the end.
@@ -211,13 +212,14 @@ async fn sigterm_to_the_portal_finishes_the_transfer_refuses_new_and_exits_withi
 async fn tunnel_blackholed_bridge_redials_within_30s() {
     let backend = backend().await.unwrap();
     let (ports, relay, bridge_config, portal_config) = relayed_configs(backend).await.unwrap();
-    let _portal = start_portal(Kind::Rayback, &portal_config, ports)
-        .await
-        .unwrap();
-    let _bridge = start_bridge(Kind::Rayback, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (_portal, _bridge) = start_serving(
+        Kind::Rayback,
+        &portal_config,
+        Kind::Rayback,
+        &bridge_config,
+        ports,
+    )
+    .await;
     let accepted = relay.accepted();
     let started = Instant::now();
     relay.blackhole();
@@ -238,13 +240,14 @@ async fn tunnel_blackholed_bridge_redials_within_30s() {
 async fn bit_flip_on_the_tunnel_closes_the_connection_without_altered_bytes() {
     let backend = backend().await.unwrap();
     let (ports, relay, bridge_config, portal_config) = relayed_configs(backend).await.unwrap();
-    let _portal = start_portal(Kind::Rayback, &portal_config, ports)
-        .await
-        .unwrap();
-    let _bridge = start_bridge(Kind::Rayback, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (_portal, _bridge) = start_serving(
+        Kind::Rayback,
+        &portal_config,
+        Kind::Rayback,
+        &bridge_config,
+        ports,
+    )
+    .await;
 
     for (round, direction) in [Direction::Up, Direction::Down, Direction::Up]
         .into_iter()

@@ -29,9 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
-    public, relayed_configs, start_bridge, start_portal, wait_serving, with_members, Kind,
-};
+use common::{public, relayed_configs, start_serving, wait_serving, with_members, Kind};
 use rayback_testkit::fault::Sentinel;
 use rayback_testkit::gauge::{alive, metric, rss_kb, scrape};
 use rayback_testkit::peer::{
@@ -63,13 +61,14 @@ async fn setup() -> Setup {
         &portal_config,
         &format!(r#""rayback": {{"metrics": "{metrics}"}}"#),
     );
-    let portal = start_portal(Kind::Rayback, &portal_config, ports)
-        .await
-        .unwrap();
-    let bridge = start_bridge(Kind::Rayback, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (portal, bridge) = start_serving(
+        Kind::Rayback,
+        &portal_config,
+        Kind::Rayback,
+        &bridge_config,
+        ports,
+    )
+    .await;
     Setup {
         tunnel: SocketAddr::from(([127, 0, 0, 1], ports.tunnel)),
         public: public(ports),

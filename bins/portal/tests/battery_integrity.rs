@@ -15,7 +15,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{configs, public, soak, start_bridge, start_portal, wait_serving, with_members, Kind};
+use common::{configs, public, soak, start_serving, with_members, Kind};
 use rayback_testkit::traffic::{duplex_echo, half_close_echo};
 use rayback_testkit::{backend, seeded_bytes};
 
@@ -48,11 +48,8 @@ async fn duplex_many_with(bridge: Kind, portal: Kind, rayback: Option<&str>) {
         }
         None => (bridge_config, portal_config),
     };
-    let portal_node = start_portal(portal, &portal_config, ports).await.unwrap();
-    let bridge_node = start_bridge(bridge, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (portal_node, bridge_node) =
+        start_serving(portal, &portal_config, bridge, &bridge_config, ports).await;
     if rayback.is_some_and(|object| object.contains("workers")) {
         // The runtime really is multi-threaded: more threads than the
         // single-thread default starts.
@@ -113,13 +110,14 @@ async fn duplex_16_x_16mib_v2ray_bridge_rayback_portal() {
 async fn half_close_keeps_the_other_direction_flowing() {
     let backend = backend().await.unwrap();
     let (ports, bridge_config, portal_config) = configs(backend).unwrap();
-    let _portal = start_portal(Kind::Rayback, &portal_config, ports)
-        .await
-        .unwrap();
-    let _bridge = start_bridge(Kind::Rayback, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (_portal, _bridge) = start_serving(
+        Kind::Rayback,
+        &portal_config,
+        Kind::Rayback,
+        &bridge_config,
+        ports,
+    )
+    .await;
     // The client sends 1 MiB, shuts down its write half, and must still
     // receive all of it back (the backend echoes, then closes at EOF).
     for seed in 0..4 {

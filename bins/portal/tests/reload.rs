@@ -15,8 +15,8 @@ use common::{
     configs, connections_of, local_ports_of, portal_binary, public, start_bridge, wait_serving,
     End, Kind,
 };
+use rayback_testkit::traffic::echo_piece;
 use rayback_testkit::{backend, http_get, seeded_bytes, wait_for_port, TempDir};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 struct Killed(Child);
@@ -70,14 +70,10 @@ async fn sighup_applies_a_new_rule_and_keeps_the_tunnel_and_open_transfers() {
     // A transfer in flight across the reload.
     let mut socket = TcpStream::connect(public(ports)).await.unwrap();
     let data = seeded_bytes(11, 1 << 20);
-    socket.write_all(&data[..1 << 19]).await.unwrap();
     // Established end to end before the reload: the first half is back.
-    let mut first_half = vec![0u8; 1 << 19];
-    tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut first_half))
+    echo_piece(&mut socket, &data[..1 << 19], Duration::from_secs(10))
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(first_half, data[..1 << 19]);
 
     std::fs::write(&path, portal_routing_to(&portal_config, "closed")).unwrap();
     let hup = Command::new("kill")
@@ -103,13 +99,9 @@ async fn sighup_applies_a_new_rule_and_keeps_the_tunnel_and_open_transfers() {
     }
 
     // The transfer started before completes intact.
-    socket.write_all(&data[1 << 19..]).await.unwrap();
-    let mut got = vec![0u8; data.len() - (1 << 19)];
-    tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut got))
+    echo_piece(&mut socket, &data[1 << 19..], Duration::from_secs(10))
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(got, data[1 << 19..]);
 
     // Same tunnel connection: not re-dialled.
     assert_eq!(

@@ -15,9 +15,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{
-    configs, connections_of, public, start_bridge, start_portal, wait_serving, End, Kind, Node,
-};
+use common::{configs, connections_of, public, start_serving, End, Kind};
 use rayback_testkit::backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,13 +47,8 @@ async fn hold(public: SocketAddr, count: usize, held: &mut Vec<TcpStream>) {
 async fn growth(kind: Kind, settle: Duration) -> Vec<(usize, usize)> {
     let backend = backend().await.unwrap();
     let (ports, bridge_config, portal_config) = configs(backend).unwrap();
-    let _portal = start_portal(Kind::Rayback, &portal_config, ports)
-        .await
-        .unwrap();
-    let bridge: Node = start_bridge(kind, &bridge_config).await.unwrap();
-    wait_serving(public(ports), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (_portal, bridge) =
+        start_serving(Kind::Rayback, &portal_config, kind, &bridge_config, ports).await;
     let mut held = Vec::new();
     let mut counts = Vec::new();
     for level in [1usize, 50, 500] {

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rayback_app::Running;
 use rayback_testkit::{
-    echo_many, echo_server, exchange, free_port, seeded_bytes, sha256_hex, TempDir, V2Ray,
+    echo_many, echo_server, echo_server_on, exchange, free_port, seeded_bytes, sha256_hex, TempDir,
+    V2Ray,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -292,22 +293,6 @@ async fn blackhole_closes_or_answers_403() -> Result<()> {
         String::from_utf8_lossy(&got)
     );
     Ok(())
-}
-
-/// An echo server on 127.0.0.1:`port`.
-async fn echo_server_on(port: u16) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut reader, mut writer) = socket.split();
-                let _ = tokio::io::copy(&mut reader, &mut writer).await;
-                let _ = writer.shutdown().await;
-            });
-        }
-    });
-    Ok(addr)
 }
 
 #[tokio::test]

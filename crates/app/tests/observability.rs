@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rayback_app::{start, Running};
 use rayback_config::parse_str;
+use rayback_testkit::traffic::echo_piece;
 use rayback_testkit::{
     backend, echo_many, free_port, http_get, seed_configs, SeedPorts, BACKEND_PAGE,
 };
@@ -246,14 +247,10 @@ async fn reload_applies_a_new_rule_and_keeps_tunnels_and_open_transfers() {
     // A transfer in flight across the reload.
     let mut socket = TcpStream::connect(public).await.unwrap();
     let data = rayback_testkit::seeded_bytes(3, 1 << 20);
-    socket.write_all(&data[..1 << 19]).await.unwrap();
     // Established end to end before the reload: the first half is back.
-    let mut first_half = vec![0u8; 1 << 19];
-    tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut first_half))
+    echo_piece(&mut socket, &data[..1 << 19], Duration::from_secs(10))
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(first_half, data[..1 << 19]);
 
     let new_config = parse_str("portal.json", &portal_with_rule(&portal_config, "closed"))
         .unwrap()
@@ -269,13 +266,9 @@ async fn reload_applies_a_new_rule_and_keeps_tunnels_and_open_transfers() {
     );
 
     // The old transfer completes intact.
-    socket.write_all(&data[1 << 19..]).await.unwrap();
-    let mut got = vec![0u8; data.len() - (1 << 19)];
-    tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut got))
+    echo_piece(&mut socket, &data[1 << 19..], Duration::from_secs(10))
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(got, data[1 << 19..]);
 
     // The tunnel was not re-dialled: same connection, same portal worker.
     assert_eq!(bridge.bridges()[0].status().dials, dials);

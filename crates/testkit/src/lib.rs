@@ -175,7 +175,12 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// An echo server on 127.0.0.1 (port 0): every connection gets back what it
 /// sends, half-close respected. Runs until the runtime ends.
 pub async fn echo_server() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    echo_server_on(0).await
+}
+
+/// [`echo_server`] on 127.0.0.1:`port`.
+pub async fn echo_server_on(port: u16) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {

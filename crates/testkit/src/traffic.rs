@@ -139,6 +139,22 @@ pub async fn serve_echo(listener: TcpListener) {
     }
 }
 
+/// Writes `piece` on an open echo connection and reads as many bytes
+/// back; fails unless they are equal or when `timeout` passes first.
+/// For transfers checked in steps (e.g. half before a reload, the rest
+/// after).
+pub async fn echo_piece(socket: &mut TcpStream, piece: &[u8], timeout: Duration) -> Result<()> {
+    socket.write_all(piece).await?;
+    let mut got = vec![0u8; piece.len()];
+    tokio::time::timeout(timeout, socket.read_exact(&mut got))
+        .await
+        .context("echo did not come back in time")??;
+    if got != piece {
+        bail!("{} bytes came back altered", piece.len());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,10 +27,7 @@ use common::*;
 use rayback_core::packet::{read_packet, write_packet};
 use rayback_core::{Destination, Outbound, Policy, Session};
 use rayback_testkit::{echo_server, free_port, V2Ray};
-use rayback_vmess::{
-    FailureReason, OutboundUser, Security, UserId, VmessMetrics, VmessOutbound,
-    VmessOutboundConfig, VmessServer,
-};
+use rayback_vmess::{FailureReason, Security};
 use tokio::net::{TcpListener, UdpSocket};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -72,32 +69,6 @@ async fn v2ray_to_rayback(security: &str, legacy: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn rayback_outbound(security: Security, legacy: bool, server: SocketAddr) -> VmessOutbound {
-    let (id, alter_id) = if legacy {
-        (LEGACY_UUID, LEGACY_ALTER_ID)
-    } else {
-        (AEAD_UUID, 0)
-    };
-    VmessOutbound::new(
-        VmessOutboundConfig {
-            servers: vec![VmessServer {
-                address: server.ip().into(),
-                port: server.port(),
-                users: vec![OutboundUser {
-                    id: UserId::parse(id).unwrap(),
-                    alter_id,
-                    security,
-                    level: 0,
-                    email: String::new(),
-                }],
-            }],
-            connect_timeout: Duration::from_secs(5),
-        },
-        Arc::new(VmessMetrics::new()),
-    )
-    .unwrap()
 }
 
 /// (b): Rayback client, real v2ray server.

@@ -9,43 +9,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use rayback_core::packet::{read_packet, write_packet};
 use rayback_core::{Address, Destination, Outbound, Session};
 use rayback_testkit::{echo_server, seeded_bytes};
-use rayback_vmess::{
-    OutboundUser, Security, UserId, VmessMetrics, VmessOutbound, VmessOutboundConfig, VmessServer,
-};
+use rayback_vmess::Security;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn outbound(server: std::net::SocketAddr, security: Security, legacy: bool) -> VmessOutbound {
-    let (id, alter_id) = if legacy {
-        (LEGACY_UUID, LEGACY_ALTER_ID)
-    } else {
-        (AEAD_UUID, 0)
-    };
-    VmessOutbound::new(
-        VmessOutboundConfig {
-            servers: vec![VmessServer {
-                address: server.ip().into(),
-                port: server.port(),
-                users: vec![OutboundUser {
-                    id: UserId::parse(id).unwrap(),
-                    alter_id,
-                    security,
-                    level: 0,
-                    email: String::new(),
-                }],
-            }],
-            connect_timeout: Duration::from_secs(5),
-        },
-        Arc::new(VmessMetrics::new()),
-    )
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_echo_every_security_and_header() {
@@ -59,7 +30,7 @@ async fn tcp_echo_every_security_and_header() {
             Security::Auto,
         ] {
             for legacy in [false, true] {
-                let client = outbound(inbound.addr, security, legacy);
+                let client = rayback_outbound(security, legacy, inbound.addr);
                 let mut stream = client
                     .connect(&Session::new(Destination::from(echo)))
                     .await
@@ -102,7 +73,7 @@ async fn tcp_echo_every_security_and_header() {
 async fn mux_destination_travels_as_command_3() {
     tokio::time::timeout(Duration::from_secs(10), async {
         let inbound = start_inbound(Duration::from_secs(5)).await.unwrap();
-        let client = outbound(inbound.addr, Security::Aes128Gcm, false);
+        let client = rayback_outbound(Security::Aes128Gcm, false, inbound.addr);
         let mux = Destination::tcp(Address::Domain("v1.mux.cool".into()), 0);
         let mut stream = client.connect(&Session::new(mux.clone())).await.unwrap();
         stream.write_all(b"mux frames").await.unwrap();
@@ -129,7 +100,7 @@ async fn udp_echo_keeps_datagrams() {
             Security::ChaCha20Poly1305,
             Security::None,
         ] {
-            let client = outbound(inbound.addr, security, false);
+            let client = rayback_outbound(security, false, inbound.addr);
             let session = Session::new(Destination::udp(echo.ip().into(), echo.port()));
             let mut stream = client.connect(&session).await.unwrap();
             let mut packet = Vec::new();

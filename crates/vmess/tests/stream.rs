@@ -30,6 +30,26 @@ fn request(security: BodySecurity, options: u8, command: Command) -> RequestHead
     }
 }
 
+/// The client side of `request` over `inner`; `request_bytes` stands in
+/// for the sealed request header.
+fn client_stream(
+    request: &RequestHeader,
+    inner: DuplexStream,
+    request_bytes: Vec<u8>,
+    metrics: Arc<VmessMetrics>,
+) -> VmessStream<DuplexStream> {
+    let framing = BodyFraming::new(request.security, request.options, request.command);
+    let response_keys = DirectionKeys::response(request, HeaderMode::Aead);
+    VmessStream::client(
+        inner,
+        request_bytes,
+        ChunkSealer::new(framing, &DirectionKeys::request(request)),
+        ChunkOpener::new(framing, &response_keys),
+        ResponseDecoder::new(response_keys, HeaderMode::Aead, request.response_auth),
+        metrics,
+    )
+}
+
 /// A client and a server stream over one duplex of `capacity` bytes.
 /// `request_bytes` stands in for the sealed request header.
 fn pair(
@@ -50,14 +70,7 @@ fn pair(
         0,
         &mut response,
     );
-    let client = VmessStream::client(
-        a,
-        request_bytes,
-        ChunkSealer::new(framing, &request_keys),
-        ChunkOpener::new(framing, &response_keys),
-        ResponseDecoder::new(response_keys, HeaderMode::Aead, request.response_auth),
-        metrics.clone(),
-    );
+    let client = client_stream(request, a, request_bytes, metrics.clone());
     let server = VmessStream::server(
         b,
         &response,
@@ -197,15 +210,10 @@ fn packets_keep_their_boundaries_whatever_the_write_split() {
 async fn request_header_waits_100ms_for_payload_then_goes_alone() {
     let (a, mut peer) = duplex(1 << 16);
     let request = request(BodySecurity::Aes128Gcm, 0x0d, Command::Tcp);
-    let framing = BodyFraming::new(request.security, request.options, request.command);
-    let keys = DirectionKeys::request(&request);
-    let response_keys = DirectionKeys::response(&request, HeaderMode::Aead);
-    let mut client = VmessStream::client(
+    let mut client = client_stream(
+        &request,
         a,
         b"HEADER".to_vec(),
-        ChunkSealer::new(framing, &keys),
-        ChunkOpener::new(framing, &response_keys),
-        ResponseDecoder::new(response_keys, HeaderMode::Aead, request.response_auth),
         Arc::new(VmessMetrics::new()),
     );
     let started = tokio::time::Instant::now();
@@ -224,15 +232,10 @@ async fn request_header_waits_100ms_for_payload_then_goes_alone() {
 async fn request_header_leaves_with_the_first_payload() {
     let (a, mut peer) = duplex(1 << 16);
     let request = request(BodySecurity::None, 0x01, Command::Tcp);
-    let framing = BodyFraming::new(request.security, request.options, request.command);
-    let keys = DirectionKeys::request(&request);
-    let response_keys = DirectionKeys::response(&request, HeaderMode::Aead);
-    let mut client = VmessStream::client(
+    let mut client = client_stream(
+        &request,
         a,
         b"HEADER".to_vec(),
-        ChunkSealer::new(framing, &keys),
-        ChunkOpener::new(framing, &response_keys),
-        ResponseDecoder::new(response_keys, HeaderMode::Aead, request.response_auth),
         Arc::new(VmessMetrics::new()),
     );
     tokio::time::sleep(Duration::from_millis(30)).await;

@@ -71,6 +71,23 @@ pub async fn start_portal(kind: Kind, config: &str, ports: SeedPorts) -> Result<
     start(kind, portal_binary(), config, &[ports.public, ports.tunnel]).await
 }
 
+/// Starts a portal and a bridge and waits (up to 20 s) until a request
+/// passes through them; returns (portal, bridge).
+pub async fn start_serving(
+    portal: Kind,
+    portal_config: &str,
+    bridge: Kind,
+    bridge_config: &str,
+    ports: SeedPorts,
+) -> (Node, Node) {
+    let portal = start_portal(portal, portal_config, ports).await.unwrap();
+    let bridge = start_bridge(bridge, bridge_config).await.unwrap();
+    wait_serving(public(ports), Duration::from_secs(20))
+        .await
+        .unwrap();
+    (portal, bridge)
+}
+
 /// The seed configs with `backend` as the bridge's redirect target.
 pub fn configs(backend: SocketAddr) -> Result<(SeedPorts, String, String)> {
     let mut ports = SeedPorts::free();

@@ -17,7 +17,10 @@ use rayback_core::packet::{read_packet, write_packet};
 use rayback_core::relay::relay;
 use rayback_core::{Dispatch, Inbound, InboundContext, Network, Policy, Session, Stream, Tag};
 use rayback_testkit::{exchange, seeded_bytes, sha256_hex};
-use rayback_vmess::{ServerUser, UserId, VmessInbound, VmessInboundConfig, VmessMetrics};
+use rayback_vmess::{
+    OutboundUser, Security, ServerUser, UserId, VmessInbound, VmessInboundConfig, VmessMetrics,
+    VmessOutbound, VmessOutboundConfig, VmessServer,
+};
 use serde_json::{json, Value};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -113,6 +116,34 @@ pub async fn udp_echo_server() -> Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// A Rayback VMess client for `server`: the AEAD user, or the legacy one
+/// (alterId > 0) when `legacy`.
+pub fn rayback_outbound(security: Security, legacy: bool, server: SocketAddr) -> VmessOutbound {
+    let (id, alter_id) = if legacy {
+        (LEGACY_UUID, LEGACY_ALTER_ID)
+    } else {
+        (AEAD_UUID, 0)
+    };
+    VmessOutbound::new(
+        VmessOutboundConfig {
+            servers: vec![VmessServer {
+                address: server.ip().into(),
+                port: server.port(),
+                users: vec![OutboundUser {
+                    id: UserId::parse(id).unwrap(),
+                    alter_id,
+                    security,
+                    level: 0,
+                    email: String::new(),
+                }],
+            }],
+            connect_timeout: Duration::from_secs(5),
+        },
+        Arc::new(VmessMetrics::new()),
+    )
+    .unwrap()
 }
 
 pub fn server_users() -> Vec<ServerUser> {
