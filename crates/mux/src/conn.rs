@@ -28,14 +28,15 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rayback_core::{Destination, Network, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MuxConfig;
 use crate::error::MuxError;
-use crate::frame::{self, FrameCodec, FrameKind, SessionId, Status};
+use crate::frame::{FrameCodec, FrameKind, SessionId};
+use crate::send::{Push, SendQueue};
 use crate::server::SessionHandler;
 use crate::stream::MuxStream;
 
@@ -55,15 +56,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const KEEP_RECEIVE_CAPACITY: usize = 256 * 1024;
 /// A send buffer this large is freed once written.
 const KEEP_SEND_CAPACITY: usize = 64 * 1024;
-/// Most bytes one `poll_write` takes, so the queue's overshoot is bounded.
-pub(crate) const MAX_WRITE: usize = 64 * 1024;
-/// Bytes of control frames (Ends, KeepAlives) the queue may hold beyond
-/// `send_queue` before the reader stops reading: frames the peer provokes
-/// (an End for an unknown ID, the answer to its End) are queued without
-/// waiting, so a peer that sends them but never reads would otherwise grow
-/// the queue without bound. Past this the reader waits for the writer,
-/// which pushes back on the peer through TCP, as V2Ray does.
-const CONTROL_SLACK: usize = 64 * 1024;
 /// How long a draining connection may take to shut the carrier down.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -121,22 +113,6 @@ impl SessionState {
     }
 }
 
-/// Encoded frames waiting for the writer task.
-#[derive(Default)]
-pub(crate) struct SendQueue {
-    buf: BytesMut,
-    writer: Option<Waker>,
-    /// Sub-stream writers waiting for the queue to drain.
-    waiting: Vec<Waker>,
-    closed: bool,
-    /// Write out what is queued, shut the carrier down, close.
-    draining: bool,
-    /// The last frame in `buf` is a data-less New for this session, its
-    /// option byte at this offset: the session's first data may still ride
-    /// in it.
-    tail_new: Option<(SessionId, usize)>,
-}
-
 pub(crate) struct Sessions {
     pub(crate) map: HashMap<SessionId, Arc<SessionShared>>,
     /// Last allocated ID (client).
@@ -175,6 +151,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn new(role: Role, config: MuxConfig, max_sessions: usize) -> Arc<Connection> {
+        let send = SendQueue::new(config.send_queue, config.frame_data());
         Arc::new(Connection {
             max_sessions,
             role,
@@ -184,7 +161,7 @@ impl Connection {
                 next_id: 0,
                 closed: false,
             }),
-            send: Mutex::new(SendQueue::default()),
+            send: Mutex::new(send),
             closed: CancellationToken::new(),
             recv_buffered: AtomicUsize::new(0),
             total_opened: AtomicU64::new(0),
@@ -223,12 +200,8 @@ impl Connection {
     pub(crate) fn queue_keepalive(&self) {
         let writer = {
             let mut send = lock(&self.send);
-            if send.closed {
-                return;
-            }
-            frame::put_short_header(&mut send.buf, 0, Status::KeepAlive, 0);
-            send.tail_new = None;
-            send.writer.take()
+            send.push_keepalive();
+            send.take_writer()
         };
         wake(writer);
     }
@@ -282,7 +255,7 @@ impl Connection {
     /// Bytes held for this connection: sub-stream receive buffers plus
     /// frames queued for the carrier.
     pub(crate) fn buffered_bytes(&self) -> usize {
-        self.recv_buffered.load(Ordering::Relaxed) + lock(&self.send).buf.len()
+        self.recv_buffered.load(Ordering::Relaxed) + lock(&self.send).len()
     }
 
     /// Closes at once: every sub-stream fails (after handing out bytes it
@@ -301,25 +274,15 @@ impl Connection {
             wake(state.reader.take());
             wake(state.space.take());
         }
-        let (writer, waiting) = {
-            let mut send = lock(&self.send);
-            send.closed = true;
-            send.buf = BytesMut::new();
-            send.tail_new = None;
-            (send.writer.take(), std::mem::take(&mut send.waiting))
-        };
-        wake(writer);
-        waiting.into_iter().for_each(Waker::wake);
+        let mut woken = Vec::new();
+        lock(&self.send).close(&mut woken);
+        woken.into_iter().for_each(Waker::wake);
         self.closed.cancel();
     }
 
     /// Writes out what is queued, shuts the carrier down and closes.
     fn start_draining(&self) {
-        let writer = {
-            let mut send = lock(&self.send);
-            send.draining = true;
-            send.writer.take()
-        };
+        let writer = lock(&self.send).start_draining();
         wake(writer);
     }
 
@@ -385,15 +348,12 @@ impl Connection {
         self.total_opened.fetch_add(1, Ordering::Relaxed);
         let writer = {
             let mut send = lock(&self.send);
-            match frame::put_new_header(&mut send.buf, id, destination, None) {
-                Ok(option_at) => send.tail_new = Some((id, option_at)),
-                // Checked above; nothing was written.
-                Err(error) => {
-                    sessions.map.remove(&id);
-                    return Err(error);
-                }
+            if let Err(error) = send.push_new(id, destination) {
+                // Closed, or a domain checked above; nothing was written.
+                sessions.map.remove(&id);
+                return Err(error);
             }
-            send.writer.take()
+            send.take_writer()
         };
         drop(sessions);
         wake(writer);
@@ -419,69 +379,61 @@ impl Connection {
     pub(crate) fn queue_end(&self, id: SessionId, error: bool, half_close: bool) {
         let writer = {
             let mut send = lock(&self.send);
-            if send.closed {
-                return;
-            }
-            frame::put_end(&mut send.buf, id, error, half_close);
-            send.tail_new = None;
-            send.writer.take()
+            send.push_end(id, error, half_close);
+            send.take_writer()
         };
         wake(writer);
     }
 
-    /// Queues up to [`MAX_WRITE`] bytes of stream data for session `id`,
-    /// split into frames of at most `max_frame_data`. `Pending` (waker
-    /// registered) while the queue is over its bound.
+    /// Queues up to [`MAX_WRITE`](crate::send::MAX_WRITE) bytes of stream
+    /// data for session `id`, as much as its fair share allows, split into
+    /// frames of at most `max_frame_data`. `Pending` (waker registered)
+    /// while the queue has no room for this session ([`crate::send`]).
     pub(crate) fn poll_send_stream(
         &self,
         waker: &Waker,
         id: SessionId,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let writer = {
-            let mut send = lock(&self.send);
-            if send.closed {
-                return Poll::Ready(Err(connection_closed()));
-            }
-            if send.buf.len() >= self.config.send_queue {
-                register(&mut send.waiting, waker);
-                return Poll::Pending;
-            }
-            let data = &data[..data.len().min(MAX_WRITE)];
-            let frame_data = self.config.frame_data();
-            send.buf
-                .reserve(data.len() + 8 * data.len().div_ceil(frame_data));
-            for chunk in data.chunks(frame_data) {
-                append_data_frame(&mut send, id, chunk);
-            }
-            (send.writer.take(), data.len())
-        };
-        wake(writer.0);
-        Poll::Ready(Ok(writer.1))
+        let mut send = lock(&self.send);
+        let taken = send.push_stream(id, data);
+        self.after_push(send, taken, id, waker)
     }
 
-    /// Queues one datagram as one frame. `Pending` while the queue is over
-    /// its bound.
+    /// Queues one datagram as one frame. `Pending` while the queue has no
+    /// room for this session.
     pub(crate) fn poll_send_packet(
         &self,
         waker: &Waker,
         id: SessionId,
         packet: &[u8],
     ) -> Poll<io::Result<()>> {
-        let writer = {
-            let mut send = lock(&self.send);
-            if send.closed {
-                return Poll::Ready(Err(connection_closed()));
+        let mut send = lock(&self.send);
+        let taken = send.push_packet(id, packet);
+        self.after_push(send, taken, id, waker).map_ok(|_| ())
+    }
+
+    /// Wakes the writer after bytes were taken, or registers `waker`.
+    fn after_push(
+        &self,
+        mut send: MutexGuard<'_, SendQueue>,
+        push: Push,
+        id: SessionId,
+        waker: &Waker,
+    ) -> Poll<io::Result<usize>> {
+        match push {
+            Push::Taken(taken) => {
+                let writer = send.take_writer();
+                drop(send);
+                wake(writer);
+                Poll::Ready(Ok(taken))
             }
-            if send.buf.len() >= self.config.send_queue {
-                register(&mut send.waiting, waker);
-                return Poll::Pending;
+            Push::Full => {
+                send.wait(id, waker);
+                Poll::Pending
             }
-            append_data_frame(&mut send, id, packet);
-            send.writer.take()
-        };
-        wake(writer);
-        Poll::Ready(Ok(()))
+            Push::Closed => Poll::Ready(Err(connection_closed())),
+        }
     }
 
     async fn write_loop(
@@ -489,7 +441,10 @@ impl Connection {
         mut carrier: WriteHalf<Stream>,
         idle_timeout: Option<Duration>,
     ) -> io::Result<()> {
-        let mut batch = BytesMut::new();
+        // Control frames (with small data behind them), then data.
+        let mut first = BytesMut::new();
+        let mut second = BytesMut::new();
+        let mut woken = Vec::new();
         let idle_check = idle_timeout.filter(|_| self.role == Role::Client);
         let mut tick = pin!(tokio::time::sleep(
             idle_check.unwrap_or(Duration::from_secs(86400))
@@ -497,18 +452,15 @@ impl Connection {
         loop {
             let next = poll_fn(|cx| {
                 let mut send = lock(&self.send);
-                if !send.buf.is_empty() {
-                    std::mem::swap(&mut send.buf, &mut batch);
-                    send.tail_new = None;
-                    let waiting = std::mem::take(&mut send.waiting);
+                if send.take(&mut first, &mut second, &mut woken) {
                     drop(send);
-                    waiting.into_iter().for_each(Waker::wake);
+                    woken.drain(..).for_each(Waker::wake);
                     return Poll::Ready(Some(()));
                 }
-                if send.closed || send.draining {
+                if send.is_closed() || send.is_draining() {
                     return Poll::Ready(None);
                 }
-                send.writer = Some(cx.waker().clone());
+                send.wait_writer(cx.waker());
                 Poll::Pending
             });
             tokio::select! {
@@ -516,12 +468,17 @@ impl Connection {
                     if next.is_none() {
                         break;
                     }
-                    carrier.write_all(&batch).await?;
+                    carrier.write_all(&first).await?;
+                    if !second.is_empty() {
+                        carrier.write_all(&second).await?;
+                    }
                     carrier.flush().await?;
-                    if batch.capacity() > KEEP_SEND_CAPACITY {
-                        batch = BytesMut::new();
-                    } else {
-                        batch.clear();
+                    for buffer in [&mut first, &mut second] {
+                        if buffer.capacity() > KEEP_SEND_CAPACITY {
+                            *buffer = BytesMut::new();
+                        } else {
+                            buffer.clear();
+                        }
                     }
                 }
                 () = &mut tick, if idle_check.is_some() => {
@@ -534,7 +491,7 @@ impl Connection {
                 }
             }
         }
-        if lock(&self.send).draining {
+        if lock(&self.send).is_draining() {
             let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, carrier.shutdown()).await;
         }
         Ok(())
@@ -595,17 +552,16 @@ impl Connection {
         }
     }
 
-    /// Waits while the send queue is over `send_queue` + [`CONTROL_SLACK`]
-    /// (see there), so frames the next decoded frame may provoke cannot
-    /// pile up without bound.
+    /// Waits while the answers queued since the writer's last take are
+    /// over [`ANSWER_SLACK`](crate::send::ANSWER_SLACK) (see there), so frames the next decoded frame
+    /// may provoke cannot pile up without bound.
     async fn wait_for_control_room(&self) {
-        let limit = self.config.send_queue + CONTROL_SLACK;
         poll_fn(|cx| {
             let mut send = lock(&self.send);
-            if send.closed || send.buf.len() < limit {
+            if !send.answers_full() {
                 return Poll::Ready(());
             }
-            register(&mut send.waiting, cx.waker());
+            send.wait_reader(cx.waker());
             Poll::Pending
         })
         .await;
@@ -854,27 +810,6 @@ impl RecvBuffer {
             self.chunks = VecDeque::new();
         }
         moved
-    }
-}
-
-/// Appends one data frame: into the session's still-unsent New when it is
-/// the last frame queued, else as a Keep.
-fn append_data_frame(send: &mut SendQueue, id: SessionId, chunk: &[u8]) {
-    match send.tail_new.take() {
-        Some((new_id, option_at)) if new_id == id => {
-            frame::set_option_data(&mut send.buf, option_at)
-        }
-        _ => {
-            frame::put_short_header(&mut send.buf, id, frame::Status::Keep, frame::OPTION_DATA);
-        }
-    }
-    send.buf.put_u16(chunk.len() as u16);
-    send.buf.extend_from_slice(chunk);
-}
-
-fn register(waiting: &mut Vec<Waker>, waker: &Waker) {
-    if !waiting.iter().any(|w| w.will_wake(waker)) {
-        waiting.push(waker.clone());
     }
 }
 

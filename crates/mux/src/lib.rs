@@ -14,6 +14,7 @@
 //! | [`stream`] | [`MuxStream`]: one sub-stream as `AsyncRead + AsyncWrite` |
 //! | [`outbound`] | [`MuxOutbound`]: a pool of client connections behind an `Outbound` |
 //! | [`config`] | buffer bounds, timeouts, limits |
+//! | `send` (private) | sans-IO send queue: fair admission, control frames first |
 //!
 //! # One connection, two tasks
 //!
@@ -23,6 +24,21 @@
 //! (frames of many sub-streams batched together), then flushes. Sub-stream
 //! writes encode frames straight into the shared queue: no allocation and
 //! no channel message per frame.
+//!
+//! # Sharing the send direction
+//!
+//! The queue admits writers per batch (the private `send` module has the
+//! rules): a sub-stream's first write into a batch is always taken while
+//! the queue is under [`MuxConfig::send_queue`], a sub-stream already in
+//! the batch stops at its share of three quarters of it, sub-streams that
+//! found no room are woken oldest first, and New, KeepAlive and Ends leave
+//! ahead of the batch's data (an End never ahead of its own sub-stream's
+//! data). So a bulk transfer cannot keep a request, a datagram or a new
+//! connection's first bytes out of the carrier for longer than one batch
+//! (≤ `send_queue` + 64 KiB), on a one-thread runtime too. V2Ray 4.34
+//! gets its fairness from Go's scheduler instead: every sub-stream's
+//! goroutine writes 8 KiB frames into one small shared pipe (16 KiB in
+//! the reverse proxy), each waiting its turn at the pipe's lock.
 //!
 //! # Head-of-line blocking, and what Rayback does about it
 //!
@@ -45,6 +61,17 @@
 //! * if the buffer stays full for [`MuxConfig::stall_timeout`] (default
 //!   30 s), the stuck sub-stream is ended with End+error and the others
 //!   resume. One stuck consumer costs the others at most that long.
+//!
+//! What a slow consumer does to the others, then: a consumer slower than
+//! the sender, but moving, costs the other sub-streams on the connection
+//! the time the carrier is not read while its 256 KiB buffer is full, i.e.
+//! they run at the slow one's pace while it has data in flight; a stopped
+//! one holds them for at most `stall_timeout`. A consumer that keeps up
+//! costs nothing: sub-streams with room are served frame by frame in the
+//! order the sender interleaved them. In V2Ray 4.34 each sub-stream's
+//! pipe holds 64–512 KiB and a full one blocks the connection's reader
+//! with no timeout, so a stopped consumer holds every other sub-stream
+//! until it resumes or its connection idles out.
 //!
 //! Anything better (per-stream credit, window updates) would need frames
 //! V2Ray does not know, so it is out of reach while staying compatible. The
@@ -75,6 +102,7 @@ mod conn;
 pub mod error;
 pub mod frame;
 pub mod outbound;
+mod send;
 pub mod server;
 pub mod stream;
 

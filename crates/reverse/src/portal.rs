@@ -169,8 +169,10 @@ impl Portal {
     }
 
     /// The live, non-draining tunnel connection with the fewest active
-    /// sessions, ties to the oldest; a draining one only if nothing else
-    /// is left. Closed connections are never picked.
+    /// sessions, ties to the one with fewer bytes buffered (a tunnel busy
+    /// with a bulk transfer counts one session but a full queue), then to
+    /// the oldest; a draining one only if nothing else is left. Closed
+    /// connections are never picked.
     fn pick(&self) -> Option<Arc<Worker>> {
         let mut workers = self.workers.lock().expect("not poisoned");
         workers.retain(|worker| !worker.client.is_closed());
@@ -179,7 +181,12 @@ impl Portal {
             workers
                 .iter()
                 .filter(|worker| worker.is_usable() == usable && worker.has_room(max_streams))
-                .min_by_key(|worker| worker.client.active_sessions())
+                .min_by_key(|worker| {
+                    (
+                        worker.client.active_sessions(),
+                        worker.client.buffered_bytes(),
+                    )
+                })
                 .cloned()
         };
         least(true).or_else(|| least(false))
