@@ -143,3 +143,73 @@ fn every_library_module_opens_with_a_doc_comment() {
         undocumented.join("\n")
     );
 }
+
+/// What a sans-IO module must not contain: sockets, files, clocks, tasks,
+/// sleeping or awaiting. (Wakers are plain `std::task` values and allowed:
+/// the send queue hands them back for its driver to wake.)
+const IO_MARKERS: &[&str] = &[
+    "tokio::io",
+    "tokio::net",
+    "tokio::time",
+    "tokio::spawn",
+    "tokio::task",
+    "tokio::sync",
+    "std::net::Tcp",
+    "std::net::Udp",
+    "std::fs",
+    "std::thread",
+    "Instant::now",
+    "SystemTime::now",
+    ".await",
+    "async fn",
+];
+
+/// The sans-IO modules: the codecs and state machines of STYLE.md, which
+/// take bytes, `now` and randomness as inputs and leave sockets, clocks
+/// and tasks to their drivers.
+const SANS_IO: &[&str] = &[
+    "crates/mux/src/frame.rs",
+    "crates/mux/src/send.rs",
+    "crates/vmess/src/body.rs",
+    "crates/vmess/src/header.rs",
+    "crates/vmess/src/server.rs",
+    "crates/reverse/src/control.rs",
+];
+
+/// Each sans-IO module says so in its opening doc and stays free of IO, so
+/// it can be unit-tested, fuzzed and benchmarked without a runtime. Test
+/// modules inside are not checked.
+#[test]
+fn sans_io_modules_do_no_io() {
+    let root = workspace_root();
+    let mut wrong = Vec::new();
+    for name in SANS_IO {
+        let text = std::fs::read_to_string(root.join(name)).unwrap();
+        let opening = text
+            .lines()
+            .take_while(|line| line.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase();
+        if !opening.contains("sans-io") {
+            wrong.push(format!("{name}: its opening doc does not say sans-IO"));
+        }
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (number, line) in code.lines().enumerate() {
+            let line = line.trim_start();
+            if line.starts_with("//") {
+                continue;
+            }
+            for marker in IO_MARKERS {
+                if line.contains(marker) {
+                    wrong.push(format!("{name}:{}: {marker}", number + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "IO in sans-IO modules:\n{}",
+        wrong.join("\n")
+    );
+}
