@@ -15,19 +15,23 @@
 //! |---|---|
 //! | `iperf3 -s` (a fresh one per setup and round) | iperf3 1 stream, 8 streams; CPU per GiB during the 1-stream run |
 //! | the web server of `web.rs` (`/1k`, `/1m`) | wrk keep-alive and `Connection: close`, curl first byte, RSS idle and per held connection |
+//! | testkit's `fairness_backend` (echo, sink, source) | a 1 KiB echo every 10 ms on one keep-alive connection, with the tunnel idle and beside one bulk upload through the same public port (so on the same tunnel): echo p50/p99, exchanges done, the bulk's Gbit/s |
 //!
 //! Each round runs every setup once, one after the other (so that the
-//! machine's noise spreads over all of them), and each setup runs twice:
-//! once with its tunnel aimed at iperf3, once aimed at the web server, with
-//! the seed page's configurations only re-ported (freedom's `redirect` names
-//! one backend). Cells are medians over the rounds. Results go to
+//! machine's noise spreads over all of them), and each setup runs three
+//! times: with its tunnel aimed at iperf3, at the web server, and at the
+//! fairness backend, with the seed page's configurations only re-ported
+//! (freedom's `redirect` names one backend). Every setup runs every phase,
+//! `rayback-2t` (Rayback with two runtime threads) included. Cells are
+//! medians over the rounds. Results go to
 //! `target/bench/results.md` and `target/bench/chart.svg`; configs and logs
 //! of the last round to `target/bench/work/`.
 //!
 //! It exits non-zero only when a setup does not work at all for some
 //! workload (no run of it produced a number); poor numbers are not errors.
 //! It is not a load generator of its own: the numbers are iperf3's, wrk's
-//! and curl's.
+//! and curl's, except the fairness rows, which are testkit's
+//! `measure_fairness` (the probe the fairness battery test asserts on).
 
 mod report;
 mod setup;
@@ -39,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rayback_testkit::fairness::{self, Bulk, FairnessPlan, FairnessReport, Probe};
 use rayback_testkit::{free_port, wait_for_port, workspace_root};
 
 use crate::web;
@@ -118,6 +123,8 @@ struct Plan {
     wrk_seconds: u32,
     first_byte_requests: usize,
     held_connections: usize,
+    /// The fairness probe's window, idle and beside the bulk each.
+    fairness_probe: Duration,
 }
 
 impl Plan {
@@ -128,6 +135,7 @@ impl Plan {
                 wrk_seconds: 1,
                 first_byte_requests: 20,
                 held_connections: 100,
+                fairness_probe: Duration::from_secs(1),
             }
         } else {
             Plan {
@@ -135,6 +143,7 @@ impl Plan {
                 wrk_seconds: 5,
                 first_byte_requests: 200,
                 held_connections: 1000,
+                fairness_probe: Duration::from_secs(4),
             }
         }
     }
@@ -142,13 +151,16 @@ impl Plan {
     fn describe(&self) -> String {
         format!(
             "iperf3 `-t {}` with 1 and 8 streams; wrk `-t{} -c{} -d{}s` on /1k (keep-alive and `Connection: close`) \
-             and /1m; curl first byte over {} fresh connections; {} idle connections held for RSS",
+             and /1m; curl first byte over {} fresh connections; {} idle connections held for RSS; \
+             a 1 KiB echo every 10 ms on one keep-alive connection for {} s, tunnel idle, then beside one bulk \
+             upload (64 KiB writes) through the same public port",
             self.iperf_seconds,
             workload::WRK_THREADS,
             workload::WRK_CONNECTIONS,
             self.wrk_seconds,
             self.first_byte_requests,
-            self.held_connections
+            self.held_connections,
+            self.fairness_probe.as_secs_f64()
         )
     }
 }
@@ -180,7 +192,7 @@ async fn bench(
         .filter(|kind| options.wants(*kind))
         .collect();
 
-    let rayback = if setups.contains(&SetupKind::Rayback) {
+    let rayback = if setups.iter().any(|kind| kind.is_rayback()) {
         match build_rayback(root, options.dev_build).await {
             Ok(dir) => Some(dir),
             Err(error) => {
@@ -239,11 +251,13 @@ async fn bench(
     };
     let plan = Plan::new(options.quick);
     let web_addr = web::serve(0).await?;
+    let fairness_addr = fairness::fairness_backend().await?;
     let context = BenchContext {
         tools: &tools,
         programs: &programs,
         plan: &plan,
         web: web_addr,
+        fairness: fairness_addr,
         work: out_dir.join("work"),
         ticks_per_second: clock_ticks_per_second(),
     };
@@ -255,6 +269,7 @@ async fn bench(
             eprintln!("==> round {round}/{}: {}", options.runs, setup.title());
             context.phase(*setup, Phase::Iperf, &mut results).await;
             context.phase(*setup, Phase::Http, &mut results).await;
+            context.phase(*setup, Phase::Fairness, &mut results).await;
         }
     }
 
@@ -313,6 +328,7 @@ async fn bench(
 enum Phase {
     Iperf,
     Http,
+    Fairness,
 }
 
 impl Phase {
@@ -320,6 +336,7 @@ impl Phase {
         match self {
             Phase::Iperf => "iperf",
             Phase::Http => "http",
+            Phase::Fairness => "fairness",
         }
     }
 
@@ -335,6 +352,14 @@ impl Phase {
                 Metric::FirstByteMedian,
                 Metric::FirstByteP99,
             ],
+            Phase::Fairness => &[
+                Metric::EchoIdleP50,
+                Metric::EchoIdleP99,
+                Metric::EchoBulkP50,
+                Metric::EchoBulkP99,
+                Metric::EchoBulkDone,
+                Metric::BulkBesideEcho,
+            ],
         }
     }
 }
@@ -345,6 +370,8 @@ struct BenchContext<'a> {
     programs: &'a Programs,
     plan: &'a Plan,
     web: SocketAddr,
+    /// testkit's fairness backend (echo, sink, source by first byte).
+    fairness: SocketAddr,
     work: PathBuf,
     ticks_per_second: f64,
 }
@@ -361,6 +388,33 @@ fn record(results: &mut Results, setup: SetupKind, metric: Metric, outcome: Resu
             eprintln!("    {:<28} FAILED: {why}", metric.label());
             results.fail(setup, metric, &why);
         }
+    }
+}
+
+/// Which figure of a fairness report a row takes.
+type ReportFigure = fn(&FairnessReport) -> f64;
+
+/// Records one row per `(metric, figure)` of a fairness probe's outcome; a
+/// failed probe fails every row with its reason.
+fn record_report(
+    results: &mut Results,
+    setup: SetupKind,
+    outcome: &Result<FairnessReport>,
+    rows: &[(Metric, ReportFigure)],
+) {
+    for (metric, value_of) in rows {
+        let value = match outcome {
+            Ok(report) => {
+                let value = value_of(report);
+                if value.is_finite() {
+                    Ok(value)
+                } else {
+                    Err(anyhow::anyhow!("no exchange came back: {report}"))
+                }
+            }
+            Err(error) => Err(anyhow::anyhow!("{error:#}")),
+        };
+        record(results, setup, *metric, value);
     }
 }
 
@@ -427,7 +481,57 @@ impl BenchContext<'_> {
         match phase {
             Phase::Iperf => self.iperf_phase(setup, dir, results).await,
             Phase::Http => self.http_phase(setup, dir, results).await,
+            Phase::Fairness => self.fairness_phase(setup, dir, results).await,
         }
+    }
+
+    /// The paced 1 KiB echo through the tunnel, first alone, then beside
+    /// one bulk upload on the same public port (so on the same tunnel).
+    async fn fairness_phase(
+        &self,
+        setup: SetupKind,
+        dir: &Path,
+        results: &mut Results,
+    ) -> Result<()> {
+        let mut tunnel = Tunnel::start(setup, self.fairness.port(), self.programs, dir).await?;
+        fairness::wait_echo(tunnel.public, READY_LIMIT).await?;
+        let settle = Duration::from_millis(300);
+        tokio::time::sleep(settle).await;
+        let public = tunnel.public;
+        let window = self.plan.fairness_probe;
+        let measure = |bulk| async move {
+            fairness::measure_fairness(&FairnessPlan::new(public, bulk, Probe::Tcp, window)).await
+        };
+        let idle = twice("fairness probe, tunnel idle", || measure(Bulk::None)).await;
+        record_report(
+            results,
+            setup,
+            &idle,
+            &[
+                (Metric::EchoIdleP50, |report| report.p50_ms),
+                (Metric::EchoIdleP99, |report| report.p99_ms),
+            ],
+        );
+        tokio::time::sleep(settle).await;
+        let beside = twice("fairness probe beside a bulk upload", || {
+            measure(Bulk::Upload)
+        })
+        .await;
+        if let Ok(report) = &beside {
+            eprintln!("    beside a bulk upload: {report}");
+        }
+        record_report(
+            results,
+            setup,
+            &beside,
+            &[
+                (Metric::EchoBulkP50, |report| report.p50_ms),
+                (Metric::EchoBulkP99, |report| report.p99_ms),
+                (Metric::EchoBulkDone, FairnessReport::done_percent),
+                (Metric::BulkBesideEcho, |report| report.bulk_gbit_s),
+            ],
+        );
+        tunnel.check_alive()
     }
 
     async fn iperf_phase(&self, setup: SetupKind, dir: &Path, results: &mut Results) -> Result<()> {

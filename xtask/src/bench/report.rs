@@ -29,10 +29,16 @@ pub enum Metric {
     RssIdle,
     RssPerConnection,
     CpuPerGiB,
+    EchoIdleP50,
+    EchoIdleP99,
+    EchoBulkP50,
+    EchoBulkP99,
+    EchoBulkDone,
+    BulkBesideEcho,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 16] = [
         Metric::Iperf1,
         Metric::Iperf8,
         Metric::HttpKeepAlive,
@@ -43,6 +49,12 @@ impl Metric {
         Metric::RssIdle,
         Metric::RssPerConnection,
         Metric::CpuPerGiB,
+        Metric::EchoIdleP50,
+        Metric::EchoIdleP99,
+        Metric::EchoBulkP50,
+        Metric::EchoBulkP99,
+        Metric::EchoBulkDone,
+        Metric::BulkBesideEcho,
     ];
 
     /// The table's first column.
@@ -58,6 +70,12 @@ impl Metric {
             Metric::RssIdle => "RSS idle both sides MiB",
             Metric::RssPerConnection => "RSS per held conn KiB",
             Metric::CpuPerGiB => "CPU s per GiB (1 stream)",
+            Metric::EchoIdleP50 => "1 KiB echo p50 ms, tunnel idle",
+            Metric::EchoIdleP99 => "1 KiB echo p99 ms, tunnel idle",
+            Metric::EchoBulkP50 => "1 KiB echo p50 ms beside a bulk upload",
+            Metric::EchoBulkP99 => "1 KiB echo p99 ms beside a bulk upload",
+            Metric::EchoBulkDone => "exchanges done % beside a bulk upload",
+            Metric::BulkBesideEcho => "bulk Gbit/s during the probe",
         }
     }
 
@@ -74,6 +92,12 @@ impl Metric {
             Metric::RssIdle => ["RSS", "idle"],
             Metric::RssPerConnection => ["RSS per", "held conn"],
             Metric::CpuPerGiB => ["CPU s", "per GiB"],
+            Metric::EchoIdleP50 => ["echo p50", "idle"],
+            Metric::EchoIdleP99 => ["echo p99", "idle"],
+            Metric::EchoBulkP50 => ["echo p50", "beside bulk"],
+            Metric::EchoBulkP99 => ["echo p99", "beside bulk"],
+            Metric::EchoBulkDone => ["echoes done", "beside bulk"],
+            Metric::BulkBesideEcho => ["bulk", "beside echo"],
         }
     }
 
@@ -85,6 +109,8 @@ impl Metric {
                 | Metric::HttpKeepAlive
                 | Metric::HttpNewConnection
                 | Metric::Http1MiB
+                | Metric::EchoBulkDone
+                | Metric::BulkBesideEcho
         )
     }
 
@@ -343,7 +369,9 @@ fn one_line(text: &str) -> String {
 }
 
 /// Colours of the setups' bars, in `SetupKind::ALL` order.
-const COLOURS: [&str; 5] = ["#9e9e9e", "#d62728", "#1f77b4", "#2ca02c", "#98df8a"];
+const COLOURS: [&str; 6] = [
+    "#9e9e9e", "#d62728", "#ff9896", "#1f77b4", "#2ca02c", "#98df8a",
+];
 
 fn colour(setup: SetupKind) -> &'static str {
     let index = SetupKind::ALL

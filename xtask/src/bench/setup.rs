@@ -7,8 +7,9 @@
 //! | setup | processes | configuration |
 //! |---|---|---|
 //! | direct | none | the workload connects to the backend itself |
-//! | Rayback | `target/release/portal`, `target/release/bridge` | the seed page's configs, ports moved (`seed_configs`) |
-//! | v2ray | `/usr/bin/v2ray` twice | the same two files, unchanged otherwise |
+//! | Rayback | `target/release/portal`, `target/release/bridge` | the seed page's configs, ports moved (`seed_configs`); the default runtime (one thread on 1–2 CPUs, else one per CPU) |
+//! | Rayback 2 threads (`rayback-2t`) | the same | the same plus `"rayback": {"workers": 2}` in both files: two runtime threads on any machine |
+//! | v2ray | `/usr/bin/v2ray` twice | the seed page's two files, unchanged otherwise (no `rayback` key) |
 //! | rathole | `rathole` server and client | generated TOML: one service to the backend, TCP transport |
 //! | rathole noise | the same | plus `transport.type = "noise"` (Noise_NK, key from `rathole --genkey`) |
 //!
@@ -28,15 +29,17 @@ use super::system::{cpu_ticks, rss_kib, Daemon};
 pub enum SetupKind {
     Direct,
     Rayback,
+    RaybackTwoThreads,
     V2Ray,
     Rathole,
     RatholeNoise,
 }
 
 impl SetupKind {
-    pub const ALL: [SetupKind; 5] = [
+    pub const ALL: [SetupKind; 6] = [
         SetupKind::Direct,
         SetupKind::Rayback,
+        SetupKind::RaybackTwoThreads,
         SetupKind::V2Ray,
         SetupKind::Rathole,
         SetupKind::RatholeNoise,
@@ -47,6 +50,7 @@ impl SetupKind {
         match self {
             SetupKind::Direct => "direct",
             SetupKind::Rayback => "rayback",
+            SetupKind::RaybackTwoThreads => "rayback-2t",
             SetupKind::V2Ray => "v2ray",
             SetupKind::Rathole => "rathole",
             SetupKind::RatholeNoise => "rathole-noise",
@@ -58,6 +62,7 @@ impl SetupKind {
         match self {
             SetupKind::Direct => "direct",
             SetupKind::Rayback => "Rayback",
+            SetupKind::RaybackTwoThreads => "Rayback 2 threads",
             SetupKind::V2Ray => "v2ray 4.34",
             SetupKind::Rathole => "rathole plain",
             SetupKind::RatholeNoise => "rathole noise",
@@ -66,6 +71,11 @@ impl SetupKind {
 
     pub fn parse(name: &str) -> Option<SetupKind> {
         SetupKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Whether the setup runs Rayback's own binaries.
+    pub fn is_rayback(self) -> bool {
+        matches!(self, SetupKind::Rayback | SetupKind::RaybackTwoThreads)
     }
 
     /// Whether the setup has tunnel processes whose memory and CPU count.
@@ -143,15 +153,25 @@ impl Tunnel {
                 public: SocketAddr::from(([127, 0, 0, 1], backend_port)),
                 daemons: Vec::new(),
             },
-            SetupKind::Rayback => {
+            SetupKind::Rayback | SetupKind::RaybackTwoThreads => {
                 let bin = programs
                     .rayback
                     .as_ref()
                     .context("the Rayback binaries were not built")?;
-                start_seed_pair(&bin.join("bridge"), &bin.join("portal"), backend_port, dir)?
+                let members = match kind {
+                    SetupKind::RaybackTwoThreads => Some(TWO_THREADS),
+                    _ => None,
+                };
+                start_seed_pair(
+                    &bin.join("bridge"),
+                    &bin.join("portal"),
+                    members,
+                    backend_port,
+                    dir,
+                )?
             }
             SetupKind::V2Ray => {
-                start_seed_pair(&programs.v2ray, &programs.v2ray, backend_port, dir)?
+                start_seed_pair(&programs.v2ray, &programs.v2ray, None, backend_port, dir)?
             }
             SetupKind::Rathole | SetupKind::RatholeNoise => {
                 let rathole = programs
@@ -205,11 +225,25 @@ impl Tunnel {
     }
 }
 
+/// The top-level member `rayback-2t` adds to both of its files.
+const TWO_THREADS: &str = r#""rayback": {"workers": 2}"#;
+
+/// `config` (a seed file, whose top-level object opens on a line of its
+/// own) with the top-level `members` (JSON text without braces) added.
+pub fn with_members(config: &str, members: &str) -> Result<String> {
+    if config.matches("\n{\n").count() != 1 {
+        bail!("the seed config has no top-level object opening on a line of its own");
+    }
+    Ok(config.replacen("\n{\n", &format!("\n{{\n  {members},\n"), 1))
+}
+
 /// The seed page's bridge and portal, run by `bridge_program` and
-/// `portal_program` (Rayback's two binaries, or v2ray for both).
+/// `portal_program` (Rayback's two binaries, or v2ray for both), with
+/// `members` added at the top level of both files when given.
 fn start_seed_pair(
     bridge_program: &Path,
     portal_program: &Path,
+    members: Option<&str>,
     backend_port: u16,
     dir: &Path,
 ) -> Result<Tunnel> {
@@ -218,7 +252,11 @@ fn start_seed_pair(
         tunnel: free_port(),
         service: backend_port,
     };
-    let (bridge_config, portal_config) = seed_configs(ports)?;
+    let (mut bridge_config, mut portal_config) = seed_configs(ports)?;
+    if let Some(members) = members {
+        bridge_config = with_members(&bridge_config, members)?;
+        portal_config = with_members(&portal_config, members)?;
+    }
     let bridge_path = dir.join("bridge.json");
     let portal_path = dir.join("portal.json");
     std::fs::write(&bridge_path, bridge_config)?;
@@ -318,6 +356,36 @@ mod tests {
             assert_eq!(SetupKind::parse(kind.name()), Some(kind));
         }
         assert_eq!(SetupKind::parse("xray"), None);
+        assert_eq!(
+            SetupKind::parse("rayback-2t"),
+            Some(SetupKind::RaybackTwoThreads)
+        );
+    }
+
+    #[test]
+    fn two_threads_go_into_both_seed_files_as_valid_json() {
+        let ports = SeedPorts {
+            public: 1001,
+            tunnel: 1002,
+            service: 1003,
+        };
+        let (bridge, portal) = seed_configs(ports).expect("seed configs");
+        for config in [bridge, portal] {
+            let changed = with_members(&config, TWO_THREADS).expect("members added");
+            // The seed files have comments: strip them to parse the JSON.
+            let json: String = changed
+                .lines()
+                .map(|line| match line.find("//") {
+                    Some(at) => &line[..at],
+                    None => line,
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+            assert_eq!(value["rayback"]["workers"], 2);
+            assert!(value.get("reverse").is_some());
+        }
+        assert!(with_members("{}", TWO_THREADS).is_err());
     }
 
     #[test]

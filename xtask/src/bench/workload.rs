@@ -11,6 +11,7 @@
 //! | HTTP 1 KiB / 1 MiB | `wrk -t2 -c50 -dS [-H "Connection: close"]` | `Requests/sec:` |
 //! | first byte | one `curl` over N URLs, `Connection: close` | `%{time_starttransfer}` of transfers with `%{num_connects}` = 1 |
 //! | held connections | N sockets sending half a request | established sockets on the backend's port |
+//! | fairness (in `bench.rs`) | testkit's `measure_fairness`: a 1 KiB echo every 10 ms on one connection, idle and beside one bulk upload | p50/p99 of the echo's waits, exchanges done of planned, the bulk's bytes over the window |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
