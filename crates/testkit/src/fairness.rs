@@ -21,10 +21,12 @@
 //! for [`BULK_WARM_UP`] so that it saturates the tunnel, then runs one
 //! paced probe for [`FairnessPlan::duration`]: every
 //! [`FairnessPlan::interval`] it sends [`FairnessPlan::size`] seeded bytes
-//! and waits for exactly those bytes back. An exchange that overruns its
-//! tick makes the probe skip the ticks it missed (no burst to catch up),
-//! so a stalled tunnel shows as fewer exchanges done, not as a queue of
-//! them. It measures; judging the figures is the caller's job.
+//! and waits for exactly those bytes back, one exchange at a time. The
+//! next one leaves an interval after the previous one left, or at once if
+//! the previous one took longer (never a burst to catch up), so a stalled
+//! tunnel shows as fewer exchanges done, not as a queue of them: as the
+//! issue measured it, an exchange costs `max(interval, its latency)`. It
+//! measures; judging the figures is the caller's job.
 //!
 //! Loopback only, and every wait is bounded: by the probe window, by
 //! [`CONNECT_TIMEOUT`], or by [`UDP_LOSS_TIMEOUT`].
@@ -122,12 +124,12 @@ pub struct FairnessReport {
     /// Exchanges whose bytes came back complete and unaltered in the window.
     pub done: usize,
     /// UDP datagrams given up after [`UDP_LOSS_TIMEOUT`] (always 0 for TCP).
-    /// They are not done and have no latency.
+    /// They are not done; their latency is the time given up after.
     pub lost: usize,
     /// Median, 99th percentile (nearest rank) and maximum of the latencies,
-    /// in ms: those of the completed exchanges plus, for an exchange still
-    /// waiting when the window closed, its wait so far. NaN when there is
-    /// no latency at all.
+    /// in ms: those of the completed exchanges, of lost datagrams (the
+    /// loss timeout) and, for an exchange still waiting when the window
+    /// closed, its wait so far. NaN when there is no latency at all.
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -280,23 +282,28 @@ async fn probe_window(plan: &FairnessPlan, counter: &AtomicU64) -> Result<Fairne
     let planned = planned_exchanges(plan.duration, plan.interval);
     let mut latencies = Vec::with_capacity(planned);
     let (mut done, mut lost) = (0, 0);
-    let mut tick = 0;
-    while (tick as usize) < planned {
-        let send_at = start + plan.interval * tick;
+    let mut sequence = 0;
+    let mut send_at = start;
+    while send_at < end && done + lost < planned {
         tokio::time::sleep_until(send_at).await;
         let sent = Instant::now();
-        match probe.exchange(tick, plan.size, end).await? {
+        match probe.exchange(sequence, plan.size, end).await? {
             Outcome::Done => {
                 done += 1;
                 latencies.push(ms(sent.elapsed()));
             }
-            Outcome::Lost => lost += 1,
+            Outcome::Lost => {
+                // It waited that long for nothing: the worst case counts it.
+                lost += 1;
+                latencies.push(ms(sent.elapsed()));
+            }
             Outcome::WindowClosed => {
                 latencies.push(ms(end.saturating_duration_since(sent)));
                 break;
             }
         }
-        tick = next_tick(tick + 1, start.elapsed(), plan.interval);
+        sequence += 1;
+        send_at = next_send(sent, Instant::now(), plan.interval);
     }
     tokio::time::sleep_until(end).await;
     let bulk_bytes = counter.load(Ordering::Relaxed) - bytes_before;
@@ -323,12 +330,10 @@ pub fn planned_exchanges(duration: Duration, interval: Duration) -> usize {
     (duration.as_nanos() / interval.as_nanos().max(1)) as usize
 }
 
-/// The tick to send at next: the first one at or after `elapsed`, and never
-/// before `earliest` (the tick after the last one sent). Ticks missed while
-/// an exchange overran are skipped, never sent in a burst.
-pub fn next_tick(earliest: u32, elapsed: Duration, interval: Duration) -> u32 {
-    let caught_up = elapsed.as_nanos().div_ceil(interval.as_nanos().max(1));
-    earliest.max(u32::try_from(caught_up).unwrap_or(u32::MAX))
+/// When to send the next exchange: an interval after the previous one was
+/// sent, or `now` if that has passed (an overrun is not caught up later).
+pub fn next_send(previous: Instant, now: Instant, interval: Duration) -> Instant {
+    (previous + interval).max(now)
 }
 
 /// The nearest-rank percentile `p` (0 < p <= 100) of `values`; NaN when
@@ -554,16 +559,17 @@ mod tests {
     }
 
     #[test]
-    fn overrun_ticks_are_skipped_not_burst() {
+    fn the_next_exchange_is_paced_from_the_last_one_and_never_bursts() {
         let ten = Duration::from_millis(10);
-        // On time: the next tick.
-        assert_eq!(next_tick(1, Duration::from_millis(3), ten), 1);
-        // Done exactly on a tick: that tick.
-        assert_eq!(next_tick(1, Duration::from_millis(20), ten), 2);
-        // Overran ticks 1 and 2: the next one is 3, at 30 ms.
-        assert_eq!(next_tick(1, Duration::from_millis(25), ten), 3);
-        // Never back to a tick already sent.
-        assert_eq!(next_tick(5, Duration::from_millis(1), ten), 5);
+        let sent = Instant::now();
+        // Quick answer: an interval after the last send.
+        assert_eq!(
+            next_send(sent, sent + Duration::from_millis(3), ten),
+            sent + ten
+        );
+        // Overran: at once, and only one.
+        let late = sent + Duration::from_millis(25);
+        assert_eq!(next_send(sent, late, ten), late);
         assert_eq!(planned_exchanges(Duration::from_secs(4), ten), 400);
         assert_eq!(planned_exchanges(Duration::from_millis(15), ten), 1);
     }
