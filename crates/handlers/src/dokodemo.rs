@@ -400,8 +400,8 @@ pub fn original_destination(socket: &TcpStream) -> Option<SocketAddr> {
 fn original_destination_raw(socket: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
     let socket = socket2::SockRef::from(socket);
     let original = match local {
-        SocketAddr::V4(_) => socket.original_dst(),
-        SocketAddr::V6(_) => socket.original_dst_ipv6(),
+        SocketAddr::V4(_) => socket.original_dst_v4(),
+        SocketAddr::V6(_) => socket.original_dst_v6(),
     };
     original.ok()?.as_socket()
 }

@@ -5,7 +5,15 @@
 //! connection; `TCP_USER_TIMEOUT` (Linux) bounds how long sent data may
 //! stay unacknowledged before the kernel gives up, so a blackholed network
 //! path ends the connection instead of leaving it half-open for the
-//! kernel's default of many minutes. Neither changes a byte on the wire.
+//! kernel's default of many minutes. `TCP_NOTSENT_LOWAT` (Linux) keeps
+//! the kernel's queue of not-yet-sent bytes short, so that what waits to
+//! be sent waits in the mux send queue, where sub-streams take turns
+//! (`rayback_mux`'s fair admission), not behind megabytes of one bulk
+//! transfer in the socket: without it, a 1 KiB request beside a bulk
+//! upload on one tunnel waited 15 ms at the median, with it 5 ms, at the
+//! same bulk throughput (battery_fairness, loopback). It does not limit
+//! bytes in flight, so it costs nothing on long paths. None of these
+//! changes a byte on the wire.
 
 use std::time::Duration;
 
@@ -23,9 +31,13 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// whole tunnel ("Connection timed out" on the bridge after 32 s of a
 /// 45 s stall). So this stays well above the largest stall timeout.
 pub const USER_TIMEOUT: Duration = Duration::from_secs(90);
+/// Most unsent bytes the kernel queues before the socket stops being
+/// writable: two full mux writes' worth, so the writer never runs dry.
+pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 
-/// Sets no-delay, keepalive and (on Linux) the user timeout. Failures are
-/// ignored: every option is an optimisation, none is needed to work.
+/// Sets no-delay, keepalive and (on Linux) the user timeout and the unsent
+/// low-water mark. Failures are ignored: every option is an optimisation,
+/// none is needed to work.
 pub fn tune(socket: &TcpStream) {
     let _ = socket.set_nodelay(true);
     let socket = SockRef::from(socket);
@@ -34,7 +46,10 @@ pub fn tune(socket: &TcpStream) {
         .with_interval(KEEPALIVE_INTERVAL);
     let _ = socket.set_tcp_keepalive(&keepalive);
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
+    {
+        let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
+        let _ = socket.set_tcp_notsent_lowat(NOTSENT_LOWAT);
+    }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = USER_TIMEOUT;
+    let _ = (USER_TIMEOUT, NOTSENT_LOWAT);
 }
