@@ -14,9 +14,9 @@
 //! least 80% of its exchanges and no exchange may wait over 500 ms; the
 //! bulk must move at least 50 MB in that window, so that an idle tunnel
 //! cannot pass. The bounds are loose on purpose: they catch starvation
-//! (exchanges held for seconds: 3–5% done, up to 2 s, before the fix),
-//! not jitter (86–88% done at a 10 ms pace after it, with these debug
-//! builds; the benchmark measures the 10 ms pace on release builds). The cases run one at a time
+//! (before the fix: 14–24% done, waits of 0.45–0.8 s), not jitter (after
+//! it: 100% done, worst 12–13 ms, with these debug builds; the benchmark
+//! measures a 10 ms pace on release builds). The cases run one at a time
 //! (a bulk transfer of one would disturb the others' figures).
 
 mod common;

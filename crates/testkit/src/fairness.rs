@@ -22,8 +22,8 @@
 //! paced probe for [`FairnessPlan::duration`]: every
 //! [`FairnessPlan::interval`] it sends [`FairnessPlan::size`] seeded bytes
 //! and waits for exactly those bytes back, one exchange at a time. The
-//! next one leaves an interval after the previous one left, or at once if
-//! the previous one took longer (never a burst to catch up), so a stalled
+//! next one is due an interval after the previous one was due, or at once
+//! if the previous one took longer (never a burst to catch up), so a stalled
 //! tunnel shows as fewer exchanges done, not as a queue of them: as the
 //! issue measured it, an exchange costs `max(interval, its latency)`. It
 //! measures; judging the figures is the caller's job.
@@ -303,7 +303,7 @@ async fn probe_window(plan: &FairnessPlan, counter: &AtomicU64) -> Result<Fairne
             }
         }
         sequence += 1;
-        send_at = next_send(sent, Instant::now(), plan.interval);
+        send_at = next_send(send_at, Instant::now(), plan.interval);
     }
     tokio::time::sleep_until(end).await;
     let bulk_bytes = counter.load(Ordering::Relaxed) - bytes_before;
@@ -331,7 +331,9 @@ pub fn planned_exchanges(duration: Duration, interval: Duration) -> usize {
 }
 
 /// When to send the next exchange: an interval after the previous one was
-/// sent, or `now` if that has passed (an overrun is not caught up later).
+/// due (`previous`: when it was scheduled, so that a timer firing late
+/// does not slow the pace), or `now` if that has passed (an overrun is not
+/// caught up later).
 pub fn next_send(previous: Instant, now: Instant, interval: Duration) -> Instant {
     (previous + interval).max(now)
 }
@@ -562,7 +564,7 @@ mod tests {
     fn the_next_exchange_is_paced_from_the_last_one_and_never_bursts() {
         let ten = Duration::from_millis(10);
         let sent = Instant::now();
-        // Quick answer: an interval after the last send.
+        // Quick answer: an interval after the last one was due.
         assert_eq!(
             next_send(sent, sent + Duration::from_millis(3), ten),
             sent + ten
