@@ -68,9 +68,13 @@ async fn pair() -> Result<MuxClient> {
 }
 
 /// Paced 1 KiB exchanges for `window` beside a bulk stream toward `bulk`
-/// (sink: upload; source: download). Returns (done, planned, worst wait,
-/// bulk bytes).
-async fn probe_beside(bulk: u16, window: Duration) -> Result<(usize, usize, Duration, u64)> {
+/// (sink: upload; source: download), then new sub-streams' first
+/// exchanges. Returns (done, planned, worst wait, bulk bytes, worst first
+/// exchange of a new sub-stream).
+async fn probe_beside(
+    bulk: u16,
+    window: Duration,
+) -> Result<(usize, usize, Duration, u64, Duration)> {
     let client = pair().await?;
     let moved = Arc::new(AtomicU64::new(0));
     let mut bulk_stream = client.open(to(bulk)).await?;
@@ -124,15 +128,37 @@ async fn probe_beside(bulk: u16, window: Duration) -> Result<(usize, usize, Dura
         tokio::time::sleep_until((started + interval * tick).into()).await;
     }
     let bulk_bytes = moved.load(Ordering::Relaxed) - before;
+    // New connections beside the bulk: New and the first bytes must not
+    // queue behind it either.
+    let mut worst_new = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let first = async {
+            let mut fresh = client.open(to(ECHO)).await?;
+            fresh.write_all(&request[..64]).await?;
+            fresh.read_exact(&mut reply[..64]).await?;
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(2), first)
+            .await
+            .context("a new sub-stream's first echo took over 2 s beside the bulk")??;
+        ensure!(
+            reply[..64] == request[..64],
+            "a new sub-stream's echo came back altered"
+        );
+        worst_new = worst_new.max(started.elapsed());
+        tokio::time::sleep(interval).await;
+    }
     bulk_task.abort();
-    Ok((done, planned, worst, bulk_bytes))
+    Ok((done, planned, worst, bulk_bytes, worst_new))
 }
 
 async fn check(bulk: u16) -> Result<()> {
-    let (done, planned, worst, bulk_bytes) = probe_beside(bulk, Duration::from_secs(2)).await?;
+    let (done, planned, worst, bulk_bytes, worst_new) =
+        probe_beside(bulk, Duration::from_secs(2)).await?;
     eprintln!(
         "bulk toward port {bulk}: {done} of {planned} exchanges, worst {worst:?}, \
-         bulk {} MB during the probe",
+         bulk {} MB during the probe; new sub-streams' first echo at worst {worst_new:?}",
         bulk_bytes / 1_000_000
     );
     ensure!(
@@ -146,6 +172,10 @@ async fn check(bulk: u16) -> Result<()> {
     ensure!(
         worst <= Duration::from_millis(500),
         "an exchange waited {worst:?} beside the bulk stream"
+    );
+    ensure!(
+        worst_new <= Duration::from_millis(500),
+        "a new sub-stream's first echo waited {worst_new:?} beside the bulk stream"
     );
     Ok(())
 }
