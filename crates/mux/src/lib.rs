@@ -31,7 +31,8 @@
 //! rules): a sub-stream's first write into a batch is always taken while
 //! the queue is under [`MuxConfig::send_queue`], a sub-stream already in
 //! the batch stops at its share of three quarters of it, sub-streams that
-//! found no room are woken oldest first, and New, KeepAlive and Ends leave
+//! found no room are woken those that got nothing in first, and New,
+//! KeepAlive and Ends leave
 //! ahead of the batch's data (an End never ahead of its own sub-stream's
 //! data). So a bulk transfer cannot keep a request, a datagram or a new
 //! connection's first bytes out of the carrier for longer than one batch

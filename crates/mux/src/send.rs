@@ -20,7 +20,7 @@
 //! |---|---|
 //! | a sub-stream's first write into a batch is taken (up to [`MAX_WRITE`] bytes) while the queue is under `limit` | a request, a datagram or a new connection's first bytes never wait behind a busy neighbour for more than one batch |
 //! | further writes of a sub-stream already in the batch stop at `limit − reserve`, and at its share of that (divided by the sub-streams in the batch or waiting) | the reserve keeps room for first writes; the share keeps two bulk streams even |
-//! | sub-streams that found no room are woken oldest first when the writer takes the batch | the one that waited longest runs first on a one-thread runtime |
+//! | sub-streams that found no room are woken when the writer takes the batch: those that got nothing into it first, then those that did, each group oldest first | a one-thread runtime runs woken tasks in that order, so the sub-streams that just wrote cannot take the next batch before the others; shares count the woken as contenders before they write |
 //! | control frames (New with the first data riding in it, End of a sub-stream with no data in the batch, KeepAlive) leave ahead of the batch's data | a new connection or a liveness probe does not queue behind bulk data |
 //! | an End of a sub-stream with data in the batch leaves after that data | an End never overtakes bytes of its own sub-stream |
 //!
@@ -92,6 +92,9 @@ pub(crate) struct SendQueue {
     /// Sub-streams waiting for room, oldest first, and their wakers.
     waiting: VecDeque<SessionId>,
     wakers: HashMap<SessionId, Waker>,
+    /// Sub-streams woken by the last take: they are about to write, and
+    /// count as contenders for shares before they have.
+    woken_last: usize,
     /// The connection's reader, waiting for answers to drain.
     reader: Option<Waker>,
     /// The writer task, waiting for something to write.
@@ -118,6 +121,7 @@ impl SendQueue {
             in_batch: HashMap::new(),
             waiting: VecDeque::new(),
             wakers: HashMap::new(),
+            woken_last: 0,
             reader: None,
             writer: None,
             tail_new: None,
@@ -159,7 +163,7 @@ impl SendQueue {
             return Some(MAX_WRITE);
         };
         let shared = self.limit - self.reserve();
-        let contenders = self.in_batch.len() + self.waiting.len();
+        let contenders = (self.in_batch.len() + self.waiting.len()).max(self.woken_last);
         let share = shared / contenders.max(1);
         if queued >= shared || mine >= share {
             return None;
@@ -350,18 +354,33 @@ impl SendQueue {
         }
         self.tail_new = None;
         self.answers = 0;
+        // Those that got nothing into this batch go first next time, so
+        // that on a one-thread runtime (which runs woken tasks in order)
+        // the sub-streams that just wrote cannot take the next batch
+        // before them.
+        let (starved, served): (Vec<SessionId>, Vec<SessionId>) = self
+            .waiting
+            .drain(..)
+            .partition(|id| !self.in_batch.contains_key(id));
+        self.waiting.extend(starved);
+        self.waiting.extend(served);
         self.in_batch.clear();
-        self.wake_all(woken);
+        self.woken_last = self.wake_all(woken);
         true
     }
 
-    fn wake_all(&mut self, woken: &mut Vec<Waker>) {
+    /// Adds every waiter's waker to `woken` (sub-streams in line order,
+    /// then the reader); returns how many sub-streams that was.
+    fn wake_all(&mut self, woken: &mut Vec<Waker>) -> usize {
+        let before = woken.len();
         for id in self.waiting.drain(..) {
             if let Some(waker) = self.wakers.remove(&id) {
                 woken.push(waker);
             }
         }
+        let sessions = woken.len() - before;
         woken.extend(self.reader.take());
+        sessions
     }
 
     /// Asks the writer to write out what is queued, shut the carrier down
@@ -380,6 +399,7 @@ impl SendQueue {
         self.in_batch = HashMap::new();
         self.tail_new = None;
         self.answers = 0;
+        self.woken_last = 0;
         self.wake_all(woken);
         woken.extend(self.writer.take());
     }
@@ -543,6 +563,46 @@ mod tests {
         assert!(least * 10 >= most * 8, "shares {a}, {b}, {c}");
     }
 
+    /// What a one-thread runtime does with many bulk senders: the writer
+    /// takes a batch and wakes the waiters in the order it hands out; each
+    /// then runs its relay loop, writing until the queue refuses it, and
+    /// waits again.
+    #[test]
+    fn many_bulk_sessions_on_one_thread_all_get_their_turn() {
+        const SESSIONS: u16 = 50;
+        let mut queue = SendQueue::new(LIMIT, FRAME);
+        let mut wakers: Vec<(Arc<Counter>, Waker)> = (0..SESSIONS).map(|_| counter()).collect();
+        let mut order: Vec<SessionId> = (0..SESSIONS).collect();
+        let mut sent = vec![0usize; SESSIONS as usize];
+        for _ in 0..200 {
+            for &id in &order {
+                sent[id as usize] += fill(&mut queue, id, MAX_WRITE);
+                queue.wait(id, &wakers[id as usize].1);
+            }
+            let (_, woken) = take(&mut queue);
+            order = woken
+                .iter()
+                .map(|waker| {
+                    let id = wakers.iter().position(|(_, w)| w.will_wake(waker)).unwrap();
+                    id as SessionId
+                })
+                .collect();
+            assert_eq!(
+                order.len(),
+                SESSIONS as usize,
+                "everyone waited, everyone is woken"
+            );
+            // Fresh wakers, as a task that re-registers would have.
+            wakers = (0..SESSIONS).map(|_| counter()).collect();
+        }
+        let most = *sent.iter().max().unwrap();
+        let least = *sent.iter().min().unwrap();
+        assert!(
+            least * 10 >= most * 8,
+            "50 bulk sessions: least {least}, most {most} bytes"
+        );
+    }
+
     #[test]
     fn control_frames_leave_ahead_of_data_and_first_data_rides_in_new() {
         let mut queue = SendQueue::new(LIMIT, FRAME);
@@ -591,21 +651,27 @@ mod tests {
     }
 
     #[test]
-    fn waiters_are_woken_oldest_first_at_the_next_take() {
+    fn waiters_are_woken_starved_first_then_oldest_first() {
         let mut queue = SendQueue::new(LIMIT, FRAME);
         fill(&mut queue, 1, MAX_WRITE);
         let (first, first_waker) = counter();
         let (second, second_waker) = counter();
+        let (third, third_waker) = counter();
         queue.wait(1, &first_waker);
         queue.wait(2, &second_waker);
         queue.wait(1, &first_waker);
+        queue.wait(3, &third_waker);
         let (_, woken) = take(&mut queue);
-        assert_eq!(woken.len(), 2);
-        assert!(woken[0].will_wake(&first_waker));
-        assert!(woken[1].will_wake(&second_waker));
+        // 2 and 3 got nothing into the batch: they go first, in the order
+        // they came; 1, which filled it, after them.
+        assert_eq!(woken.len(), 3);
+        assert!(woken[0].will_wake(&second_waker));
+        assert!(woken[1].will_wake(&third_waker));
+        assert!(woken[2].will_wake(&first_waker));
         woken.into_iter().for_each(Waker::wake);
-        assert_eq!(first.0.load(Ordering::SeqCst), 1);
-        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        for waiter in [first, second, third] {
+            assert_eq!(waiter.0.load(Ordering::SeqCst), 1);
+        }
         // Nothing queued: nothing taken, no one woken.
         assert!(take(&mut queue).1.is_empty());
     }
