@@ -83,7 +83,7 @@ const SCRIPT_LIMIT: Duration = Duration::from_secs(3600);
 /// The largest frame a receive buffer always takes: a 65535-byte datagram
 /// and its 2-byte length.
 const ONE_FRAME: usize = 65_537;
-/// Most bytes one sub-stream write queues (`conn::MAX_WRITE`).
+/// Most bytes one sub-stream write queues (`send::MAX_WRITE`).
 const MAX_WRITE: usize = 64 * 1024;
 /// Read buffer of a sub-stream: larger than any receive buffer, so a UDP
 /// read always takes whole datagrams.

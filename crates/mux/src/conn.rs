@@ -7,10 +7,11 @@
 //!   the receive buffer of the sub-stream it names, waits (up to the stall
 //!   timeout) while that buffer is full, and on the server starts a handler
 //!   task per `New`;
-//! * a **writer task**: takes everything sub-streams have queued (one
-//!   shared buffer of encoded frames), writes it to the carrier in one
-//!   write, flushes, and repeats. Two buffers swap places, so steady
-//!   traffic allocates nothing.
+//! * a **writer task**: takes everything sub-streams have queued as one
+//!   batch ([`crate::send`] decides who gets in: control frames first,
+//!   then data), writes it to the carrier in one write (two when large
+//!   data follows control frames), flushes, and repeats. Buffers swap
+//!   places with the queue's, so steady traffic allocates little.
 //!
 //! Not here: the `AsyncRead`/`AsyncWrite` face of a sub-stream
 //! ([`crate::stream`]) and the public handles ([`crate::client`],

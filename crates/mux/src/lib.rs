@@ -21,7 +21,8 @@
 //! A reader task decodes frames and copies each one's data into the
 //! receive buffer of the sub-stream it names; a writer task writes
 //! everything sub-streams queued since its last write in one write call
-//! (frames of many sub-streams batched together), then flushes. Sub-stream
+//! (two when large data follows control frames; frames of many
+//! sub-streams batched together), then flushes. Sub-stream
 //! writes encode frames straight into the shared queue: no allocation and
 //! no channel message per frame.
 //!

@@ -15,14 +15,16 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use async_trait::async_trait;
 use rayback_core::{Address, Destination, Stream};
 use rayback_mux::{ClientConfig, MuxClient, MuxServer, SessionHandler};
+use rayback_testkit::fairness::next_send;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 const SINK: u16 = 1;
 const ECHO: u16 = 2;
@@ -124,10 +126,9 @@ async fn probe_beside(
         ensure!(reply == request, "the echo came back altered");
         worst = worst.max(sent.elapsed());
         done += 1;
-        // An interval after the last one was due, or at once after a slow
-        // one (never a burst).
-        due = (due + interval).max(Instant::now());
-        tokio::time::sleep_until(due.into()).await;
+        // The battery's pacing: never a burst after a slow exchange.
+        due = next_send(due, Instant::now(), interval);
+        tokio::time::sleep_until(due).await;
     }
     let bulk_bytes = moved.load(Ordering::Relaxed) - before;
     // New connections beside the bulk: New and the first bytes must not
