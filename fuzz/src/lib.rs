@@ -57,7 +57,7 @@ pub mod vmess_header {
         open_aead_request, open_legacy_request, DirectionKeys, HeaderMode, RequestHeader,
         ResponseDecoder,
     };
-    use rayback_vmess::server::{RequestDecoder, ServerUser, Validator};
+    use rayback_vmess::validator::{RequestDecoder, ServerUser, Validator};
     use rayback_vmess::UserId;
 
     const NOW: i64 = 1_700_000_000;

@@ -55,11 +55,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use rayback_core::{Address, Destination, Network, Stream};
-use rayback_mux::config::V2RAY_MAX_PACKET;
+use rayback_mux::settings::V2RAY_MAX_PACKET;
 use rayback_mux::frame::encode_frame;
 use rayback_mux::{
-    ClientConfig, Frame, FrameCodec, FrameKind, MuxClient, MuxConfig, MuxServer, MuxStream,
-    ServerConfig, ServerHandle, SessionHandler, SessionId,
+    ClientSettings, Frame, FrameCodec, FrameKind, MuxClient, MuxSettings, MuxServer, MuxStream,
+    ServerSettings, ServerHandle, SessionHandler, SessionId,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, oneshot};
@@ -123,7 +123,7 @@ pub fn run(data: &[u8]) {
 /// The side under test and its knobs, small so that limits are reached.
 struct Settings {
     client: bool,
-    mux: MuxConfig,
+    mux: MuxSettings,
     /// Capacity of the in-memory carrier (each direction).
     duplex: usize,
     max_sessions: usize,
@@ -135,7 +135,7 @@ impl Settings {
         let pick = |bits: u8, options: &[usize]| options[bits as usize % options.len()];
         Settings {
             client: a & 1 != 0,
-            mux: MuxConfig {
+            mux: MuxSettings {
                 receive_buffer: pick(a >> 1, &[256, 1024, 4096, 65536]),
                 send_queue: pick(a >> 3, &[64, 512, 4096, 65536]),
                 max_frame_data: pick(a >> 5, &[16, 256, 4096, 61440]),
@@ -918,7 +918,7 @@ async fn server_script(script: &mut Script<'_>, settings: &Settings) {
     let server = MuxServer::serve_with(
         Box::new(carrier),
         handler,
-        ServerConfig {
+        ServerSettings {
             mux: settings.mux.clone(),
             max_sessions: settings.max_sessions,
         },
@@ -1293,7 +1293,7 @@ async fn client_script(script: &mut Script<'_>, settings: &Settings) {
     let (peer_io, carrier) = tokio::io::duplex(settings.duplex);
     let client = MuxClient::new(
         Box::new(carrier),
-        ClientConfig {
+        ClientSettings {
             mux: settings.mux.clone(),
             max_concurrency: Some(settings.max_sessions),
             max_total: None,

@@ -14,18 +14,15 @@ use anyhow::{bail, Context, Result};
 use rayback_config as config;
 use rayback_core::policy::{Policies, Policy};
 use rayback_core::{Address, Outbound, Tag};
-use rayback_handlers::{
-    Blackhole, BlackholeResponse, DokodemoSettings, Freedom, FreedomDomainStrategy,
-    FreedomSettings, Redirect,
-};
-use rayback_mux::{MuxConfig, MuxOutbound, ServerConfig};
+use rayback_handlers::{Blackhole, BlackholeResponse, DokodemoSettings, Freedom, FreedomSettings};
+use rayback_mux::{MuxOutbound, MuxSettings, ServerSettings};
 use rayback_reverse::{BridgeSettings, Portal, PortalSettings};
 use rayback_routing::{
-    AssetLocator, BalancerSpec, DomainStrategy, Router, RoutingSpec, RuleSpec, Target,
+    AssetLocator, BalancerSettings, Router, RoutingSettings, RuleSettings, Target,
 };
 use rayback_vmess::{
-    OutboundUser, Security, ServerUser, UserId, VmessInboundConfig, VmessMetrics, VmessOutbound,
-    VmessOutboundConfig, VmessServer,
+    OutboundUser, Security, ServerUser, UserId, VmessInboundSettings, VmessMetrics, VmessOutbound,
+    VmessOutboundSettings, VmessServer,
 };
 
 use crate::access::AccessLog;
@@ -40,7 +37,7 @@ pub enum InboundPlan {
     Dokodemo(DokodemoSettings),
     /// The metrics every VMess inbound shares, and the most handshakes
     /// one source address may have open at once.
-    Vmess(VmessInboundConfig, Arc<VmessMetrics>, usize),
+    Vmess(VmessInboundSettings, Arc<VmessMetrics>, usize),
 }
 
 /// The listeners of one configured inbound (one per port of its range).
@@ -113,26 +110,26 @@ fn level_policy(level: &config::LevelPolicy) -> Policy {
 }
 
 /// Mux settings from the Rayback limits.
-fn mux_config(limits: &config::Limits) -> MuxConfig {
-    MuxConfig {
+fn mux_config(limits: &config::Limits) -> MuxSettings {
+    MuxSettings {
         receive_buffer: limits.stream_buffer as usize,
         stall_timeout: limits.stream_stall_timeout,
-        ..MuxConfig::default()
+        ..MuxSettings::default()
     }
 }
 
-fn server_config(limits: &config::Limits) -> ServerConfig {
-    ServerConfig {
+fn server_config(limits: &config::Limits) -> ServerSettings {
+    ServerSettings {
         mux: mux_config(limits),
         max_sessions: limits.streams_per_connection as usize,
     }
 }
 
-fn routing_spec(routing: &config::Routing) -> RoutingSpec {
+fn routing_settings(routing: &config::Routing) -> RoutingSettings {
     let rules = routing
         .rules
         .iter()
-        .map(|rule| RuleSpec {
+        .map(|rule| RuleSettings {
             inbound_tag: rule.inbound_tag.clone(),
             domain: rule.domain.clone(),
             ip: rule.ip.clone(),
@@ -158,17 +155,13 @@ fn routing_spec(routing: &config::Routing) -> RoutingSpec {
             },
         })
         .collect();
-    RoutingSpec {
-        domain_strategy: match routing.domain_strategy {
-            config::DomainStrategy::IpIfNonMatch => DomainStrategy::IpIfNonMatch,
-            config::DomainStrategy::IpOnDemand => DomainStrategy::IpOnDemand,
-            config::DomainStrategy::AsIs | config::DomainStrategy::AlwaysIp => DomainStrategy::AsIs,
-        },
+    RoutingSettings {
+        domain_strategy: routing.domain_strategy,
         rules,
         balancers: routing
             .balancers
             .iter()
-            .map(|balancer| BalancerSpec {
+            .map(|balancer| BalancerSettings {
                 tag: balancer.tag.clone(),
                 selector: balancer.selector.clone(),
             })
@@ -196,31 +189,11 @@ fn outbound(
     limits: &config::Limits,
 ) -> Result<Arc<dyn Outbound>> {
     let inner: Arc<dyn Outbound> = match &outbound.settings {
-        config::OutboundSettings::Freedom(freedom) => {
-            let redirect = match &freedom.redirect {
-                Some(redirect) => Some(Redirect {
-                    host: match &redirect.host {
-                        Some(host) => Some(
-                            Address::parse(host)
-                                .with_context(|| format!("outbounds[{index}].settings.redirect"))?,
-                        ),
-                        None => None,
-                    },
-                    port: redirect.port,
-                }),
-                None => None,
-            };
-            Arc::new(Freedom::new(FreedomSettings {
-                domain_strategy: match freedom.domain_strategy {
-                    config::FreedomDomainStrategy::AsIs => FreedomDomainStrategy::AsIs,
-                    config::FreedomDomainStrategy::UseIp => FreedomDomainStrategy::UseIp,
-                    config::FreedomDomainStrategy::UseIpv4 => FreedomDomainStrategy::UseIpv4,
-                    config::FreedomDomainStrategy::UseIpv6 => FreedomDomainStrategy::UseIpv6,
-                },
-                redirect,
-                ..FreedomSettings::default()
-            }))
-        }
+        config::OutboundSettings::Freedom(freedom) => Arc::new(Freedom::new(FreedomSettings {
+            domain_strategy: freedom.domain_strategy,
+            redirect: freedom.redirect.clone(),
+            ..FreedomSettings::default()
+        })),
         config::OutboundSettings::Blackhole(blackhole) => {
             Arc::new(Blackhole::new(match blackhole.response {
                 config::BlackholeResponse::None => BlackholeResponse::None,
@@ -251,7 +224,7 @@ fn outbound(
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let config = VmessOutboundConfig {
+            let config = VmessOutboundSettings {
                 servers,
                 connect_timeout: VMESS_CONNECT_TIMEOUT,
             };
@@ -264,7 +237,7 @@ fn outbound(
     Ok(match outbound.mux {
         Some(mux) if mux.enabled => {
             let mut client =
-                rayback_mux::ClientConfig::outbound(usize::from(mux.concurrency.max(1)));
+                rayback_mux::ClientSettings::outbound(usize::from(mux.concurrency.max(1)));
             client.mux = mux_config(limits);
             Arc::new(MuxOutbound::with_config(inner, client))
         }
@@ -304,20 +277,13 @@ fn inbound_groups(
                     };
                     let mut settings = DokodemoSettings::new(listen, address, door.port);
                     settings.tag = tag.clone();
-                    settings.networks = door
-                        .network
-                        .iter()
-                        .map(|network| match network {
-                            config::Network::Tcp => rayback_core::Network::Tcp,
-                            config::Network::Udp => rayback_core::Network::Udp,
-                        })
-                        .collect();
+                    settings.networks = door.network.clone();
                     settings.follow_redirect = door.follow_redirect;
                     settings.user_level = door.user_level;
                     InboundPlan::Dokodemo(settings)
                 }
                 config::InboundSettings::Vmess(vmess) => InboundPlan::Vmess(
-                    VmessInboundConfig {
+                    VmessInboundSettings {
                         tag: tag.clone(),
                         listen,
                         users: vmess
@@ -410,7 +376,7 @@ pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<
     let default = handlers.first().cloned();
     let tags: Vec<String> = handlers.iter().map(|handler| handler.tag.clone()).collect();
     let router = Router::new(
-        &routing_spec(&config.routing),
+        &routing_settings(&config.routing),
         &tags,
         &AssetLocator::from_env(),
     )

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock, Weak};
 use async_trait::async_trait;
 use rayback_core::policy::Policies;
 use rayback_core::{Dispatch, Outbound, Session, Stream};
-use rayback_mux::{is_mux_cool, serve_mux_with, ServerConfig};
+use rayback_mux::{is_mux_cool, serve_mux_with, ServerSettings};
 use rayback_routing::{Route, Router};
 
 use crate::access::AccessLog;
@@ -66,7 +66,7 @@ pub struct Dispatcher {
     default: Option<Handler>,
     policies: Policies,
     access: AccessLog,
-    mux: ServerConfig,
+    mux: ServerSettings,
     metrics: Arc<Metrics>,
     me: Weak<Dispatcher>,
 }
@@ -81,7 +81,7 @@ pub struct DispatcherParts {
     pub policies: Policies,
     pub access: AccessLog,
     /// Settings of mux servers started for `v1.mux.cool` sessions.
-    pub mux: ServerConfig,
+    pub mux: ServerSettings,
     pub metrics: Arc<Metrics>,
 }
 

@@ -135,24 +135,11 @@ fn outbound(outbound: &Outbound) -> Value {
     }
     let (protocol, settings) = match &outbound.settings {
         OutboundSettings::Freedom(freedom) => {
-            let strategy = match freedom.domain_strategy {
-                FreedomDomainStrategy::AsIs => "AsIs",
-                FreedomDomainStrategy::UseIp => "UseIP",
-                FreedomDomainStrategy::UseIpv4 => "UseIPv4",
-                FreedomDomainStrategy::UseIpv6 => "UseIPv6",
-            };
+            let strategy = freedom.domain_strategy.v2ray_name();
             let mut settings = Map::new();
             settings.insert("domainStrategy".into(), json!(strategy));
             if let Some(redirect) = &freedom.redirect {
-                let host = match redirect.host.as_deref() {
-                    None => String::new(),
-                    Some(host) if host.contains(':') => format!("[{host}]"),
-                    Some(host) => host.to_owned(),
-                };
-                settings.insert(
-                    "redirect".into(),
-                    json!(format!("{host}:{}", redirect.port)),
-                );
+                settings.insert("redirect".into(), json!(redirect.to_string()));
             }
             settings.insert("userLevel".into(), json!(freedom.user_level));
             if let Some(timeout) = freedom.timeout {
@@ -205,12 +192,7 @@ fn outbound(outbound: &Outbound) -> Value {
 }
 
 fn routing(routing: &Routing) -> Value {
-    let strategy = match routing.domain_strategy {
-        DomainStrategy::AsIs => "AsIs",
-        DomainStrategy::IpIfNonMatch => "IPIfNonMatch",
-        DomainStrategy::IpOnDemand => "IPOnDemand",
-        DomainStrategy::AlwaysIp => "AlwaysIP",
-    };
+    let strategy = routing.domain_strategy.v2ray_name();
     let rules: Vec<Value> = routing.rules.iter().map(rule).collect();
     let balancers: Vec<Value> = routing
         .balancers

@@ -13,6 +13,10 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+/// Core's value types, which this model uses as they are (one owner per
+/// V2Ray syntax).
+pub use rayback_core::{DomainStrategy, Network, Redirect, ResolveStrategy};
+
 /// A complete configuration after merging all sources.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -145,13 +149,6 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// A transport network of a listener or a routed connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Network {
-    Tcp,
-    Udp,
-}
-
 /// Protocol settings of an inbound.
 #[derive(Clone, Debug, PartialEq)]
 pub enum InboundSettings {
@@ -276,33 +273,13 @@ pub enum OutboundSettings {
 /// `freedom` settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Freedom {
-    pub domain_strategy: FreedomDomainStrategy,
+    pub domain_strategy: ResolveStrategy,
     /// Send every connection here instead of its destination.
     pub redirect: Option<Redirect>,
     pub user_level: u32,
     /// Deprecated idle timeout in seconds (replaces `connIdle` when > 0 and
     /// `user_level` is 0).
     pub timeout: Option<u32>,
-}
-
-/// How freedom dials a domain destination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FreedomDomainStrategy {
-    /// Dial the domain as given (the system resolver picks the address).
-    AsIs,
-    /// Resolve first, then dial one of the addresses.
-    UseIp,
-    UseIpv4,
-    UseIpv6,
-}
-
-/// freedom's `redirect`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Redirect {
-    /// `None` (`":80"`) keeps the original address; so does `0.0.0.0`.
-    pub host: Option<String>,
-    /// 0 keeps the original port.
-    pub port: u16,
 }
 
 /// `vmess` outbound settings.
@@ -367,21 +344,6 @@ pub struct Routing {
     /// Top-level `rules` followed by the legacy `settings.rules`.
     pub rules: Vec<Rule>,
     pub balancers: Vec<Balancer>,
-}
-
-/// `routing.domainStrategy`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DomainStrategy {
-    /// Match what the connection carries (the default, and what unknown
-    /// names mean).
-    #[default]
-    AsIs,
-    /// When no rule matches a domain target, resolve it and try again.
-    IpIfNonMatch,
-    /// Resolve a domain target the first time an `ip` condition needs it.
-    IpOnDemand,
-    /// Accepted by 4.34 but treated like `AsIs` by its router.
-    AlwaysIp,
 }
 
 /// A `"type": "field"` routing rule. Every non-empty condition must match.

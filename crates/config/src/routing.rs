@@ -84,22 +84,16 @@ pub(crate) fn build_routing(
         },
         (None, None) => String::new(),
     };
-    let domain_strategy = match strategy_text.to_ascii_lowercase().as_str() {
-        "alwaysip" | "always_ip" | "always-ip" => DomainStrategy::AlwaysIp,
-        "ipifnonmatch" | "ip_if_non_match" | "ip-if-non-match" => DomainStrategy::IpIfNonMatch,
-        "ipondemand" | "ip_on_demand" | "ip-on-demand" => DomainStrategy::IpOnDemand,
-        "asis" | "as_is" | "" => DomainStrategy::AsIs,
-        _ => {
-            cx.warn(
-                WarningKind::Suspicious,
-                &object.at("domainStrategy"),
-                format!(
-                    "unknown domain strategy {strategy_text:?} means \"AsIs\" (known: AsIs, IPIfNonMatch, IPOnDemand, AlwaysIP)"
-                ),
-            );
-            DomainStrategy::AsIs
-        }
-    };
+    let domain_strategy = DomainStrategy::parse(&strategy_text).unwrap_or_else(|| {
+        cx.warn(
+            WarningKind::Suspicious,
+            &object.at("domainStrategy"),
+            format!(
+                "unknown domain strategy {strategy_text:?} means \"AsIs\" (known: AsIs, IPIfNonMatch, IPOnDemand, AlwaysIP)"
+            ),
+        );
+        DomainStrategy::AsIs
+    });
 
     let mut balancers = Vec::new();
     if let Some(node) = object.get("balancers") {

@@ -47,7 +47,7 @@ fn seed_bridge_loads_as_the_page_describes() {
     assert_eq!(
         freedom.redirect,
         Some(Redirect {
-            host: Some("127.0.0.1".into()),
+            host: Some(rayback_core::Address::parse("127.0.0.1").unwrap()),
             port: 80
         })
     );

@@ -614,7 +614,7 @@ fn freedom_settings() {
     assert_eq!(
         freedom("{}"),
         Freedom {
-            domain_strategy: FreedomDomainStrategy::AsIs,
+            domain_strategy: ResolveStrategy::AsIs,
             redirect: None,
             user_level: 0,
             timeout: None
@@ -623,22 +623,22 @@ fn freedom_settings() {
     let full = freedom(
         r#"{"domainStrategy": "use_ip4", "redirect": "[::1]:8080", "userLevel": 3, "timeout": 9}"#,
     );
-    assert_eq!(full.domain_strategy, FreedomDomainStrategy::UseIpv4);
+    assert_eq!(full.domain_strategy, ResolveStrategy::UseIpv4);
     assert_eq!(
         full.redirect,
         Some(Redirect {
-            host: Some("::1".into()),
+            host: Some(rayback_core::Address::parse("::1").unwrap()),
             port: 8080
         })
     );
     assert_eq!((full.user_level, full.timeout), (3, Some(9)));
     assert_eq!(
         freedom(r#"{"domainStrategy": "UseIP"}"#).domain_strategy,
-        FreedomDomainStrategy::UseIp
+        ResolveStrategy::UseIp
     );
     assert_eq!(
         freedom(r#"{"domainStrategy": "useipv6"}"#).domain_strategy,
-        FreedomDomainStrategy::UseIpv6
+        ResolveStrategy::UseIpv6
     );
     assert_eq!(
         freedom(r#"{"redirect": ":80"}"#).redirect,
@@ -650,7 +650,7 @@ fn freedom_settings() {
     assert_eq!(
         freedom(r#"{"redirect": "web.local:0"}"#).redirect,
         Some(Redirect {
-            host: Some("web.local".into()),
+            host: Some(rayback_core::Address::parse("web.local").unwrap()),
             port: 0
         })
     );

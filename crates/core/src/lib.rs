@@ -19,6 +19,7 @@
 
 pub mod address;
 pub mod handler;
+pub mod options;
 pub mod packet;
 pub mod policy;
 pub mod relay;
@@ -28,6 +29,7 @@ pub mod stream;
 pub use address::{Address, AddressError, Destination, Network};
 pub use handler::InboundContext;
 pub use handler::{Dispatch, Inbound, Outbound};
+pub use options::{DomainStrategy, Redirect, RedirectError, ResolveStrategy};
 pub use policy::Policies;
 pub use policy::Policy;
 pub use session::{SendBudget, Session, Tag, User};

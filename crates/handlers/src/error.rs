@@ -4,8 +4,6 @@
 /// A handler setting that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HandlersError {
-    #[error("invalid redirect address {0:?}")]
-    BadRedirect(String),
     #[error("dokodemo-door inbound {0:?} has no network to listen on")]
     NoNetwork(String),
 }

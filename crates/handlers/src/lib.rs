@@ -18,4 +18,4 @@ pub mod freedom;
 pub use blackhole::{Blackhole, BlackholeResponse, HTTP_403};
 pub use dokodemo::{original_destination, DokodemoDoor, DokodemoSettings};
 pub use error::HandlersError;
-pub use freedom::{Freedom, FreedomDomainStrategy, FreedomSettings, Redirect};
+pub use freedom::{Freedom, FreedomSettings};

@@ -1,7 +1,7 @@
 //! dokodemo-door, freedom and blackhole over real loopback sockets.
 //!
 //! ```text
-//!  test client ──▶ DokodemoDoor (port 0) ──▶ TestDispatch ──▶ outbound.handle
+//!  test client ──▶ DokodemoDoor (port 0) ──▶ RecordingDispatch ──▶ outbound.handle
 //!                                              (records sessions)   │
 //!                         echo / tag servers on 127.0.0.1 ◀─────────┘
 //! ```
@@ -10,19 +10,19 @@
 //! one outbound with a short-idle policy and remembers what it saw.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use async_trait::async_trait;
 use rayback_core::{
-    Address, Destination, Dispatch, Inbound, InboundContext, Network, Outbound, Policy, Session,
-    Stream, Tag,
+    Address, Destination, Dispatch, Inbound, InboundContext, Network, Outbound, Policy, Redirect,
+    ResolveStrategy, Session, Tag,
 };
 use rayback_handlers::{
-    Blackhole, BlackholeResponse, DokodemoDoor, DokodemoSettings, Freedom, FreedomDomainStrategy,
-    FreedomSettings, Redirect, HTTP_403,
+    Blackhole, BlackholeResponse, DokodemoDoor, DokodemoSettings, Freedom, FreedomSettings,
+    HTTP_403,
 };
+use rayback_testkit::doubles::{RecordingDispatch, Then};
 use rayback_testkit::{echo_server, exchange, free_port, seeded_bytes, sha256_hex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -31,28 +31,10 @@ use tokio_util::task::TaskTracker;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-struct TestDispatch {
-    outbound: Arc<dyn Outbound>,
-    policy: Policy,
-    sessions: Mutex<Vec<Session>>,
-}
-
-#[async_trait]
-impl Dispatch for TestDispatch {
-    async fn dispatch(&self, session: Session, stream: Stream) -> std::io::Result<()> {
-        self.sessions.lock().unwrap().push(session.clone());
-        self.outbound.handle(session, stream, &self.policy).await
-    }
-
-    async fn connect(&self, session: &Session) -> std::io::Result<Stream> {
-        self.outbound.connect(session).await
-    }
-}
-
 /// A running dokodemo-door that stops when dropped.
 struct Door {
     addr: SocketAddr,
-    dispatch: Arc<TestDispatch>,
+    dispatch: Arc<RecordingDispatch>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -66,14 +48,13 @@ impl Drop for Door {
 async fn start_door(settings: DokodemoSettings, outbound: Arc<dyn Outbound>) -> Result<Door> {
     let door = Arc::new(DokodemoDoor::bind(settings).await?);
     let addr = door.local_addr();
-    let dispatch = Arc::new(TestDispatch {
+    let dispatch = Arc::new(RecordingDispatch::new(Then::Outbound {
         outbound,
         policy: Policy {
             conn_idle: Duration::from_secs(5),
             ..Policy::default()
         },
-        sessions: Mutex::default(),
-    });
+    }));
     let shutdown = CancellationToken::new();
     let context = InboundContext {
         dispatch: Arc::clone(&dispatch) as Arc<dyn Dispatch>,
@@ -128,7 +109,7 @@ async fn tcp_through_dokodemo_and_freedom_arrives_intact() -> Result<()> {
     for client in clients {
         client.await??;
     }
-    let sessions = door.dispatch.sessions.lock().unwrap().clone();
+    let sessions = door.dispatch.sessions();
     assert_eq!(sessions.len(), 4);
     for session in sessions {
         assert_eq!(session.inbound_tag, Some(Tag::new("door")));
@@ -171,7 +152,7 @@ async fn redirect_replaces_what_it_names() -> Result<()> {
 async fn freedom_use_ip_resolves_names() -> Result<()> {
     let echo = echo_server().await?;
     let outbound = Arc::new(Freedom::new(FreedomSettings {
-        domain_strategy: FreedomDomainStrategy::UseIpv4,
+        domain_strategy: ResolveStrategy::UseIpv4,
         ..FreedomSettings::default()
     }));
     let door = start_door(settings(Some("localhost"), echo.port()), outbound).await?;
@@ -226,7 +207,7 @@ async fn a_door_without_address_closes_each_connection_and_keeps_listening() -> 
     for _ in 0..3 {
         closed_without_answer(door.addr, b"lost").await?;
     }
-    assert!(door.dispatch.sessions.lock().unwrap().is_empty());
+    assert!(door.dispatch.sessions().is_empty());
     Ok(())
 }
 
@@ -326,7 +307,7 @@ async fn udp_clients_get_their_own_sessions_and_replies() -> Result<()> {
     for client in clients {
         sources.push(client.await??);
     }
-    let sessions = door.dispatch.sessions.lock().unwrap().clone();
+    let sessions = door.dispatch.sessions();
     assert_eq!(sessions.len(), 3, "{sessions:?}");
     for session in &sessions {
         assert_eq!(session.destination.network, Network::Udp);
@@ -389,6 +370,6 @@ async fn quiet_udp_clients_lose_their_session() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
     // Each round came after the previous session expired.
-    assert_eq!(door.dispatch.sessions.lock().unwrap().len(), 2);
+    assert_eq!(door.dispatch.sessions().len(), 2);
     Ok(())
 }

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
-use rayback_handlers::{Redirect, HTTP_403};
+use rayback_core::Redirect;
+use rayback_handlers::HTTP_403;
 use rayback_testkit::{echo_server, exchange, free_port, V2Ray};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rayback_core::{Address, Destination, Stream};
-use rayback_mux::{ClientConfig, MuxClient, MuxServer, SessionHandler};
+use rayback_mux::{ClientSettings, MuxClient, MuxServer, SessionHandler};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOTAL: usize = 64 * 1024 * 1024;
@@ -70,7 +70,7 @@ fn throughput(c: &mut Criterion) {
             b.iter(|| {
                 runtime.block_on(async {
                     let (a, z) = tokio::io::duplex(256 * 1024);
-                    let client = MuxClient::new(Box::new(a), ClientConfig::default());
+                    let client = MuxClient::new(Box::new(a), ClientSettings::default());
                     let _server = MuxServer::serve(Box::new(z), Arc::new(Drain));
                     let per_stream_mib = TOTAL / streams / (1024 * 1024);
                     let tasks: Vec<_> = (0..streams)

@@ -22,9 +22,9 @@ use std::sync::Arc;
 
 use rayback_core::{Destination, Stream};
 
-use crate::config::ClientConfig;
 use crate::conn::{Connection, Role};
 use crate::error::MuxError;
+use crate::settings::ClientSettings;
 use crate::stream::MuxStream;
 
 /// A handle to one client connection. Cheap to clone; the connection's
@@ -34,13 +34,13 @@ use crate::stream::MuxStream;
 /// takes no new session and closes once the last one ends.
 pub struct MuxClient {
     conn: Arc<Connection>,
-    config: Arc<ClientConfig>,
+    config: Arc<ClientSettings>,
 }
 
 impl MuxClient {
     /// Starts a client over `stream` (the carrier: a VMess body, a TCP
     /// socket). Must be called within a tokio runtime.
-    pub fn new(stream: Stream, config: ClientConfig) -> MuxClient {
+    pub fn new(stream: Stream, config: ClientSettings) -> MuxClient {
         let conn = Connection::new(Role::Client, config.mux.clone(), usize::MAX);
         conn.handles.store(1, Ordering::Release);
         conn.start(stream, None, config.idle_timeout);

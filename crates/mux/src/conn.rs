@@ -34,11 +34,11 @@ use rayback_core::{Destination, Network, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MuxConfig;
 use crate::error::MuxError;
 use crate::frame::{FrameCodec, FrameKind, SessionId};
 use crate::send::{Push, SendQueue};
 use crate::server::SessionHandler;
+use crate::settings::MuxSettings;
 use crate::stream::MuxStream;
 
 /// Which end of Mux.Cool a connection is.
@@ -123,7 +123,7 @@ pub(crate) struct Sessions {
 
 pub(crate) struct Connection {
     pub(crate) role: Role,
-    pub(crate) config: MuxConfig,
+    pub(crate) config: MuxSettings,
     pub(crate) sessions: Mutex<Sessions>,
     send: Mutex<SendQueue>,
     /// Cancelled when the connection is closed, for any reason.
@@ -151,7 +151,7 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(role: Role, config: MuxConfig, max_sessions: usize) -> Arc<Connection> {
+    pub(crate) fn new(role: Role, config: MuxSettings, max_sessions: usize) -> Arc<Connection> {
         let send = SendQueue::new(config.send_queue, config.frame_data());
         Arc::new(Connection {
             max_sessions,

@@ -13,7 +13,7 @@
 //! | [`server`] | [`MuxServer`], [`SessionHandler`], [`serve_mux`] |
 //! | [`stream`] | [`MuxStream`]: one sub-stream as `AsyncRead + AsyncWrite` |
 //! | [`outbound`] | [`MuxOutbound`]: a pool of client connections behind an `Outbound` |
-//! | [`config`] | buffer bounds, timeouts, limits |
+//! | [`settings`] | buffer bounds, timeouts, limits |
 //! | `send` (private) | sans-IO send queue: fair admission, control frames first |
 //!
 //! # One connection, two tasks
@@ -30,7 +30,7 @@
 //!
 //! The queue admits writers per batch (the private `send` module has the
 //! rules): a sub-stream's first write into a batch is always taken while
-//! the queue is under [`MuxConfig::send_queue`], a sub-stream already in
+//! the queue is under [`MuxSettings::send_queue`], a sub-stream already in
 //! the batch stops at its share of three quarters of it, sub-streams that
 //! found no room are woken those that got nothing in first, and New,
 //! KeepAlive and Ends leave
@@ -55,12 +55,12 @@
 //! Rayback combines (b) and (c) and keeps the wire unchanged:
 //!
 //! * each sub-stream has a bounded receive buffer
-//!   ([`MuxConfig::receive_buffer`], default 256 KiB). A sub-stream that is
+//!   ([`MuxSettings::receive_buffer`], default 256 KiB). A sub-stream that is
 //!   merely slower than the carrier for a moment never blocks the others:
 //!   256 KiB absorbs bursts that V2Ray's 64 KiB outbound pipes do not;
 //! * when that buffer is full, the reader stops reading the carrier
 //!   (memory stays bounded; TCP pushes back on the sender);
-//! * if the buffer stays full for [`MuxConfig::stall_timeout`] (default
+//! * if the buffer stays full for [`MuxSettings::stall_timeout`] (default
 //!   30 s), the stuck sub-stream is ended with End+error and the others
 //!   resume. One stuck consumer costs the others at most that long.
 //!
@@ -86,7 +86,7 @@
 //!
 //! * `New` is queued at once; first data written before it leaves rides in
 //!   it ([`client`] explains why not V2Ray's 100 ms wait).
-//! * Stream data goes in frames of at most [`MuxConfig::max_frame_data`]
+//! * Stream data goes in frames of at most [`MuxSettings::max_frame_data`]
 //!   (60 KiB, one relay read; V2Ray writes 8 KiB and accepts up to
 //!   65535). Datagrams over 2048 bytes are dropped rather than sent, since
 //!   V2Ray would kill the whole connection on them; Rayback accepts up to
@@ -99,17 +99,16 @@
 //!   ([`stream`] has the table).
 
 pub mod client;
-pub mod config;
 mod conn;
 pub mod error;
 pub mod frame;
 pub mod outbound;
 mod send;
 pub mod server;
+pub mod settings;
 pub mod stream;
 
 pub use client::MuxClient;
-pub use config::{concurrency_from_config, ClientConfig, MuxConfig, ServerConfig};
 pub use error::MuxError;
 pub use frame::{Frame, FrameCodec, FrameKind, SessionId, Status};
 pub use outbound::MuxOutbound;
@@ -117,4 +116,5 @@ pub use server::{
     is_mux_cool, mux_cool_destination, serve_mux, serve_mux_with, MuxServer, ServerHandle,
     SessionHandler, MUX_COOL_DOMAIN, MUX_COOL_PORT,
 };
+pub use settings::{concurrency_from_config, ClientSettings, MuxSettings, ServerSettings};
 pub use stream::MuxStream;

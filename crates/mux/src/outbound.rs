@@ -20,9 +20,9 @@ use rayback_core::{Outbound, Session, Stream};
 use tokio::sync::OnceCell;
 
 use crate::client::MuxClient;
-use crate::config::ClientConfig;
 use crate::conn::lock;
 use crate::server::mux_cool_destination;
+use crate::settings::ClientSettings;
 
 /// How many times `connect` looks for a carrier before giving up (V2Ray: 16).
 const ATTEMPTS: usize = 16;
@@ -30,7 +30,7 @@ const ATTEMPTS: usize = 16;
 /// Wraps an outbound so that its sessions share mux connections.
 pub struct MuxOutbound {
     inner: Arc<dyn Outbound>,
-    config: ClientConfig,
+    config: ClientSettings,
     pool: Mutex<Vec<Arc<Carrier>>>,
 }
 
@@ -48,7 +48,7 @@ impl Carrier {
     }
 
     /// Room for one more session, counting reservations.
-    fn has_room(&self, config: &ClientConfig) -> bool {
+    fn has_room(&self, config: &ClientSettings) -> bool {
         let reserved = *lock(&self.reserved);
         let (active, total) = match self.client.get() {
             Some(client) if client.is_closed() => return false,
@@ -71,10 +71,10 @@ impl MuxOutbound {
     /// Mux over `inner` with `concurrency` sessions per connection (1..=1024;
     /// see [`crate::concurrency_from_config`] for V2Ray's config rule).
     pub fn new(inner: Arc<dyn Outbound>, concurrency: usize) -> MuxOutbound {
-        MuxOutbound::with_config(inner, ClientConfig::outbound(concurrency.max(1)))
+        MuxOutbound::with_config(inner, ClientSettings::outbound(concurrency.max(1)))
     }
 
-    pub fn with_config(inner: Arc<dyn Outbound>, config: ClientConfig) -> MuxOutbound {
+    pub fn with_config(inner: Arc<dyn Outbound>, config: ClientSettings) -> MuxOutbound {
         MuxOutbound {
             inner,
             config,

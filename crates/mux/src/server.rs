@@ -13,8 +13,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rayback_core::{Address, Destination, Dispatch, Session, Stream};
 
-use crate::config::ServerConfig;
 use crate::conn::{Connection, Role};
+use crate::settings::ServerSettings;
 
 /// The domain a connection is addressed to when its payload is Mux.Cool
 /// (outbound mux, VMess command 0x03).
@@ -50,13 +50,13 @@ impl MuxServer {
     /// Serves `stream` with default settings. Must be called within a tokio
     /// runtime; the connection's tasks run there.
     pub fn serve(stream: Stream, handler: Arc<dyn SessionHandler>) -> ServerHandle {
-        MuxServer::serve_with(stream, handler, ServerConfig::default())
+        MuxServer::serve_with(stream, handler, ServerSettings::default())
     }
 
     pub fn serve_with(
         stream: Stream,
         handler: Arc<dyn SessionHandler>,
-        config: ServerConfig,
+        config: ServerSettings,
     ) -> ServerHandle {
         let conn = Connection::new(Role::Server, config.mux, config.max_sessions);
         conn.start(stream, Some(handler), None);
@@ -159,7 +159,7 @@ pub async fn serve_mux(
     session: Session,
     dispatch: Arc<dyn Dispatch>,
 ) -> io::Result<()> {
-    serve_mux_with(stream, session, dispatch, ServerConfig::default()).await
+    serve_mux_with(stream, session, dispatch, ServerSettings::default()).await
 }
 
 /// [`serve_mux`] with explicit settings.
@@ -167,7 +167,7 @@ pub async fn serve_mux_with(
     stream: Stream,
     session: Session,
     dispatch: Arc<dyn Dispatch>,
-    config: ServerConfig,
+    config: ServerSettings,
 ) -> io::Result<()> {
     let handler = Arc::new(DispatchHandler {
         template: session,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use async_trait::async_trait;
 use rayback_core::{Address, Destination, Stream};
-use rayback_mux::{ClientConfig, MuxClient, MuxServer, SessionHandler};
+use rayback_mux::{ClientSettings, MuxClient, MuxServer, SessionHandler};
 use rayback_testkit::fairness::next_send;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,7 +65,7 @@ async fn pair() -> Result<MuxClient> {
     MuxServer::serve(Box::new(server_side), Arc::new(Services));
     Ok(MuxClient::new(
         Box::new(client_side),
-        ClientConfig::default(),
+        ClientSettings::default(),
     ))
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use async_trait::async_trait;
 use rayback_core::{packet, Address, Destination, Stream};
-use rayback_mux::{ClientConfig, MuxClient, MuxServer, ServerHandle, SessionHandler};
+use rayback_mux::{ClientSettings, MuxClient, MuxServer, ServerHandle, SessionHandler};
 use rayback_testkit::{echo_server, free_port, seeded_bytes, sha256_hex, V2Ray};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,7 +75,7 @@ async fn rayback_client_against_v2ray_server() -> Result<()> {
         let _v2ray = V2Ray::start(&config, &[port]).await?;
         let carrier = TcpStream::connect(("127.0.0.1", port)).await?;
         carrier.set_nodelay(true)?;
-        let client = MuxClient::new(Box::new(carrier), ClientConfig::default());
+        let client = MuxClient::new(Box::new(carrier), ClientSettings::default());
 
         // 200 concurrent sub-streams, 1 MiB each way, on one connection.
         let started = Instant::now();
@@ -144,16 +144,7 @@ struct EchoHandler {
 impl SessionHandler for EchoHandler {
     async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
         self.seen.lock().unwrap().push(destination.clone());
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        if destination.network == rayback_core::Network::Udp {
-            let mut buf = Vec::new();
-            while packet::read_packet(&mut reader, &mut buf).await? {
-                packet::write_packet(&mut writer, &buf).await?;
-            }
-            return Ok(());
-        }
-        tokio::io::copy(&mut reader, &mut writer).await?;
-        writer.shutdown().await
+        rayback_testkit::doubles::echo(&destination, stream).await
     }
 }
 

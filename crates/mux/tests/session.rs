@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use async_trait::async_trait;
 use bytes::BytesMut;
-use rayback_core::{
-    packet, Address, Destination, Dispatch, Network, Outbound, Session, Stream, Tag, User,
-};
+use rayback_core::{packet, Address, Destination, Network, Outbound, Session, Stream, Tag, User};
 use rayback_mux::{
-    frame, serve_mux, ClientConfig, Frame, FrameCodec, FrameKind, MuxClient, MuxConfig,
-    MuxOutbound, MuxServer, ServerConfig, ServerHandle, SessionHandler,
+    frame, serve_mux, ClientSettings, Frame, FrameCodec, FrameKind, MuxClient, MuxOutbound,
+    MuxServer, MuxSettings, ServerHandle, ServerSettings, SessionHandler,
 };
+use rayback_testkit::doubles::{self, RecordingDispatch, Then};
 use rayback_testkit::{seeded_bytes, sha256_hex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::time::timeout;
@@ -36,17 +35,15 @@ struct Echo {
 #[async_trait]
 impl SessionHandler for Echo {
     async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
-        self.seen.lock().unwrap().push(destination);
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        tokio::io::copy(&mut reader, &mut writer).await?;
-        writer.shutdown().await
+        self.seen.lock().unwrap().push(destination.clone());
+        doubles::echo(&destination, stream).await
     }
 }
 
 fn pair(
     handler: Arc<dyn SessionHandler>,
-    client: ClientConfig,
-    server: ServerConfig,
+    client: ClientSettings,
+    server: ServerSettings,
 ) -> (MuxClient, ServerHandle) {
     let (a, b) = tokio::io::duplex(256 * 1024);
     let client = MuxClient::new(Box::new(a), client);
@@ -81,8 +78,8 @@ async fn many_concurrent_sub_streams_echo() -> Result<()> {
         let echo = Arc::new(Echo::default());
         let (client, server) = pair(
             echo.clone(),
-            ClientConfig::default(),
-            ServerConfig::default(),
+            ClientSettings::default(),
+            ServerSettings::default(),
         );
         let mut tasks = Vec::new();
         for i in 0..100u16 {
@@ -165,8 +162,8 @@ async fn data_both_ways_and_end_gives_eof() -> Result<()> {
     timeout(LIMIT, async {
         let (client, _server) = pair(
             Arc::new(Talker),
-            ClientConfig::default(),
-            ServerConfig::default(),
+            ClientSettings::default(),
+            ServerSettings::default(),
         );
         let mut tasks = Vec::new();
         for i in 1..=40u16 {
@@ -231,8 +228,8 @@ impl SessionHandler for Collect {
 }
 
 fn collecting(
-    client: ClientConfig,
-    server: ServerConfig,
+    client: ClientSettings,
+    server: ServerSettings,
 ) -> (
     MuxClient,
     ServerHandle,
@@ -247,7 +244,7 @@ fn collecting(
 async fn end_semantics() -> Result<()> {
     timeout(LIMIT, async {
         let (client, server, mut accepted) =
-            collecting(ClientConfig::default(), ServerConfig::default());
+            collecting(ClientSettings::default(), ServerSettings::default());
 
         // Client shuts down (a half-close, both sides Rayback): the server
         // reads the data then EOF and can still write; its shutdown then
@@ -330,7 +327,7 @@ async fn end_semantics() -> Result<()> {
 async fn losing_the_carrier_closes_every_sub_stream_promptly() -> Result<()> {
     timeout(LIMIT, async {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let client = MuxClient::new(Box::new(a), ClientConfig::default());
+        let client = MuxClient::new(Box::new(a), ClientSettings::default());
         let mut streams = Vec::new();
         for i in 0..20 {
             streams.push(client.open(dest(i)).await?);
@@ -361,8 +358,8 @@ async fn losing_the_carrier_closes_every_sub_stream_promptly() -> Result<()> {
         let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
         let (client, server) = pair(
             Arc::new(Collect(tx)),
-            ClientConfig::default(),
-            ServerConfig::default(),
+            ClientSettings::default(),
+            ServerSettings::default(),
         );
         let mut opened = Vec::new();
         for i in 0..5 {
@@ -395,7 +392,7 @@ async fn losing_the_carrier_closes_every_sub_stream_promptly() -> Result<()> {
 async fn udp_sub_streams_keep_packet_boundaries() -> Result<()> {
     timeout(LIMIT, async {
         let (client, _server, mut accepted) =
-            collecting(ClientConfig::default(), ServerConfig::default());
+            collecting(ClientSettings::default(), ServerSettings::default());
         let target = Destination::udp(Address::Ipv4(Ipv4Addr::new(127, 0, 0, 53)), 53);
         let mut stream = client.open(target.clone()).await?;
         let packets: Vec<Vec<u8>> = [0usize, 1, 100, 1400, 2048]
@@ -479,7 +476,7 @@ impl RawPeer {
 async fn first_data_rides_in_the_new_frame() -> Result<()> {
     timeout(LIMIT, async {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let client = MuxClient::new(Box::new(a), ClientConfig::default());
+        let client = MuxClient::new(Box::new(a), ClientSettings::default());
         let mut peer = RawPeer::new(b);
         let mut stream = client
             .open(Destination::tcp(Address::Ipv4(Ipv4Addr::LOCALHOST), 80))
@@ -514,7 +511,7 @@ async fn first_data_rides_in_the_new_frame() -> Result<()> {
         // We answer the peer's End with ours.
         assert_eq!(peer.frame().await?, Frame::end(2, false));
         // Large writes are split into frames of max_frame_data.
-        let max = MuxConfig::default().max_frame_data;
+        let max = MuxSettings::default().max_frame_data;
         let big = seeded_bytes(5, 2 * max + 1000);
         stream.write_all(&big).await?;
         let mut sizes = Vec::new();
@@ -542,7 +539,7 @@ async fn first_data_rides_in_the_new_frame() -> Result<()> {
 async fn control_session_new_matches_the_captured_bytes() -> Result<()> {
     timeout(LIMIT, async {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let client = MuxClient::new(Box::new(a), ClientConfig::default());
+        let client = MuxClient::new(Box::new(a), ClientSettings::default());
         let mut peer = RawPeer::new(b);
         let control = Destination::udp(Address::Domain("reverse.internal.v2ray.com".into()), 0);
         let mut stream = client.open(control).await?;
@@ -573,9 +570,9 @@ async fn control_session_new_matches_the_captured_bytes() -> Result<()> {
 async fn server_answers_like_v2ray() -> Result<()> {
     timeout(LIMIT, async {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let config = ServerConfig {
+        let config = ServerSettings {
             max_sessions: 2,
-            ..ServerConfig::default()
+            ..ServerSettings::default()
         };
         let server = MuxServer::serve_with(Box::new(b), Arc::new(Echo::default()), config);
         let mut peer = RawPeer::new(a);
@@ -629,13 +626,13 @@ async fn server_answers_like_v2ray() -> Result<()> {
 #[tokio::test]
 async fn client_limits_and_idle_close() -> Result<()> {
     timeout(LIMIT, async {
-        let config = ClientConfig {
+        let config = ClientSettings {
             max_concurrency: Some(2),
             max_total: Some(3),
             idle_timeout: Some(Duration::from_millis(200)),
-            ..ClientConfig::default()
+            ..ClientSettings::default()
         };
-        let (client, _server, _accepted) = collecting(config, ServerConfig::default());
+        let (client, _server, _accepted) = collecting(config, ServerSettings::default());
         let a = client.open(dest(1)).await?;
         let b = client.open(dest(2)).await?;
         assert!(client.is_full());
@@ -658,7 +655,7 @@ async fn client_limits_and_idle_close() -> Result<()> {
 async fn dropping_the_last_client_handle_closes_once_idle() -> Result<()> {
     timeout(LIMIT, async {
         let (client, server, mut accepted) =
-            collecting(ClientConfig::default(), ServerConfig::default());
+            collecting(ClientSettings::default(), ServerSettings::default());
         let mut stream = client.open(dest(1)).await?;
         drop(client);
         // The open sub-stream keeps working.
@@ -787,29 +784,11 @@ async fn mux_outbound_stops_at_128_sessions_per_carrier() -> Result<()> {
     .await?
 }
 
-/// Records what `serve_mux` dispatches and echoes.
-#[derive(Default)]
-struct RecordingDispatch {
-    sessions: Mutex<Vec<Session>>,
-}
-
-#[async_trait]
-impl Dispatch for RecordingDispatch {
-    async fn dispatch(&self, session: Session, stream: Stream) -> io::Result<()> {
-        self.sessions.lock().unwrap().push(session.clone());
-        Echo::default().handle(session.destination, stream).await
-    }
-
-    async fn connect(&self, _session: &Session) -> io::Result<Stream> {
-        Err(io::Error::other("not used"))
-    }
-}
-
 #[tokio::test]
 async fn serve_mux_dispatches_sub_sessions_with_the_carriers_origin() -> Result<()> {
     timeout(LIMIT, async {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let dispatch = Arc::new(RecordingDispatch::default());
+        let dispatch = Arc::new(RecordingDispatch::new(Then::Echo));
         let source: SocketAddr = "127.0.0.1:40000".parse()?;
         let user = User {
             email: "u@example".into(),
@@ -820,12 +799,12 @@ async fn serve_mux_dispatches_sub_sessions_with_the_carriers_origin() -> Result<
             .with_source(source)
             .with_user(user.clone());
         let served = tokio::spawn(serve_mux(Box::new(b), carrier, dispatch.clone()));
-        let client = MuxClient::new(Box::new(a), ClientConfig::default());
+        let client = MuxClient::new(Box::new(a), ClientSettings::default());
         let udp = Destination::udp(Address::Domain("dns.example".into()), 53);
         let mut tcp_stream = client.open(dest(5)).await?;
         let _udp_stream = client.open(udp.clone()).await?;
         assert_eq!(write_and_read(&mut tcp_stream, b"abc").await?, b"abc");
-        let sessions = dispatch.sessions.lock().unwrap().clone();
+        let sessions = dispatch.sessions();
         assert_eq!(sessions.len(), 2);
         for s in &sessions {
             assert_eq!(s.inbound_tag, Some(Tag::new("vmess-in")));
@@ -846,12 +825,12 @@ async fn serve_mux_dispatches_sub_sessions_with_the_carriers_origin() -> Result<
 async fn small_frames_config_is_honoured() -> Result<()> {
     timeout(LIMIT, async {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let config = ClientConfig {
-            mux: MuxConfig {
+        let config = ClientSettings {
+            mux: MuxSettings {
                 max_frame_data: 8192,
-                ..MuxConfig::default()
+                ..MuxSettings::default()
             },
-            ..ClientConfig::default()
+            ..ClientSettings::default()
         };
         let client = MuxClient::new(Box::new(a), config);
         let mut peer = RawPeer::new(b);
@@ -903,7 +882,7 @@ const HALF_CLOSE_SIZE: usize = 1024 * 1024;
 async fn half_close_by_the_client_keeps_the_reply_direction() -> Result<()> {
     timeout(LIMIT, async {
         let (client, server, mut accepted) =
-            collecting(ClientConfig::default(), ServerConfig::default());
+            collecting(ClientSettings::default(), ServerSettings::default());
         let data = seeded_bytes(41, HALF_CLOSE_SIZE);
         let mut stream = client.open(dest(1)).await?;
         let (_, mut far) = accepted.recv().await.context("no session")?;
@@ -938,7 +917,7 @@ async fn half_close_by_the_client_keeps_the_reply_direction() -> Result<()> {
 async fn half_close_by_the_server_keeps_the_request_direction() -> Result<()> {
     timeout(LIMIT, async {
         let (client, server, mut accepted) =
-            collecting(ClientConfig::default(), ServerConfig::default());
+            collecting(ClientSettings::default(), ServerSettings::default());
         let data = seeded_bytes(42, HALF_CLOSE_SIZE);
         let mut stream = client.open(dest(2)).await?;
         let (_, mut far) = accepted.recv().await.context("no session")?;
@@ -976,8 +955,8 @@ async fn half_close_echo_through_session_handlers() -> Result<()> {
     timeout(LIMIT, async {
         let (client, server) = pair(
             Arc::new(AnswerAfterEof),
-            ClientConfig::default(),
-            ServerConfig::default(),
+            ClientSettings::default(),
+            ServerSettings::default(),
         );
         let mut tasks = Vec::new();
         for i in 0..8u16 {
@@ -1005,7 +984,7 @@ async fn half_close_echo_through_session_handlers() -> Result<()> {
 async fn both_sides_half_close() -> Result<()> {
     timeout(LIMIT, async {
         let (client, server, mut accepted) =
-            collecting(ClientConfig::default(), ServerConfig::default());
+            collecting(ClientSettings::default(), ServerSettings::default());
         let mut stream = client.open(dest(3)).await?;
         let (_, mut far) = accepted.recv().await.context("no session")?;
         stream.write_all(b"from client").await?;
@@ -1030,7 +1009,7 @@ async fn both_sides_half_close() -> Result<()> {
 async fn dropping_after_the_peers_half_close_ends_the_session() -> Result<()> {
     timeout(LIMIT, async {
         let (client, server, mut accepted) =
-            collecting(ClientConfig::default(), ServerConfig::default());
+            collecting(ClientSettings::default(), ServerSettings::default());
 
         // The server reads to EOF, answers part of it, then drops.
         let mut a = client.open(dest(1)).await?;
@@ -1105,7 +1084,7 @@ async fn dropping_after_the_peers_half_close_ends_the_session() -> Result<()> {
 async fn half_close_on_the_wire_and_against_a_v2ray_like_peer() -> Result<()> {
     timeout(LIMIT, async {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let client = MuxClient::new(Box::new(a), ClientConfig::default());
+        let client = MuxClient::new(Box::new(a), ClientSettings::default());
         let mut peer = RawPeer::new(b);
         let mut stream = client.open(dest(1)).await?;
         stream.write_all(b"req").await?;
@@ -1134,8 +1113,11 @@ async fn half_close_on_the_wire_and_against_a_v2ray_like_peer() -> Result<()> {
         // writes; the session ends with the handler's plain End.
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
-        let server =
-            MuxServer::serve_with(Box::new(b), Arc::new(Collect(tx)), ServerConfig::default());
+        let server = MuxServer::serve_with(
+            Box::new(b),
+            Arc::new(Collect(tx)),
+            ServerSettings::default(),
+        );
         let mut peer = RawPeer::new(a);
         peer.send(&Frame::new_session(7, dest(7), Some("ping".into())))
             .await?;

@@ -18,7 +18,7 @@ use anyhow::{ensure, Result};
 use async_trait::async_trait;
 use rayback_core::{Address, Destination, Stream};
 use rayback_mux::{
-    ClientConfig, MuxClient, MuxConfig, MuxServer, ServerConfig, ServerHandle, SessionHandler,
+    ClientSettings, MuxClient, MuxServer, MuxSettings, ServerHandle, ServerSettings, SessionHandler,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -195,9 +195,9 @@ struct Outcome {
 }
 
 async fn run(setup: Setup) -> Result<Outcome> {
-    let mux = MuxConfig {
+    let mux = MuxSettings {
         stall_timeout: setup.stall_timeout,
-        ..MuxConfig::default()
+        ..MuxSettings::default()
     };
     let receiver = Arc::new(Receiver {
         len: setup.len,
@@ -210,17 +210,17 @@ async fn run(setup: Setup) -> Result<Outcome> {
     let (a, b) = tokio::io::duplex(256 * 1024);
     let client = MuxClient::new(
         Box::new(a),
-        ClientConfig {
+        ClientSettings {
             mux: mux.clone(),
-            ..ClientConfig::default()
+            ..ClientSettings::default()
         },
     );
     let server = MuxServer::serve_with(
         Box::new(b),
         receiver.clone(),
-        ServerConfig {
+        ServerSettings {
             mux: mux.clone(),
-            ..ServerConfig::default()
+            ..ServerSettings::default()
         },
     );
     let gauge = watch_gauges(client.clone(), server.clone());
@@ -357,17 +357,20 @@ impl SessionHandler for Unused {
 async fn a_peer_that_never_reads_cannot_grow_the_answer_queue() -> Result<()> {
     let frame = [0u8, 4, 0, 7, 2, 1, 0, 0];
     let batch: Vec<u8> = frame.iter().copied().cycle().take(8 * 10_000).collect();
-    let bound = MuxConfig::default().send_queue + 128 * 1024;
+    let bound = MuxSettings::default().send_queue + 128 * 1024;
     for client in [false, true] {
         let (mut peer, carrier) = tokio::io::duplex(64);
         let server;
         let mux_client;
         let buffered: Box<dyn Fn() -> usize> = if client {
-            mux_client = MuxClient::new(Box::new(carrier), ClientConfig::default());
+            mux_client = MuxClient::new(Box::new(carrier), ClientSettings::default());
             Box::new(move || mux_client.buffered_bytes())
         } else {
-            server =
-                MuxServer::serve_with(Box::new(carrier), Arc::new(Unused), ServerConfig::default());
+            server = MuxServer::serve_with(
+                Box::new(carrier),
+                Arc::new(Unused),
+                ServerSettings::default(),
+            );
             Box::new(move || server.buffered_bytes())
         };
         // 200,000 such frames answer with 1.2 MB of Ends when nothing

@@ -2,8 +2,8 @@
 //! sessions the portal opens on them.
 //!
 //! One task ([`Bridge::run`]) owns the list of tunnel connections
-//! ("workers"). It wakes every [`TICK`], when a worker dies,
-//! and on shutdown; each time it drops workers that are no longer active
+//! (each a `Tunnel`). It wakes every [`TICK`], when a tunnel dies,
+//! and on shutdown; each time it drops tunnels that are no longer active
 //! (drained, closed, or silent) and dials one more when there are none or
 //! when the sessions per connection exceed
 //! [`SESSIONS_PER_CONNECTION`] — V2Ray's
@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rand::Rng;
 use rayback_core::packet::read_packet;
 use rayback_core::{Address, Destination, Dispatch, Session, Stream, Tag};
-use rayback_mux::{MuxServer, ServerConfig, ServerHandle, SessionHandler};
+use rayback_mux::{MuxServer, ServerHandle, ServerSettings, SessionHandler};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ pub struct BridgeSettings {
     /// probability 1/64, so several periods are needed.
     pub heartbeat_timeout: Duration,
     /// Mux limits for each tunnel connection.
-    pub mux: ServerConfig,
+    pub mux: ServerSettings,
     /// Backoff between failed dials: first and largest delay.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -55,7 +55,7 @@ impl BridgeSettings {
             domain,
             max_connections: 16,
             heartbeat_timeout: Duration::from_secs(10),
-            mux: ServerConfig::default(),
+            mux: ServerSettings::default(),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
         }
@@ -70,14 +70,14 @@ struct Liveness {
     last_control: Mutex<Option<Instant>>,
 }
 
-struct Worker {
+struct Tunnel {
     server: ServerHandle,
     liveness: Arc<Liveness>,
     /// Sessions open on it besides the control session.
     sessions: Arc<AtomicUsize>,
 }
 
-impl Worker {
+impl Tunnel {
     /// When the portal last spoke on the control session, if ever.
     fn last_heard(&self) -> Option<Instant> {
         *self.liveness.last_control.lock().expect("not poisoned")
@@ -105,8 +105,8 @@ pub struct Bridge {
     settings: BridgeSettings,
     dispatch: Arc<dyn Dispatch>,
     tracker: TaskTracker,
-    /// Woken when a worker dies, so a replacement is dialled at once.
-    worker_ended: Arc<Notify>,
+    /// Woken when a tunnel dies, so a replacement is dialled at once.
+    tunnel_ended: Arc<Notify>,
     /// The control state of the tunnel connections now counted.
     live: Mutex<Vec<Arc<Liveness>>>,
     /// Dials attempted over the bridge's life.
@@ -134,7 +134,7 @@ impl Bridge {
             settings,
             dispatch,
             tracker,
-            worker_ended: Arc::new(Notify::new()),
+            tunnel_ended: Arc::new(Notify::new()),
             live: Mutex::new(Vec::new()),
             dials: AtomicU64::new(0),
         }
@@ -163,17 +163,17 @@ impl Bridge {
         }
     }
 
-    fn publish(&self, workers: &[Worker]) {
-        *self.live.lock().expect("not poisoned") = workers
+    fn publish(&self, tunnels: &[Tunnel]) {
+        *self.live.lock().expect("not poisoned") = tunnels
             .iter()
-            .map(|worker| worker.liveness.clone())
+            .map(|tunnel| tunnel.liveness.clone())
             .collect();
     }
 
     /// Keeps tunnel connections up until `shutdown`; then returns, leaving
     /// open sessions to the tracker (they end with their connections).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut workers: Vec<Worker> = Vec::new();
+        let mut tunnels: Vec<Tunnel> = Vec::new();
         // Dials that failed, or tunnels that died before the portal ever
         // spoke on them, in a row: they set the backoff.
         let mut failures = 0u32;
@@ -185,34 +185,34 @@ impl Bridge {
         'serving: loop {
             let timeout = self.settings.heartbeat_timeout;
             let mut died_unheard = false;
-            workers.retain(|worker| {
-                if worker.is_dead(timeout) {
-                    if !worker.server.is_closed() {
+            tunnels.retain(|tunnel| {
+                if tunnel.is_dead(timeout) {
+                    if !tunnel.server.is_closed() {
                         tracing::warn!(bridge = %self.settings.tag, "tunnel connection silent for {timeout:?}; closing it");
-                        worker.server.close();
+                        tunnel.server.close();
                     }
-                    died_unheard |= worker.last_heard().is_none();
+                    died_unheard |= tunnel.last_heard().is_none();
                     return false;
                 }
                 // A sign of life for a Rayback portal, which then can tell a
                 // dead tunnel from a quiet one; V2Ray ignores KeepAlive.
                 if ticked {
-                    worker.server.send_keepalive();
+                    tunnel.server.send_keepalive();
                 }
                 // A drained connection keeps serving its sessions; it just
                 // no longer counts (the portal closes it when they end).
-                !worker.is_draining()
+                !tunnel.is_draining()
             });
             if died_unheard {
                 failures = failures.saturating_add(1);
                 next_dial = Instant::now() + self.backoff(failures);
-            } else if workers.iter().any(|worker| worker.last_heard().is_some()) {
+            } else if tunnels.iter().any(|tunnel| tunnel.last_heard().is_some()) {
                 failures = 0;
             }
-            self.publish(&workers);
-            let sessions: usize = workers.iter().map(|w| w.server.active_sessions()).sum();
-            let wanted = workers.is_empty() || sessions / workers.len() > SESSIONS_PER_CONNECTION;
-            if wanted && workers.len() < self.settings.max_connections {
+            self.publish(&tunnels);
+            let sessions: usize = tunnels.iter().map(|w| w.server.active_sessions()).sum();
+            let wanted = tunnels.is_empty() || sessions / tunnels.len() > SESSIONS_PER_CONNECTION;
+            if wanted && tunnels.len() < self.settings.max_connections {
                 if Instant::now() < next_dial {
                     tokio::select! {
                         () = tokio::time::sleep_until(next_dial) => {}
@@ -225,10 +225,10 @@ impl Bridge {
                     () = shutdown.cancelled() => break 'serving,
                 };
                 match dial {
-                    Ok(worker) => {
-                        workers.push(worker);
-                        self.publish(&workers);
-                        tracing::info!(bridge = %self.settings.tag, connections = workers.len(), "tunnel connection up");
+                    Ok(tunnel) => {
+                        tunnels.push(tunnel);
+                        self.publish(&tunnels);
+                        tracing::info!(bridge = %self.settings.tag, connections = tunnels.len(), "tunnel connection up");
                     }
                     Err(error) => {
                         failures = failures.saturating_add(1);
@@ -244,24 +244,24 @@ impl Bridge {
             }
             ticked = tokio::select! {
                 _ = tick.tick() => true,
-                () = self.worker_ended.notified() => false,
+                () = self.tunnel_ended.notified() => false,
                 () = shutdown.cancelled() => break 'serving,
             };
         }
         // Stopping: no more dials; tunnels close as their sessions end, and
         // the tracker lets the app's grace period wait for that.
-        self.tracker.spawn(Self::close_when_idle(workers));
+        self.tracker.spawn(Self::close_when_idle(tunnels));
     }
 
     /// After shutdown: each tunnel connection is closed as soon as the
     /// sessions it carries have ended, so a stopping bridge does not wait
     /// out its grace period on idle tunnels.
-    async fn close_when_idle(workers: Vec<Worker>) {
-        let mut open = workers;
+    async fn close_when_idle(tunnels: Vec<Tunnel>) {
+        let mut open = tunnels;
         while !open.is_empty() {
-            open.retain(|worker| {
-                if worker.sessions.load(Ordering::Relaxed) == 0 || worker.server.is_closed() {
-                    worker.server.close();
+            open.retain(|tunnel| {
+                if tunnel.sessions.load(Ordering::Relaxed) == 0 || tunnel.server.is_closed() {
+                    tunnel.server.close();
                     return false;
                 }
                 true
@@ -287,7 +287,7 @@ impl Bridge {
 
     /// Dials one tunnel connection through the router and starts serving
     /// Mux.Cool on it.
-    async fn dial(&self) -> io::Result<Worker> {
+    async fn dial(&self) -> io::Result<Tunnel> {
         self.dials.fetch_add(1, Ordering::Relaxed);
         let destination = Destination::tcp(Address::Domain(self.settings.domain.clone()), 0);
         let session = Session::new(destination).with_inbound_tag(self.settings.tag.clone());
@@ -301,17 +301,17 @@ impl Bridge {
             tag: self.settings.tag.clone(),
             dispatch: self.dispatch.clone(),
             liveness: liveness.clone(),
-            wake: self.worker_ended.clone(),
+            wake: self.tunnel_ended.clone(),
             sessions: sessions.clone(),
         });
         let server = MuxServer::serve_with(stream, handler, self.settings.mux.clone());
-        let ended = self.worker_ended.clone();
+        let ended = self.tunnel_ended.clone();
         let watched = server.clone();
         self.tracker.spawn(async move {
             watched.closed().await;
             ended.notify_one();
         });
-        Ok(Worker {
+        Ok(Tunnel {
             server,
             liveness,
             sessions,

@@ -20,7 +20,7 @@ use rand::Rng;
 use rayback_core::packet::write_packet;
 use rayback_core::relay::relay;
 use rayback_core::{Address, Destination, Outbound, Policy, SendBudget, Session, Stream, Tag};
-use rayback_mux::{ClientConfig, MuxClient, MuxConfig};
+use rayback_mux::{ClientSettings, MuxClient, MuxSettings};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -58,7 +58,7 @@ pub struct PortalSettings {
     pub max_streams: usize,
     /// Buffer bounds and the stall timeout of each tunnel's sub-streams
     /// (`rayback.limits.streamBuffer`, `streamStallTimeout`).
-    pub mux: MuxConfig,
+    pub mux: MuxSettings,
 }
 
 impl PortalSettings {
@@ -71,13 +71,13 @@ impl PortalSettings {
             drain_after: 16_384,
             bridge_silence: Duration::from_secs(10),
             max_streams: 1024,
-            mux: MuxConfig::default(),
+            mux: MuxSettings::default(),
         }
     }
 }
 
 /// One adopted tunnel connection.
-struct Worker {
+struct Tunnel {
     id: u64,
     client: MuxClient,
     draining: AtomicBool,
@@ -85,11 +85,11 @@ struct Worker {
     since: Instant,
     /// The carrying connection's send budget (VMess nonces), if known.
     budget: Option<SendBudget>,
-    /// Wakes the heartbeat task at once when the worker should drain.
+    /// Wakes the heartbeat task at once when the tunnel should drain.
     wake: Notify,
 }
 
-impl Worker {
+impl Tunnel {
     fn is_usable(&self) -> bool {
         !self.draining.load(Ordering::Relaxed) && !self.client.is_closed()
     }
@@ -122,7 +122,7 @@ pub struct Portal {
     /// Set when the process stops: every tunnel drains and closes once
     /// its public sessions have ended.
     closing: AtomicBool,
-    workers: Mutex<Vec<Arc<Worker>>>,
+    tunnels: Mutex<Vec<Arc<Tunnel>>>,
     /// Woken when a tunnel connection is adopted.
     adopted: Notify,
     next_id: AtomicU64,
@@ -133,7 +133,7 @@ impl Portal {
         Portal {
             settings,
             closing: AtomicBool::new(false),
-            workers: Mutex::new(Vec::new()),
+            tunnels: Mutex::new(Vec::new()),
             adopted: Notify::new(),
             next_id: AtomicU64::new(1),
         }
@@ -148,22 +148,22 @@ impl Portal {
     /// sessions it carries have ended.
     pub fn close_when_idle(&self) {
         self.closing.store(true, Ordering::Relaxed);
-        for worker in self.workers.lock().expect("not poisoned").iter() {
-            worker.wake.notify_one();
+        for tunnel in self.tunnels.lock().expect("not poisoned").iter() {
+            tunnel.wake.notify_one();
         }
     }
 
     /// The tunnel connections now held.
     pub fn tunnels(&self) -> Vec<TunnelStatus> {
-        let workers = self.workers.lock().expect("not poisoned");
-        workers
+        let tunnels = self.tunnels.lock().expect("not poisoned");
+        tunnels
             .iter()
-            .map(|worker| TunnelStatus {
-                peer: worker.peer,
-                up_for: worker.since.elapsed(),
-                active_sessions: worker.client.active_sessions(),
-                total_sessions: worker.client.total_opened(),
-                draining: worker.draining.load(Ordering::Relaxed),
+            .map(|tunnel| TunnelStatus {
+                peer: tunnel.peer,
+                up_for: tunnel.since.elapsed(),
+                active_sessions: tunnel.client.active_sessions(),
+                total_sessions: tunnel.client.total_opened(),
+                draining: tunnel.draining.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -173,18 +173,18 @@ impl Portal {
     /// with a bulk transfer counts one session but a full queue), then to
     /// the oldest; a draining one only if nothing else is left. Closed
     /// connections are never picked.
-    fn pick(&self) -> Option<Arc<Worker>> {
-        let mut workers = self.workers.lock().expect("not poisoned");
-        workers.retain(|worker| !worker.client.is_closed());
+    fn pick(&self) -> Option<Arc<Tunnel>> {
+        let mut tunnels = self.tunnels.lock().expect("not poisoned");
+        tunnels.retain(|tunnel| !tunnel.client.is_closed());
         let max_streams = self.settings.max_streams;
         let least = |usable: bool| {
-            workers
+            tunnels
                 .iter()
-                .filter(|worker| worker.is_usable() == usable && worker.has_room(max_streams))
-                .min_by_key(|worker| {
+                .filter(|tunnel| tunnel.is_usable() == usable && tunnel.has_room(max_streams))
+                .min_by_key(|tunnel| {
                     (
-                        worker.client.active_sessions(),
-                        worker.client.buffered_bytes(),
+                        tunnel.client.active_sessions(),
+                        tunnel.client.buffered_bytes(),
                     )
                 })
                 .cloned()
@@ -193,10 +193,10 @@ impl Portal {
     }
 
     fn forget(&self, id: u64) {
-        self.workers
+        self.tunnels
             .lock()
             .expect("not poisoned")
-            .retain(|worker| worker.id != id);
+            .retain(|tunnel| tunnel.id != id);
     }
 
     /// Drives a bridge's tunnel connection until it ends: the mux client,
@@ -204,9 +204,9 @@ impl Portal {
     pub async fn adopt(&self, session: &Session, stream: Stream) -> io::Result<()> {
         let client = MuxClient::new(
             stream,
-            ClientConfig {
+            ClientSettings {
                 mux: self.settings.mux.clone(),
-                ..ClientConfig::default()
+                ..ClientSettings::default()
             },
         );
         let control_destination =
@@ -215,7 +215,7 @@ impl Portal {
             .open(control_destination)
             .await
             .map_err(io::Error::other)?;
-        let worker = Arc::new(Worker {
+        let tunnel = Arc::new(Tunnel {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             client: client.clone(),
             draining: AtomicBool::new(false),
@@ -224,15 +224,15 @@ impl Portal {
             budget: session.send_budget.clone(),
             wake: Notify::new(),
         });
-        self.workers
+        self.tunnels
             .lock()
             .expect("not poisoned")
-            .push(worker.clone());
+            .push(tunnel.clone());
         self.adopted.notify_waiters();
         tracing::info!(portal = %self.settings.tag, peer = ?session.source, "bridge connection adopted");
 
-        let result = self.heartbeat(&worker, &mut control).await;
-        self.forget(worker.id);
+        let result = self.heartbeat(&tunnel, &mut control).await;
+        self.forget(tunnel.id);
         client.close();
         tracing::info!(portal = %self.settings.tag, peer = ?session.source, "bridge connection ended");
         result
@@ -241,14 +241,14 @@ impl Portal {
     /// Sends a heartbeat at once and then every [`TICK`]; drains the
     /// connection once it has opened `drain_after` sessions, and closes it
     /// when a drained connection has no sessions left.
-    async fn heartbeat(&self, worker: &Worker, control: &mut Stream) -> io::Result<()> {
+    async fn heartbeat(&self, tunnel: &Tunnel, control: &mut Stream) -> io::Result<()> {
         let mut message = Vec::with_capacity(2 + 3 + MAX_RANDOM);
         let mut tick = tokio::time::interval(TICK);
         loop {
             // A draining tunnel is watched closely so it closes soon after
             // its last session.
             let pause = async {
-                if worker.draining.load(Ordering::Relaxed) {
+                if tunnel.draining.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 } else {
                     tick.tick().await;
@@ -256,22 +256,22 @@ impl Portal {
             };
             tokio::select! {
                 () = pause => {}
-                () = worker.wake.notified() => {}
-                () = worker.client.closed() => return Ok(()),
+                () = tunnel.wake.notified() => {}
+                () = tunnel.client.closed() => return Ok(()),
             }
-            let speaks_keepalive = worker.client.since_keepalive().is_some();
-            let silence = worker.client.silent_for().unwrap_or_default();
+            let speaks_keepalive = tunnel.client.since_keepalive().is_some();
+            let silence = tunnel.client.silent_for().unwrap_or_default();
             if speaks_keepalive && silence > self.settings.bridge_silence {
-                tracing::warn!(portal = %self.settings.tag, peer = ?worker.peer, "bridge silent for {silence:?}; closing its tunnel connection");
+                tracing::warn!(portal = %self.settings.tag, peer = ?tunnel.peer, "bridge silent for {silence:?}; closing its tunnel connection");
                 return Ok(());
             }
-            if worker.draining.load(Ordering::Relaxed) {
-                if worker.client.active_sessions() == 0 {
+            if tunnel.draining.load(Ordering::Relaxed) {
+                if tunnel.client.active_sessions() == 0 {
                     return Ok(());
                 }
                 continue;
             }
-            let drain = worker.should_drain(self.settings.drain_after)
+            let drain = tunnel.should_drain(self.settings.drain_after)
                 || self.closing.load(Ordering::Relaxed);
             let control_message = Control {
                 state: if drain { State::Drain } else { State::Active },
@@ -284,10 +284,10 @@ impl Portal {
                 tracing::info!(
                     portal = %self.settings.tag,
                     "draining a bridge connection after {} sessions (nonce budget low: {})",
-                    worker.client.total_opened(),
-                    worker.budget.as_ref().is_some_and(SendBudget::is_low)
+                    tunnel.client.total_opened(),
+                    tunnel.budget.as_ref().is_some_and(SendBudget::is_low)
                 );
-                worker.draining.store(true, Ordering::Relaxed);
+                tunnel.draining.store(true, Ordering::Relaxed);
                 // Ends session 1, as V2Ray does after a DRAIN.
                 let _ = control.shutdown().await;
             }
@@ -301,22 +301,22 @@ impl Portal {
             let adopted = self.adopted.notified();
             tokio::pin!(adopted);
             adopted.as_mut().enable();
-            if let Some(worker) = self.pick() {
-                match worker.client.open(destination.clone()).await {
+            if let Some(tunnel) = self.pick() {
+                match tunnel.client.open(destination.clone()).await {
                     Ok(stream) => {
                         // Drain as soon as the limit is crossed, not at the
                         // next tick, so a burst cannot run the ids out.
-                        if worker.should_drain(self.settings.drain_after) {
-                            worker.wake.notify_one();
+                        if tunnel.should_drain(self.settings.drain_after) {
+                            tunnel.wake.notify_one();
                         }
                         return Ok(stream);
                     }
                     Err(error) => {
                         tracing::debug!("bridge connection refused a session: {error}");
-                        if worker.client.is_closed() {
-                            self.forget(worker.id);
+                        if tunnel.client.is_closed() {
+                            self.forget(tunnel.id);
                         } else {
-                            worker.draining.store(true, Ordering::Relaxed);
+                            tunnel.draining.store(true, Ordering::Relaxed);
                         }
                         continue;
                     }

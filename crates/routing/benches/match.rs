@@ -6,7 +6,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rayback_core::{Address, Destination, Session, Tag};
-use rayback_routing::{AssetLocator, Route, Router, RoutingSpec, RuleSpec};
+use rayback_routing::{AssetLocator, Route, Router, RoutingSettings, RuleSettings};
 
 const RULES: usize = 10_000;
 
@@ -24,18 +24,18 @@ fn build_router(kinds: &[usize]) -> Router {
             2 => format!("keyword:kw{index}z"),
             _ => format!("regexp:^re{index}\\.[a-z]+\\.org$"),
         };
-        rules.push(RuleSpec {
+        rules.push(RuleSettings {
             domain: vec![entry],
-            ..RuleSpec::outbound(if index % 2 == 0 { "even" } else { "odd" })
+            ..RuleSettings::outbound(if index % 2 == 0 { "even" } else { "odd" })
         });
     }
-    rules.push(RuleSpec {
+    rules.push(RuleSettings {
         ip: vec!["10.0.0.0/8".into()],
-        ..RuleSpec::outbound("ip")
+        ..RuleSettings::outbound("ip")
     });
-    let spec = RoutingSpec {
+    let spec = RoutingSettings {
         rules,
-        ..RoutingSpec::default()
+        ..RoutingSettings::default()
     };
     let tags: Vec<String> = ["default", "even", "odd", "ip"]
         .iter()

@@ -1,10 +1,10 @@
-//! Why a routing spec does not compile. Every message names the rule (as
+//! Why a routing configuration does not compile. Every message names the rule (as
 //! `rules[i]`, the index in evaluation order) and the bad value.
 
 use std::fmt;
 use std::path::PathBuf;
 
-/// A routing spec that [`crate::Router::new`] refused.
+/// A routing configuration that [`crate::Router::new`] refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RoutingError {
     #[error("rules[{rule}]: invalid regexp {value:?}: {reason}")]

@@ -1,7 +1,7 @@
 //! Routing: V2Ray 4.34 field rules that turn a [`Session`] into an
 //! outbound tag.
 //!
-//! The `app` crate fills a [`RoutingSpec`] from the config (raw strings,
+//! The `app` crate fills a [`RoutingSettings`] from the config (raw strings,
 //! no JSON here) and compiles it once with [`Router::new`]; every session
 //! then costs one [`Router::route`] call: pure, synchronous, allocation-free
 //! in the common case, and independent of how many domain rules there are.
@@ -11,12 +11,12 @@
 //!
 //! ```
 //! use rayback_core::{Address, Destination, Session, Tag};
-//! use rayback_routing::{AssetLocator, Route, Router, RoutingSpec, RuleSpec};
+//! use rayback_routing::{AssetLocator, Route, Router, RoutingSettings, RuleSettings};
 //!
-//! let mut rule = RuleSpec::outbound("direct");
+//! let mut rule = RuleSettings::outbound("direct");
 //! rule.domain = vec!["domain:example.com".into()];
-//! let spec = RoutingSpec { rules: vec![rule], ..RoutingSpec::default() };
-//! let router = Router::new(&spec, &["direct".into()], &AssetLocator::with_dirs(vec![])).unwrap();
+//! let settings = RoutingSettings { rules: vec![rule], ..RoutingSettings::default() };
+//! let router = Router::new(&settings, &["direct".into()], &AssetLocator::with_dirs(vec![])).unwrap();
 //! let session = Session::new(Destination::tcp(Address::parse("www.example.com").unwrap(), 443));
 //! assert_eq!(router.route(&session, None), Route::Outbound(Tag::new("direct")));
 //! ```
@@ -29,7 +29,7 @@ pub mod geodata;
 mod ip;
 mod port;
 mod router;
-mod spec;
+mod settings;
 
 pub use domain::DomainPattern;
 pub use error::RoutingError;
@@ -37,4 +37,4 @@ pub use geodata::AssetLocator;
 pub use ip::{Cidr, IpSet};
 pub use port::PortList;
 pub use router::{Route, Router};
-pub use spec::{BalancerSpec, DomainStrategy, RoutingSpec, RuleSpec, Target};
+pub use settings::{BalancerSettings, DomainStrategy, RoutingSettings, RuleSettings, Target};

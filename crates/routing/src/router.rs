@@ -28,7 +28,7 @@ use crate::error::RoutingError;
 use crate::geodata::{AssetCache, AssetLocator};
 use crate::ip::{Cidr, IpSet};
 use crate::port::PortList;
-use crate::spec::{DomainStrategy, RoutingSpec, RuleSpec, Target};
+use crate::settings::{DomainStrategy, RoutingSettings, RuleSettings, Target};
 
 /// The router's verdict for one session.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -142,7 +142,7 @@ impl Router {
     /// outbound handler (including portals); balancers choose among them.
     /// Geo data files are looked up through `assets`.
     pub fn new(
-        spec: &RoutingSpec,
+        spec: &RoutingSettings,
         outbound_tags: &[String],
         assets: &AssetLocator,
     ) -> Result<Router, RoutingError> {
@@ -253,7 +253,7 @@ impl Router {
                         other => other,
                     }
                 }
-                (None, DomainStrategy::AsIs, _) => {
+                (None, DomainStrategy::AsIs | DomainStrategy::AlwaysIp, _) => {
                     self.first_match(session, candidates, TargetIps::Nothing)
                 }
             }
@@ -393,8 +393,8 @@ impl Rule {
 
 fn compile_target(
     index: usize,
-    rule: &RuleSpec,
-    spec: &RoutingSpec,
+    rule: &RuleSettings,
+    spec: &RoutingSettings,
     outbound_tags: &[String],
 ) -> Result<RuleTarget, RoutingError> {
     match &rule.target {
@@ -431,7 +431,7 @@ fn compile_target(
 
 fn compile_rule(
     index: usize,
-    spec: &RuleSpec,
+    spec: &RuleSettings,
     has_domain: bool,
     target: RuleTarget,
     assets: &AssetLocator,

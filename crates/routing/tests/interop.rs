@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rayback_core::Network;
 use rayback_routing::geodata::{encode, DomainKind, GeoDomain};
-use rayback_routing::{AssetLocator, Cidr, Router, RuleSpec};
+use rayback_routing::{AssetLocator, Cidr, Router, RuleSettings};
 use rayback_testkit::{free_port, v2ray_path, v2ray_test, wait_for_port, TempDir};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -361,10 +361,10 @@ fn write_geo_files(dir: &Path) -> Result<()> {
 }
 
 fn geo_table() -> Table {
-    let rule = |target: &str, domain: &[&str], ip: &[&str]| RuleSpec {
+    let rule = |target: &str, domain: &[&str], ip: &[&str]| RuleSettings {
         domain: domain.iter().map(|d| d.to_string()).collect(),
         ip: ip.iter().map(|d| d.to_string()).collect(),
-        ..RuleSpec::outbound(target)
+        ..RuleSettings::outbound(target)
     };
     let tcp = |address: &'static str, want: &'static str| Case {
         inbound_tag: "in",
@@ -549,7 +549,7 @@ fn build_errors_agree_with_v2ray_test() -> Result<()> {
 }
 
 /// The spec the app would build from one rule object of the cases above.
-fn json_rule_spec(rule: &Value) -> rayback_routing::RoutingSpec {
+fn json_rule_spec(rule: &Value) -> rayback_routing::RoutingSettings {
     let list = |key: &str| -> Vec<String> {
         match &rule[key] {
             Value::Array(items) => items
@@ -565,8 +565,8 @@ fn json_rule_spec(rule: &Value) -> rayback_routing::RoutingSpec {
         Some(tag) => rayback_routing::Target::Outbound(tag),
         None => rayback_routing::Target::Balancer(text("balancerTag").unwrap_or_default()),
     };
-    rayback_routing::RoutingSpec {
-        rules: vec![RuleSpec {
+    rayback_routing::RoutingSettings {
+        rules: vec![RuleSettings {
             inbound_tag: list("inboundTag"),
             domain: list("domain"),
             ip: list("ip"),

@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use rayback_core::{Address, Destination, Network, Session, Tag, User};
 use rayback_routing::{
-    AssetLocator, BalancerSpec, DomainStrategy, Route, Router, RoutingError, RoutingSpec, RuleSpec,
+    AssetLocator, BalancerSettings, DomainStrategy, Route, Router, RoutingError, RoutingSettings,
+    RuleSettings,
 };
 
 fn no_assets() -> AssetLocator {
@@ -49,8 +50,8 @@ fn session_to(address: &str, port: u16) -> Session {
     Session::new(Destination::tcp(Address::parse(address).unwrap(), port))
 }
 
-fn router(rules: Vec<RuleSpec>, strategy: DomainStrategy) -> Router {
-    let spec = RoutingSpec {
+fn router(rules: Vec<RuleSettings>, strategy: DomainStrategy) -> Router {
+    let spec = RoutingSettings {
         domain_strategy: strategy,
         rules,
         balancers: vec![],
@@ -64,9 +65,9 @@ fn outbound(tag: &str) -> Route {
 
 #[test]
 fn users_match_emails_exactly() {
-    let rules = vec![RuleSpec {
+    let rules = vec![RuleSettings {
         user: vec!["a@example.com".into(), "".into()],
-        ..RuleSpec::outbound("out-a")
+        ..RuleSettings::outbound("out-a")
     }];
     let router = router(rules, DomainStrategy::AsIs);
     let with_user = |email: &str| {
@@ -93,17 +94,17 @@ fn users_match_emails_exactly() {
 #[test]
 fn sessions_without_source_or_tag_never_match_those_conditions() {
     let rules = vec![
-        RuleSpec {
+        RuleSettings {
             source: vec!["0.0.0.0/0".into(), "::/0".into()],
-            ..RuleSpec::outbound("out-a")
+            ..RuleSettings::outbound("out-a")
         },
-        RuleSpec {
+        RuleSettings {
             inbound_tag: vec!["".into()],
-            ..RuleSpec::outbound("out-b")
+            ..RuleSettings::outbound("out-b")
         },
-        RuleSpec {
+        RuleSettings {
             source_port: Some("0".into()),
-            ..RuleSpec::outbound("out-c")
+            ..RuleSettings::outbound("out-c")
         },
     ];
     let router = router(rules, DomainStrategy::AsIs);
@@ -117,14 +118,14 @@ fn sessions_without_source_or_tag_never_match_those_conditions() {
 #[test]
 fn ip_on_demand_asks_only_when_an_ip_condition_is_reached() {
     let rules = vec![
-        RuleSpec {
+        RuleSettings {
             domain: vec!["full:first.test".into()],
-            ..RuleSpec::outbound("out-b")
+            ..RuleSettings::outbound("out-b")
         },
-        RuleSpec {
+        RuleSettings {
             port: Some("80".into()),
             ip: vec!["10.0.0.0/8".into()],
-            ..RuleSpec::outbound("out-a")
+            ..RuleSettings::outbound("out-a")
         },
     ];
     let router = router(rules, DomainStrategy::IpOnDemand);
@@ -147,13 +148,13 @@ fn ip_on_demand_asks_only_when_an_ip_condition_is_reached() {
 #[test]
 fn ip_if_non_match_prefers_a_first_pass_match() {
     let rules = vec![
-        RuleSpec {
+        RuleSettings {
             ip: vec!["10.0.0.0/8".into()],
-            ..RuleSpec::outbound("out-a")
+            ..RuleSettings::outbound("out-a")
         },
-        RuleSpec {
+        RuleSettings {
             domain: vec!["domain:named.test".into()],
-            ..RuleSpec::outbound("out-b")
+            ..RuleSettings::outbound("out-b")
         },
     ];
     let router = router(rules, DomainStrategy::IpIfNonMatch);
@@ -168,9 +169,9 @@ fn ip_if_non_match_prefers_a_first_pass_match() {
     assert_eq!(router.route(&other, Some(&[])), Route::Default);
     // AsIs never asks and never matches IP rules on domains.
     let as_is = self::router(
-        vec![RuleSpec {
+        vec![RuleSettings {
             ip: vec!["10.0.0.0/8".into()],
-            ..RuleSpec::outbound("out-a")
+            ..RuleSettings::outbound("out-a")
         }],
         DomainStrategy::AsIs,
     );
@@ -180,13 +181,13 @@ fn ip_if_non_match_prefers_a_first_pass_match() {
 
 #[test]
 fn balancers_pick_every_matching_outbound() {
-    let spec = RoutingSpec {
+    let spec = RoutingSettings {
         domain_strategy: DomainStrategy::AsIs,
-        rules: vec![RuleSpec {
+        rules: vec![RuleSettings {
             network: vec!["tcp".into()],
-            ..RuleSpec::balancer("b")
+            ..RuleSettings::balancer("b")
         }],
-        balancers: vec![BalancerSpec {
+        balancers: vec![BalancerSettings {
             tag: "b".into(),
             selector: vec!["out-a".into(), "out-b".into()],
         }],
@@ -212,9 +213,9 @@ fn balancers_pick_every_matching_outbound() {
 
 #[test]
 fn udp_sessions_match_network_rules() {
-    let rules = vec![RuleSpec {
+    let rules = vec![RuleSettings {
         network: vec!["UDP".into()],
-        ..RuleSpec::outbound("out-a")
+        ..RuleSettings::outbound("out-a")
     }];
     let router = router(rules, DomainStrategy::AsIs);
     let mut session = session_to("1.2.3.4", 53);
@@ -226,13 +227,13 @@ fn udp_sessions_match_network_rules() {
 #[test]
 fn unknown_tags_are_reported() {
     let rules = vec![
-        RuleSpec {
+        RuleSettings {
             port: Some("1".into()),
-            ..RuleSpec::outbound("ghost")
+            ..RuleSettings::outbound("ghost")
         },
-        RuleSpec {
+        RuleSettings {
             port: Some("2".into()),
-            ..RuleSpec::outbound("out-a")
+            ..RuleSettings::outbound("out-a")
         },
     ];
     assert_eq!(
@@ -241,8 +242,8 @@ fn unknown_tags_are_reported() {
     );
 }
 
-fn build_error(rules: Vec<RuleSpec>, balancers: Vec<BalancerSpec>) -> RoutingError {
-    let spec = RoutingSpec {
+fn build_error(rules: Vec<RuleSettings>, balancers: Vec<BalancerSettings>) -> RoutingError {
+    let spec = RoutingSettings {
         domain_strategy: DomainStrategy::AsIs,
         rules,
         balancers,
@@ -252,89 +253,89 @@ fn build_error(rules: Vec<RuleSpec>, balancers: Vec<BalancerSpec>) -> RoutingErr
 
 #[test]
 fn build_errors_name_the_rule_and_value() {
-    let ok = || RuleSpec {
+    let ok = || RuleSettings {
         port: Some("1".into()),
-        ..RuleSpec::outbound("out-a")
+        ..RuleSettings::outbound("out-a")
     };
-    let cases: Vec<(RuleSpec, &str)> = vec![
+    let cases: Vec<(RuleSettings, &str)> = vec![
         (
-            RuleSpec {
+            RuleSettings {
                 domain: vec!["regexp:(".into()],
-                ..RuleSpec::outbound("out-a")
+                ..RuleSettings::outbound("out-a")
             },
             "rules[1]: invalid regexp \"(\"",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 ip: vec!["10.0.0.0/33".into()],
-                ..RuleSpec::outbound("out-a")
+                ..RuleSettings::outbound("out-a")
             },
             "rules[1]: invalid ip or cidr \"10.0.0.0/33\"",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 port: Some("53,abc".into()),
-                ..RuleSpec::outbound("out-a")
+                ..RuleSettings::outbound("out-a")
             },
             "rules[1]: invalid port \"abc\"",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 source_port: Some("1-x".into()),
-                ..RuleSpec::outbound("out-a")
+                ..RuleSettings::outbound("out-a")
             },
             "rules[1]: invalid port \"1-x\"",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 domain: vec!["full:".into()],
-                ..RuleSpec::outbound("out-a")
+                ..RuleSettings::outbound("out-a")
             },
             "rules[1]: empty value after \"full:\" in \"full:\"",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 ip: vec!["geoip:".into()],
-                ..RuleSpec::outbound("out-a")
+                ..RuleSettings::outbound("out-a")
             },
             "rules[1]: empty value after \"geoip:\"",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 network: vec!["tcp".into()],
-                ..RuleSpec::balancer("nope")
+                ..RuleSettings::balancer("nope")
             },
             "rules[1]: balancer \"nope\" not found",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 protocol: vec!["http".into()],
-                ..RuleSpec::outbound("out-a")
+                ..RuleSettings::outbound("out-a")
             },
             "rules[1]: \"protocol\" needs sniffing",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 attrs: Some("attrs[':method'] == 'GET'".into()),
-                ..RuleSpec::outbound("out-a")
+                ..RuleSettings::outbound("out-a")
             },
             "rules[1]: \"attrs\" needs sniffing",
         ),
         (
-            RuleSpec::outbound("out-a"),
+            RuleSettings::outbound("out-a"),
             "rules[1]: this rule has no effective fields",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 port: Some("1".into()),
-                ..RuleSpec::outbound("")
+                ..RuleSettings::outbound("")
             },
             "rules[1]: empty outbound or balancer tag",
         ),
         (
-            RuleSpec {
+            RuleSettings {
                 domain: vec!["geosite:cn".into()],
-                ..RuleSpec::outbound("out-a")
+                ..RuleSettings::outbound("out-a")
             },
             "rules[1]: asset file \"geosite.dat\" not found; looked in ",
         ),
@@ -348,7 +349,7 @@ fn build_errors_name_the_rule_and_value() {
     }
     let error = build_error(
         vec![ok()],
-        vec![BalancerSpec {
+        vec![BalancerSettings {
             tag: "b".into(),
             selector: vec![],
         }],
@@ -359,11 +360,11 @@ fn build_errors_name_the_rule_and_value() {
 #[test]
 fn asset_errors_list_every_place_looked() {
     let assets = AssetLocator::with_dirs(vec!["/nowhere-1".into(), "/nowhere-2".into()]);
-    let spec = RoutingSpec {
+    let spec = RoutingSettings {
         domain_strategy: DomainStrategy::AsIs,
-        rules: vec![RuleSpec {
+        rules: vec![RuleSettings {
             ip: vec!["ext:mine.dat:x".into()],
-            ..RuleSpec::outbound("out-a")
+            ..RuleSettings::outbound("out-a")
         }],
         balancers: vec![],
     };
@@ -385,15 +386,15 @@ fn ten_thousand_domain_rules_keep_first_match_order() {
             _ => format!("regexp:^re{index}\\."),
         };
         let tag = if index % 2 == 0 { "out-a" } else { "out-b" };
-        rules.push(RuleSpec {
+        rules.push(RuleSettings {
             domain: vec![entry],
-            ..RuleSpec::outbound(tag)
+            ..RuleSettings::outbound(tag)
         });
     }
     // A catch-all keyword late in the list loses to every earlier rule.
-    rules.push(RuleSpec {
+    rules.push(RuleSettings {
         domain: vec!["keyword:.".into()],
-        ..RuleSpec::outbound("out-c")
+        ..RuleSettings::outbound("out-c")
     });
     let router = router(rules, DomainStrategy::AsIs);
     let cases = [

@@ -1,11 +1,13 @@
 //! Dev-only helpers for Rayback's tests: the real `v2ray` as a child
 //! process, free loopback ports, readiness waits, seeded backends that
-//! verify what crossed a tunnel by SHA-256, and the fairness probe (a paced
+//! verify what crossed a tunnel by SHA-256, test doubles for core's traits
+//! ([`doubles`]), and the fairness probe (a paced
 //! small echo beside a bulk transfer on the same tunnel).
 //!
 //! Nothing here is shipped: crates use it as a dev-dependency only. Every
 //! helper binds 127.0.0.1 and every wait is bounded.
 
+pub mod doubles;
 pub mod fairness;
 pub mod fault;
 pub mod gauge;

@@ -21,8 +21,8 @@ use rayback_core::{
 };
 use rayback_testkit::{free_port, V2Ray};
 use rayback_vmess::{
-    OutboundUser, Security, ServerUser, UserId, VmessInbound, VmessInboundConfig, VmessMetrics,
-    VmessOutbound, VmessOutboundConfig, VmessServer,
+    OutboundUser, Security, ServerUser, UserId, VmessInbound, VmessInboundSettings, VmessMetrics,
+    VmessOutbound, VmessOutboundSettings, VmessServer,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -73,7 +73,7 @@ async fn sink(len: usize) -> Result<SocketAddr> {
 
 async fn rayback_server() -> Result<(SocketAddr, CancellationToken)> {
     let inbound = VmessInbound::bind(
-        VmessInboundConfig {
+        VmessInboundSettings {
             tag: None,
             listen: "127.0.0.1:0".parse()?,
             users: vec![ServerUser {
@@ -100,7 +100,7 @@ async fn rayback_server() -> Result<(SocketAddr, CancellationToken)> {
 
 async fn rayback_client(server: SocketAddr, target: SocketAddr) -> Result<SocketAddr> {
     let outbound = Arc::new(VmessOutbound::new(
-        VmessOutboundConfig {
+        VmessOutboundSettings {
             servers: vec![VmessServer {
                 address: server.ip().into(),
                 port: server.port(),

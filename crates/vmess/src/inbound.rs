@@ -35,8 +35,8 @@ use crate::body::{BodyFraming, ChunkOpener, ChunkSealer};
 use crate::error::{FailureReason, HandshakeError};
 use crate::header::{self, DirectionKeys, Options};
 use crate::metrics::{increment, VmessMetrics};
-use crate::server::{Accepted, RequestDecoder, ServerUser, Validator};
 use crate::stream::VmessStream;
+use crate::validator::{Accepted, RequestDecoder, ServerUser, Validator};
 
 /// Bytes read while looking for a request header: more than the longest
 /// header (AEAD: 16 + 18 + 8 + 1024 + 16), plus room for the first chunk.
@@ -44,7 +44,7 @@ const HANDSHAKE_BUFFER: usize = 4096;
 
 /// Everything a VMess inbound needs.
 #[derive(Clone, Debug)]
-pub struct VmessInboundConfig {
+pub struct VmessInboundSettings {
     /// The inbound's tag, put on every session.
     pub tag: Option<Tag>,
     pub listen: SocketAddr,
@@ -96,7 +96,7 @@ impl VmessInbound {
     /// Binds the listener (so a taken port fails here, at start) and
     /// prepares the users' keys.
     pub async fn bind(
-        config: VmessInboundConfig,
+        config: VmessInboundSettings,
         metrics: Arc<VmessMetrics>,
     ) -> io::Result<VmessInbound> {
         let listener = TcpListener::bind(config.listen).await?;

@@ -13,7 +13,7 @@
 //! | [`id`] | user IDs, command keys, alter IDs |
 //! | [`header`] | request header (AEAD and legacy envelopes), AuthID, response header |
 //! | [`body`] | chunk sealer/opener: masking, padding, nonces, end of stream, nonce budget |
-//! | [`server`] | request validation: users, replay filters, session history |
+//! | [`validator`] | request validation: users, replay filters, session history |
 //! | [`stream`] | [`VmessStream`], the body as `AsyncRead + AsyncWrite` |
 //! | [`inbound`] / [`outbound`] | the handlers (sockets, timeouts, dispatch) |
 //! | [`metrics`] | [`VmessMetrics`] counters |
@@ -25,7 +25,7 @@
 //!   one direction it is closed with a warning ([`body::DATA_CHUNK_BUDGET`]).
 //! * The server accepts legacy (MD5) headers only for users with
 //!   `alterId > 0` (4.34 accepts them for all), and refuses legacy AES-CFB
-//!   bodies; see [`server`].
+//!   bodies; see [`validator`].
 //! * On any failed handshake the server stays silent until the handshake
 //!   deadline or until the client leaves; see [`inbound`].
 
@@ -37,15 +37,15 @@ pub mod id;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
-pub mod server;
 pub mod socket;
 pub mod stream;
+pub mod validator;
 
 pub use error::{FailureReason, HandshakeError, VmessError};
 pub use header::{BodySecurity, Security};
 pub use id::UserId;
-pub use inbound::{VmessInbound, VmessInboundConfig};
+pub use inbound::{VmessInbound, VmessInboundSettings};
 pub use metrics::VmessMetrics;
-pub use outbound::{OutboundUser, VmessOutbound, VmessOutboundConfig, VmessServer};
-pub use server::ServerUser;
+pub use outbound::{OutboundUser, VmessOutbound, VmessOutboundSettings, VmessServer};
 pub use stream::{BudgetWatch, VmessStream};
+pub use validator::ServerUser;

@@ -59,7 +59,7 @@ pub struct VmessServer {
 
 /// Everything a VMess outbound needs.
 #[derive(Clone, Debug)]
-pub struct VmessOutboundConfig {
+pub struct VmessOutboundSettings {
     pub servers: Vec<VmessServer>,
     /// Bound on each TCP connection attempt.
     pub connect_timeout: Duration,
@@ -90,7 +90,7 @@ impl VmessOutbound {
     /// Checks the config (at least one server, each with a user) and
     /// derives the users' keys.
     pub fn new(
-        config: VmessOutboundConfig,
+        config: VmessOutboundSettings,
         metrics: Arc<VmessMetrics>,
     ) -> Result<VmessOutbound, VmessError> {
         if config.servers.is_empty() {

@@ -25,7 +25,7 @@ use rayback_vmess::crypto::AuthIdCipher;
 use rayback_vmess::header::{
     self, BodySecurity, Command, DirectionKeys, HeaderMode, Options, RequestHeader, ResponseDecoder,
 };
-use rayback_vmess::{UserId, VmessInbound, VmessInboundConfig, VmessMetrics, VmessStream};
+use rayback_vmess::{UserId, VmessInbound, VmessInboundSettings, VmessMetrics, VmessStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -147,7 +147,7 @@ async fn v2ray_client_reads_chunks_up_to_the_16_bit_limit() {
         let len = 1 << 20;
         let inbound = Arc::new(
             VmessInbound::bind(
-                VmessInboundConfig {
+                VmessInboundSettings {
                     tag: Some(Tag::new("blast")),
                     listen: "127.0.0.1:0".parse()?,
                     users: server_users(),

@@ -4,7 +4,7 @@
 //! (a) v2ray client → Rayback server:
 //!
 //! ```text
-//! test ──TCP──▶ v2ray dokodemo-door ──VMess──▶ Rayback VmessInbound ──TestDispatch──▶ echo
+//! test ──TCP──▶ v2ray dokodemo-door ──VMess──▶ Rayback VmessInbound ──RecordingDispatch──▶ echo
 //! ```
 //!
 //! (b) Rayback client → v2ray server:
@@ -41,7 +41,7 @@ async fn v2ray_to_rayback(security: &str, legacy: bool) -> Result<()> {
     let _v2ray = V2Ray::start(&config, &[port]).await?;
     let entry: SocketAddr = ([127, 0, 0, 1], port).into();
     push_in_parallel(entry, PUSH_BYTES, CONNECTIONS).await?;
-    let sessions = inbound.dispatch.sessions.lock().unwrap().clone();
+    let sessions = inbound.dispatch.sessions();
     ensure!(sessions.len() >= CONNECTIONS, "{} sessions", sessions.len());
     let expected_email = if legacy {
         "legacy@rayback"
@@ -177,7 +177,7 @@ async fn v2ray_client_udp() {
         }
         ensure!(ready, "v2ray udp entry never answered");
         udp_round_trips(&socket, 50).await?;
-        let sessions = inbound.dispatch.sessions.lock().unwrap().clone();
+        let sessions = inbound.dispatch.sessions();
         ensure!(sessions
             .iter()
             .all(|s| s.destination == Destination::udp(echo.ip().into(), echo.port())));

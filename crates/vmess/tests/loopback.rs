@@ -1,7 +1,7 @@
 //! Rayback client against Rayback server, in process:
 //!
 //! ```text
-//! test ──VmessOutbound::connect──VMess──▶ VmessInbound ──TestDispatch──▶ echo (TCP or UDP)
+//! test ──VmessOutbound::connect──VMess──▶ VmessInbound ──RecordingDispatch──▶ echo (TCP or UDP)
 //! ```
 //!
 //! Covers what v2ray interop does not pin: the Mux command's session, the
@@ -52,7 +52,7 @@ async fn tcp_echo_every_security_and_header() {
                 assert!(back == data, "{security:?} legacy={legacy}");
             }
         }
-        let sessions = inbound.dispatch.sessions.lock().unwrap().clone();
+        let sessions = inbound.dispatch.sessions();
         assert_eq!(sessions.len(), 8);
         for (i, session) in sessions.iter().enumerate() {
             let user = session.user.as_ref().unwrap();
@@ -82,7 +82,7 @@ async fn mux_destination_travels_as_command_3() {
         // session it saw is what matters.
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest).await;
-        let sessions = inbound.dispatch.sessions.lock().unwrap().clone();
+        let sessions = inbound.dispatch.sessions();
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].destination, mux);
     })

@@ -4,7 +4,7 @@
 //! some byte count. A client that leaves is let go at once.
 //!
 //! ```text
-//! test client ──TCP──▶ Rayback VmessInbound (handshake 2 s) ──TestDispatch──▶ echo
+//! test client ──TCP──▶ Rayback VmessInbound (handshake 2 s) ──RecordingDispatch──▶ echo
 //! ```
 
 mod common;

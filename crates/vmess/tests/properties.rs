@@ -6,7 +6,7 @@ use rayback_vmess::body::{BodyFraming, ChunkOpener, ChunkSealer, Opened};
 use rayback_vmess::header::{
     BodySecurity, Command, DirectionKeys, HeaderMode, Options, RequestHeader, ResponseDecoder,
 };
-use rayback_vmess::server::{RequestDecoder, ServerUser, Validator};
+use rayback_vmess::validator::{RequestDecoder, ServerUser, Validator};
 use rayback_vmess::UserId;
 
 fn keys(seed: u8) -> DirectionKeys {

@@ -12,7 +12,9 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use rayback_core::{Address, Destination, Network, Session, Tag, User};
-use rayback_routing::{BalancerSpec, DomainStrategy, Route, Router, RoutingSpec, RuleSpec};
+use rayback_routing::{
+    BalancerSettings, DomainStrategy, Route, Router, RoutingSettings, RuleSettings,
+};
 use serde_json::{json, Value};
 
 pub const OUTBOUNDS: [&str; 5] = ["out-default", "out-a", "out-b", "out-c", "blocked"];
@@ -34,8 +36,8 @@ pub struct Table {
     pub name: &'static str,
     /// As written in JSON.
     pub strategy: &'static str,
-    pub rules: Vec<RuleSpec>,
-    pub balancers: Vec<BalancerSpec>,
+    pub rules: Vec<RuleSettings>,
+    pub balancers: Vec<BalancerSettings>,
     pub cases: Vec<Case>,
 }
 
@@ -69,12 +71,12 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|item| item.to_string()).collect()
 }
 
-fn rule(target: &str) -> RuleSpec {
-    RuleSpec::outbound(target)
+fn rule(target: &str) -> RuleSettings {
+    RuleSettings::outbound(target)
 }
 
-fn domains(target: &str, entries: &[&str]) -> RuleSpec {
-    RuleSpec {
+fn domains(target: &str, entries: &[&str]) -> RuleSettings {
+    RuleSettings {
         domain: strings(entries),
         ..rule(target)
     }
@@ -121,33 +123,33 @@ pub fn tables(source_port: u16) -> Vec<Table> {
             name: "ips-ports-networks",
             strategy: "AsIs",
             rules: vec![
-                RuleSpec {
+                RuleSettings {
                     ip: strings(&["10.0.0.0/8", "192.168.1.1"]),
                     ..rule("out-a")
                 },
-                RuleSpec {
+                RuleSettings {
                     ip: strings(&["2001:db8::/32"]),
                     port: Some("443".into()),
                     ..rule("out-b")
                 },
-                RuleSpec {
+                RuleSettings {
                     port: Some("53,1000-2000".into()),
                     ..rule("out-c")
                 },
-                RuleSpec {
+                RuleSettings {
                     ip: strings(&["::1"]),
                     ..rule("out-a")
                 },
-                RuleSpec {
+                RuleSettings {
                     network: strings(&["udp"]),
                     ..rule("out-b")
                 },
-                RuleSpec {
+                RuleSettings {
                     port: Some("8080".into()),
                     network: strings(&["tcp", "udp"]),
                     ..rule("out-b")
                 },
-                RuleSpec {
+                RuleSettings {
                     ip: strings(&["0.0.0.0/0"]),
                     port: Some("9000-9001".into()),
                     ..rule("blocked")
@@ -176,33 +178,33 @@ pub fn tables(source_port: u16) -> Vec<Table> {
             name: "origin",
             strategy: "AsIs",
             rules: vec![
-                RuleSpec {
+                RuleSettings {
                     inbound_tag: strings(&["in-x"]),
                     port: Some("1-100".into()),
                     ..rule("out-a")
                 },
-                RuleSpec {
+                RuleSettings {
                     inbound_tag: strings(&["in-y", "in-z"]),
                     ..rule("out-b")
                 },
-                RuleSpec {
+                RuleSettings {
                     source_port: Some(sp.into()),
                     ..rule("out-c")
                 },
-                RuleSpec {
+                RuleSettings {
                     source: strings(&["10.0.0.0/8"]),
                     ..rule("blocked")
                 },
-                RuleSpec {
+                RuleSettings {
                     source: strings(&["127.0.0.0/8"]),
                     inbound_tag: strings(&["in-s"]),
                     ..rule("out-a")
                 },
-                RuleSpec {
+                RuleSettings {
                     user: strings(&["someone@example.com"]),
                     ..rule("blocked")
                 },
-                RuleSpec {
+                RuleSettings {
                     inbound_tag: strings(&[""]),
                     ..rule("blocked")
                 },
@@ -226,24 +228,24 @@ pub fn tables(source_port: u16) -> Vec<Table> {
             name: "balancers-and-unknown-tags",
             strategy: "AsIs",
             rules: vec![
-                RuleSpec {
+                RuleSettings {
                     domain: strings(&["full:bal.test"]),
-                    ..RuleSpec::balancer("bal")
+                    ..RuleSettings::balancer("bal")
                 },
-                RuleSpec {
+                RuleSettings {
                     domain: strings(&["full:none.test"]),
-                    ..RuleSpec::balancer("bal-none")
+                    ..RuleSettings::balancer("bal-none")
                 },
                 domains("out-a", &["keyword:test"]),
                 domains("ghost", &["full:ghost.example"]),
                 domains("out-b", &["domain:example"]),
             ],
             balancers: vec![
-                BalancerSpec {
+                BalancerSettings {
                     tag: "bal".into(),
                     selector: strings(&["out-c"]),
                 },
-                BalancerSpec {
+                BalancerSettings {
                     tag: "bal-none".into(),
                     selector: strings(&["nothing-"]),
                 },
@@ -264,7 +266,7 @@ pub fn tables(source_port: u16) -> Vec<Table> {
         Table {
             name: "nested-cidrs",
             strategy: "AsIs",
-            rules: vec![RuleSpec {
+            rules: vec![RuleSettings {
                 ip: strings(&[
                     "10.1.0.0/16",
                     "10.0.0.0/8",
@@ -289,7 +291,7 @@ pub fn tables(source_port: u16) -> Vec<Table> {
             strategy: "IPIfNonMatch",
             rules: vec![
                 domains("out-b", &["full:vm"]),
-                RuleSpec {
+                RuleSettings {
                     ip: strings(&["127.0.0.0/8"]),
                     ..rule("out-a")
                 },
@@ -308,7 +310,7 @@ pub fn tables(source_port: u16) -> Vec<Table> {
             strategy: "IPOnDemand",
             rules: vec![
                 domains("out-b", &["full:vm"]),
-                RuleSpec {
+                RuleSettings {
                     ip: strings(&["127.0.0.0/8"]),
                     port: Some("80".into()),
                     ..rule("out-a")
@@ -328,9 +330,9 @@ pub fn tables(source_port: u16) -> Vec<Table> {
 }
 
 impl Table {
-    pub fn spec(&self) -> RoutingSpec {
-        RoutingSpec {
-            domain_strategy: DomainStrategy::parse(self.strategy),
+    pub fn spec(&self) -> RoutingSettings {
+        RoutingSettings {
+            domain_strategy: DomainStrategy::parse(self.strategy).unwrap_or_default(),
             rules: self.rules.clone(),
             balancers: self.balancers.clone(),
         }
@@ -348,7 +350,7 @@ impl Table {
     }
 }
 
-pub fn rule_json(rule: &RuleSpec) -> Value {
+pub fn rule_json(rule: &RuleSettings) -> Value {
     let mut object = serde_json::Map::new();
     object.insert("type".into(), json!("field"));
     match &rule.target {

@@ -6,23 +6,20 @@
 
 #![allow(dead_code)]
 
-use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use async_trait::async_trait;
-use rayback_core::packet::{read_packet, write_packet};
-use rayback_core::relay::relay;
-use rayback_core::{Dispatch, Inbound, InboundContext, Network, Policy, Session, Stream, Tag};
+use rayback_core::{Inbound, InboundContext, Policy, Tag};
+use rayback_testkit::doubles::{RecordingDispatch, Then};
 use rayback_testkit::{exchange, seeded_bytes, sha256_hex};
 use rayback_vmess::{
-    OutboundUser, Security, ServerUser, UserId, VmessInbound, VmessInboundConfig, VmessMetrics,
-    VmessOutbound, VmessOutboundConfig, VmessServer,
+    OutboundUser, Security, ServerUser, UserId, VmessInbound, VmessInboundSettings, VmessMetrics,
+    VmessOutbound, VmessOutboundSettings, VmessServer,
 };
 use serde_json::{json, Value};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,76 +31,6 @@ pub const LEGACY_ALTER_ID: u16 = 4;
 pub const PUSH_BYTES: usize = 8 * 1024 * 1024;
 /// Concurrent connections per matrix test.
 pub const CONNECTIONS: usize = 4;
-
-/// Connects every session to its destination: TCP by relaying with
-/// core's relay, UDP by turning the packet stream into datagrams.
-#[derive(Default)]
-pub struct TestDispatch {
-    pub sessions: Mutex<Vec<Session>>,
-}
-
-#[async_trait]
-impl Dispatch for TestDispatch {
-    async fn dispatch(&self, session: Session, stream: Stream) -> io::Result<()> {
-        self.sessions
-            .lock()
-            .map_err(|_| io::Error::other("poisoned"))?
-            .push(session.clone());
-        let target = session
-            .destination
-            .socket_addr()
-            .ok_or_else(|| io::Error::other("test dispatch needs an ip destination"))?;
-        match session.destination.network {
-            Network::Tcp => {
-                let outbound = TcpStream::connect(target).await?;
-                outbound.set_nodelay(true)?;
-                relay(stream, outbound, &Policy::default()).await.map(drop)
-            }
-            Network::Udp => udp_relay(stream, target).await,
-        }
-    }
-
-    async fn connect(&self, session: &Session) -> io::Result<Stream> {
-        let target = session
-            .destination
-            .socket_addr()
-            .ok_or_else(|| io::Error::other("test dispatch needs an ip destination"))?;
-        Ok(Box::new(TcpStream::connect(target).await?))
-    }
-}
-
-/// Carries a packet stream to `target` as datagrams until the stream ends
-/// or nothing moves for 2 s.
-pub async fn udp_relay(stream: Stream, target: SocketAddr) -> io::Result<()> {
-    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-    socket.connect(target).await?;
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let send_socket = socket.clone();
-    let uplink = async move {
-        let mut packet = Vec::new();
-        while read_packet(&mut reader, &mut packet).await? {
-            send_socket.send(&packet).await?;
-        }
-        io::Result::Ok(())
-    };
-    let downlink = async move {
-        let mut datagram = vec![0u8; 65536];
-        loop {
-            let len = socket.recv(&mut datagram).await?;
-            write_packet(&mut writer, &datagram[..len]).await?;
-        }
-        #[allow(unreachable_code)]
-        io::Result::Ok(())
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        tokio::select! {
-            result = uplink => result,
-            result = downlink => result,
-        }
-    })
-    .await;
-    Ok(())
-}
 
 /// A UDP echo server on 127.0.0.1.
 pub async fn udp_echo_server() -> Result<SocketAddr> {
@@ -127,7 +54,7 @@ pub fn rayback_outbound(security: Security, legacy: bool, server: SocketAddr) ->
         (AEAD_UUID, 0)
     };
     VmessOutbound::new(
-        VmessOutboundConfig {
+        VmessOutboundSettings {
             servers: vec![VmessServer {
                 address: server.ip().into(),
                 port: server.port(),
@@ -163,10 +90,11 @@ pub fn server_users() -> Vec<ServerUser> {
     ]
 }
 
-/// A running Rayback VMess inbound with a [`TestDispatch`].
+/// A running Rayback VMess inbound with a [`RecordingDispatch`] that
+/// relays every session to its destination.
 pub struct RunningInbound {
     pub addr: SocketAddr,
-    pub dispatch: Arc<TestDispatch>,
+    pub dispatch: Arc<RecordingDispatch>,
     pub metrics: Arc<VmessMetrics>,
     shutdown: CancellationToken,
 }
@@ -180,7 +108,7 @@ impl Drop for RunningInbound {
 pub async fn start_inbound(handshake: Duration) -> Result<RunningInbound> {
     let metrics = Arc::new(VmessMetrics::new());
     let inbound = VmessInbound::bind(
-        VmessInboundConfig {
+        VmessInboundSettings {
             tag: Some(Tag::new("vmess-in")),
             listen: "127.0.0.1:0".parse()?,
             users: server_users(),
@@ -194,7 +122,7 @@ pub async fn start_inbound(handshake: Duration) -> Result<RunningInbound> {
     )
     .await?;
     let addr = inbound.local_addr();
-    let dispatch = Arc::new(TestDispatch::default());
+    let dispatch = Arc::new(RecordingDispatch::new(Then::Relay));
     let shutdown = CancellationToken::new();
     let context = InboundContext {
         dispatch: dispatch.clone(),

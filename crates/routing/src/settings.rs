@@ -16,14 +16,14 @@
 pub enum Target {
     /// `outboundTag`: the tag of an outbound handler.
     Outbound(String),
-    /// `balancerTag`: the tag of a balancer in [`RoutingSpec::balancers`].
+    /// `balancerTag`: the tag of a balancer in [`RoutingSettings::balancers`].
     Balancer(String),
 }
 
 /// One `"type": "field"` rule. All present conditions must hold (AND);
 /// within one condition any entry may match (OR).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleSpec {
+pub struct RuleSettings {
     /// `inboundTag`: exact tags; empty strings are dropped.
     pub inbound_tag: Vec<String>,
     /// `domain` plus its alias `domains`, concatenated: `full:`, `domain:`,
@@ -55,19 +55,19 @@ pub struct RuleSpec {
     pub target: Target,
 }
 
-impl RuleSpec {
+impl RuleSettings {
     /// A rule with no conditions yet, sending matches to outbound `tag`.
-    pub fn outbound(tag: &str) -> RuleSpec {
-        RuleSpec::to(Target::Outbound(tag.to_owned()))
+    pub fn outbound(tag: &str) -> RuleSettings {
+        RuleSettings::to(Target::Outbound(tag.to_owned()))
     }
 
     /// A rule with no conditions yet, sending matches to balancer `tag`.
-    pub fn balancer(tag: &str) -> RuleSpec {
-        RuleSpec::to(Target::Balancer(tag.to_owned()))
+    pub fn balancer(tag: &str) -> RuleSettings {
+        RuleSettings::to(Target::Balancer(tag.to_owned()))
     }
 
-    fn to(target: Target) -> RuleSpec {
-        RuleSpec {
+    fn to(target: Target) -> RuleSettings {
+        RuleSettings {
             inbound_tag: Vec::new(),
             domain: Vec::new(),
             ip: Vec::new(),
@@ -85,65 +85,20 @@ impl RuleSpec {
 
 /// A `balancers[]` entry: `selector` entries are prefixes of outbound tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BalancerSpec {
+pub struct BalancerSettings {
     pub tag: String,
     pub selector: Vec<String>,
 }
 
-/// `routing.domainStrategy`: what to do with domain targets and `ip` rules.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DomainStrategy {
-    /// Match what the session carries; a domain target never matches `ip`.
-    #[default]
-    AsIs,
-    /// When no rule matches a domain target, resolve it and try every rule
-    /// again with its IPs.
-    IpIfNonMatch,
-    /// Resolve a domain target the first time an `ip` condition is
-    /// reached.
-    IpOnDemand,
-}
-
-impl DomainStrategy {
-    /// V2Ray's names, case-insensitive. `AlwaysIP` (and its aliases) and
-    /// any unknown string mean `AsIs`, as in the 4.34 router.
-    pub fn parse(text: &str) -> DomainStrategy {
-        match text.to_ascii_lowercase().as_str() {
-            "ipifnonmatch" | "ip_if_non_match" | "ip-if-non-match" => DomainStrategy::IpIfNonMatch,
-            "ipondemand" | "ip_on_demand" | "ip-on-demand" => DomainStrategy::IpOnDemand,
-            _ => DomainStrategy::AsIs,
-        }
-    }
-}
+/// `routing.domainStrategy` is core's: `config` parses it, the router acts
+/// on it (`AlwaysIP` routes as `AsIs`, as in 4.34).
+pub use rayback_core::DomainStrategy;
 
 /// The whole `routing` object, rules in evaluation order (top-level
 /// `rules` first, then the legacy `settings.rules`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RoutingSpec {
+pub struct RoutingSettings {
     pub domain_strategy: DomainStrategy,
-    pub rules: Vec<RuleSpec>,
-    pub balancers: Vec<BalancerSpec>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_domain_strategies_like_v2ray() {
-        let cases = [
-            ("AsIs", DomainStrategy::AsIs),
-            ("IPIfNonMatch", DomainStrategy::IpIfNonMatch),
-            ("ip_if_non_match", DomainStrategy::IpIfNonMatch),
-            ("IP-IF-NON-MATCH", DomainStrategy::IpIfNonMatch),
-            ("IPOnDemand", DomainStrategy::IpOnDemand),
-            ("ip-on-demand", DomainStrategy::IpOnDemand),
-            ("AlwaysIP", DomainStrategy::AsIs),
-            ("", DomainStrategy::AsIs),
-            ("bogus", DomainStrategy::AsIs),
-        ];
-        for (text, want) in cases {
-            assert_eq!(DomainStrategy::parse(text), want, "{text}");
-        }
-    }
+    pub rules: Vec<RuleSettings>,
+    pub balancers: Vec<BalancerSettings>,
 }

@@ -31,8 +31,8 @@
 //!
 //! With one service the tags and rules are the guide's own (`external`,
 //! `out`, a catch-all rule), so a quick bridge also serves a hand-written
-//! guide portal. Not here: parsing the command line (the parent `cli`
-//! module) and running the configuration (`run`).
+//! guide portal. Part of the `cli` module. Not here: parsing the command
+//! line (`flags`, beside it) and running the configuration (`run`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

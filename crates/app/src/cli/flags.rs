@@ -1,111 +1,28 @@
-//! The command line both binaries share: V2Ray's flags, Rayback's quick
-//! start, and the packaging helpers (completions, man page).
+//! The command line's definition and its parsing: [`Args`], the clap
+//! command of each role ([`command`]) built from four flag groups so that
+//! each binary holds only its own quick-start flags, the value parsers,
+//! the `--help` examples, and [`normalize`], which rewrites V2Ray's
+//! one-dash spellings (`-config x`, `-test=true`) to clap's before
+//! parsing. [`Args::parse_for`] also refuses what clap's definition cannot
+//! say (file flags with quick-start flags, the other role's flags), and
+//! [`Args::quick_start`] turns the quick-start flags into a [`QuickStart`].
 //!
-//! `bridge` and `portal` are one program with two names. Either runs a
-//! V2Ray configuration and checks that it holds its role
-//! (`reverse.bridges` or `reverse.portals`); a configuration with both
-//! roles runs under either. Or, without a file, a handful of quick-start
-//! flags (the [`quick`] module) build the V2Ray reverse-proxy guide's
-//! configuration for the role.
-//!
-//! The flags are a clap definition ([`command`]). V2Ray 4.34 spells long
-//! flags with one dash (`-config`, `-test`) and Go's flag package accepts
-//! `-flag=value` and `-flag value` alike; [`normalize`] rewrites those to
-//! clap's `--flag` form before parsing, so both spellings work for every
-//! flag. Shell completions and the man page are generated from the same
-//! definition (`--completions SHELL`, `--man`).
-//!
-//! | flag | what it does |
-//! |---|---|
-//! | `-config`/`-c FILE` (repeatable), `-confdir DIR`, `-format json\|toml` | V2Ray's configuration sources |
-//! | `-test`, `-version` | V2Ray's check and version |
-//! | `--tunnel`, `--public` (portal); `--portal`, `--to`, `--security` (bridge); `--id`, `--domain` | the quick start, exclusive with the file flags |
-//! | `--metrics ADDR` | Prometheus endpoint (`rayback.metrics`), with a file or a quick start |
-//! | `--print-config` | print the configuration as V2Ray JSON and exit |
-//! | `--log-format text\|json` | log lines for people or machines |
-//! | `--new-id`, `--completions SHELL`, `--man` | print a UUID, completions, or the man page, alone |
-//!
-//! Not here: what a configuration means (`build`) and running it (`run`).
-
-#[path = "quick.rs"]
-pub mod quick;
+//! Part of the `cli` module. Not here: reading the files the flags name
+//! (`load`), completions and the man page (`package`), the quick start's
+//! JSON ([`quick`]), and what the program does with the flags (`main`, in
+//! the parent module).
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args as _, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use clap_complete::Shell;
-use rayback_config::{Config, ConfigError, Format, Source};
+use rayback_config::Format;
 use uuid::Uuid;
 
-use quick::{BridgeFlags, HostPort, PortalFlags, QuickStart, Security};
-
-/// Which binary is running.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Bridge,
-    Portal,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Bridge => "bridge",
-            Role::Portal => "portal",
-        }
-    }
-
-    /// The `reverse` list this role needs, for messages.
-    fn needs(self) -> &'static str {
-        match self {
-            Role::Bridge => "reverse.bridges",
-            Role::Portal => "reverse.portals",
-        }
-    }
-
-    fn holds(self, config: &Config) -> bool {
-        match self {
-            Role::Bridge => !config.reverse.bridges.is_empty(),
-            Role::Portal => !config.reverse.portals.is_empty(),
-        }
-    }
-
-    /// The quick-start flags that belong to the other role: absent from
-    /// this role's command, and refused with a pointer to the right ones.
-    fn foreign_flags(self) -> &'static [&'static str] {
-        match self {
-            Role::Bridge => &["tunnel", "public"],
-            Role::Portal => &["portal", "to", "security"],
-        }
-    }
-
-    /// The message for the other role's quick-start `flag`.
-    fn foreign_message(self, flag: &str) -> String {
-        let other = match self {
-            Role::Bridge => "portal",
-            Role::Portal => "bridge",
-        };
-        format!("{flag} is a {other} flag; {}", self.quick_usage())
-    }
-
-    /// One line on what the quick start of this role needs.
-    fn quick_usage(self) -> &'static str {
-        match self {
-            Role::Bridge => "the quick-start bridge takes --portal HOST:PORT, --to HOST:PORT (once per service) and --id UUID",
-            Role::Portal => "the quick-start portal takes --tunnel [IP:]PORT, --public [IP:]PORT (once per service) and --id UUID",
-        }
-    }
-}
-
-/// V2Ray's exit code for a configuration it cannot use.
-pub const EXIT_BAD_CONFIG: u8 = 23;
-/// Exit code for a start failure (a port in use), V2Ray's `os.Exit(-1)`.
-pub const EXIT_START_FAILED: u8 = 255;
-/// Exit code for wrong flags.
-pub const EXIT_USAGE: u8 = 2;
+use super::quick::{self, BridgeFlags, HostPort, PortalFlags, QuickStart, Security};
+use super::Role;
 
 /// `--log-format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -298,7 +215,7 @@ fn parse_domain(text: &str) -> Result<String, quick::QuickError> {
 }
 
 /// Example command lines for `--help` and the man page.
-fn examples(role: Role) -> &'static [&'static str] {
+pub(super) fn examples(role: Role) -> &'static [&'static str] {
     match role {
         Role::Portal => &[
             "portal -config /etc/rayback/portal.json",
@@ -315,20 +232,6 @@ fn examples(role: Role) -> &'static [&'static str] {
         ],
     }
 }
-
-/// The exit codes, for the man page.
-const EXIT_STATUS: &[(u8, &str)] = &[
-    (0, "success; -test: the configuration is usable"),
-    (EXIT_USAGE, "wrong flags or a wrong combination of them"),
-    (
-        EXIT_BAD_CONFIG,
-        "the configuration cannot be used (V2Ray's code); the reason names the file and field",
-    ),
-    (
-        EXIT_START_FAILED,
-        "the configuration could not start, e.g. a port in use",
-    ),
-];
 
 /// The clap definition of `role`'s command line: the source of `--help`,
 /// the completions and the man page.
@@ -625,236 +528,6 @@ fn missing_message(role: Role, missing: &[&str]) -> String {
     format!("{}; missing: {}", role.quick_usage(), missing.join(", "))
 }
 
-/// The version lines, shaped like V2Ray's.
-pub fn version_text(role: Role) -> String {
-    format!(
-        "Rayback {} {} (V2Ray 4.34 compatible)\nA reverse proxy that speaks VMess and Mux.Cool.",
-        role.name(),
-        env!("CARGO_PKG_VERSION")
-    )
-}
-
-/// Reads every configuration source the arguments name.
-fn sources(args: &Args) -> Result<Vec<Source>, ConfigError> {
-    let mut names = args.configs.clone();
-    if let Some(dir) = &args.confdir {
-        names.extend(confdir_files(dir)?);
-    }
-    if names.is_empty() {
-        names.push(if std::path::Path::new("config.json").exists() {
-            "config.json".to_owned()
-        } else {
-            "stdin:".to_owned()
-        });
-    }
-    names
-        .iter()
-        .map(|name| {
-            let source = rayback_config::load_file(name)?;
-            // An extension decides over the flag, as in V2Ray.
-            Ok(match args.format {
-                Some(format) => source.with_format(format),
-                None => source,
-            })
-        })
-        .collect()
-}
-
-/// The `*.json` files of a directory, in name order.
-fn confdir_files(dir: &str) -> Result<Vec<String>, ConfigError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let mut files: Vec<String> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .map(|path| path.display().to_string())
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Loads and checks the configuration for `role`, from the files or from
-/// the quick-start flags, with `--metrics` applied: the config, or the
-/// message to print before exiting with [`EXIT_BAD_CONFIG`].
-pub fn load(role: Role, args: &Args) -> Result<Config, String> {
-    let mut config = match args.quick_start(role)? {
-        Some(quick) => quick.config().map_err(|error| error.to_string())?,
-        None => load_files(role, args)?,
-    };
-    if let Some(metrics) = args.metrics {
-        config.rayback.metrics = Some(metrics);
-    }
-    crate::check(&config).map_err(|error| format!("{error:#}"))?;
-    Ok(config)
-}
-
-fn load_files(role: Role, args: &Args) -> Result<Config, String> {
-    let sources = sources(args).map_err(|error| error.to_string())?;
-    let loaded = rayback_config::parse(&sources).map_err(|error| error.to_string())?;
-    for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
-    }
-    let config = loaded.config;
-    if !role.holds(&config) {
-        // Not an error: any V2Ray configuration within Rayback's protocols
-        // runs under either binary; the note says why no tunnel will form.
-        eprintln!(
-            "note: this configuration has no {needs}, so this {name} runs it as a plain proxy \
-             (a {name} needs `\"reverse\": {{\"{list}\": [{{\"tag\": …, \"domain\": …}}]}}`)",
-            needs = role.needs(),
-            name = role.name(),
-            list = role.needs().trim_start_matches("reverse."),
-        );
-    }
-    Ok(config)
-}
-
-/// Prints a clap error or help text; the exit code says which it was.
-fn exit_clap(error: &clap::Error) -> ExitCode {
-    let _ = error.print();
-    if error.use_stderr() {
-        ExitCode::from(EXIT_USAGE)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// Writes `text` to standard output; a closed pipe is not worth a panic.
-fn print_out(text: &[u8]) -> ExitCode {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text).and_then(|()| stdout.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("writing to standard output: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Shell completions for `role`, generated from [`command`].
-pub fn completions(role: Role, shell: Shell) -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut command(role), role.name(), &mut out);
-    out
-}
-
-/// The man page of `role` (roff), generated from [`command`], with
-/// EXAMPLES and EXIT STATUS sections of its own.
-pub fn man_page(role: Role) -> std::io::Result<Vec<u8>> {
-    let man = clap_mangen::Man::new(command(role));
-    let mut out = Vec::new();
-    man.render_title(&mut out)?;
-    man.render_name_section(&mut out)?;
-    man.render_synopsis_section(&mut out)?;
-    man.render_description_section(&mut out)?;
-    man.render_options_section(&mut out)?;
-    out.extend_from_slice(b".SH EXAMPLES\n.nf\n");
-    for line in examples(role) {
-        out.extend_from_slice(roff_escape(line).as_bytes());
-        out.push(b'\n');
-    }
-    out.extend_from_slice(b".fi\n.SH \"EXIT STATUS\"\n");
-    for (code, meaning) in EXIT_STATUS {
-        out.extend_from_slice(format!(".TP\n{code}\n{}\n", roff_escape(meaning)).as_bytes());
-    }
-    out.extend_from_slice(b".SH \"SEE ALSO\"\n");
-    let other = match role {
-        Role::Bridge => "portal",
-        Role::Portal => "bridge",
-    };
-    out.extend_from_slice(format!("\\fB{other}\\fR(1), \\fBv2ray\\fR(1)\n").as_bytes());
-    man.render_version_section(&mut out)?;
-    Ok(out)
-}
-
-/// Text as one roff line: backslashes and dashes escaped, a leading
-/// control character neutralized.
-fn roff_escape(text: &str) -> String {
-    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
-    if escaped.starts_with(['.', '\'']) {
-        format!("\\&{escaped}")
-    } else {
-        escaped
-    }
-}
-
-/// The whole program behind `bridge` and `portal`.
-pub fn main(role: Role) -> ExitCode {
-    let args = match Args::parse_for(role, std::env::args_os().skip(1)) {
-        Ok(args) => args,
-        Err(error) => return exit_clap(&error),
-    };
-    if args.new_id {
-        return print_out(format!("{}\n", Uuid::new_v4()).as_bytes());
-    }
-    if let Some(shell) = args.completions {
-        return print_out(&completions(role, shell));
-    }
-    if args.man {
-        return match man_page(role) {
-            Ok(page) => print_out(&page),
-            Err(error) => {
-                eprintln!("{}: rendering the man page: {error}", role.name());
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if !args.print_config {
-        println!("{}", version_text(role));
-        if args.version {
-            return ExitCode::SUCCESS;
-        }
-    }
-    let config = match load(role, &args) {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!(
-                "{}: failed to load the configuration:\n{message}",
-                role.name()
-            );
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
-    };
-    if args.print_config {
-        let text = match args.quick_start(role) {
-            // The quick start's own text: the guide's shape, defaults left out.
-            Ok(Some(quick)) => quick.to_text(),
-            // Files: the merged result, every default spelled out.
-            _ => {
-                let json = config.to_v2ray_json();
-                format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&json).unwrap_or_default()
-                )
-            }
-        };
-        return print_out(text.as_bytes());
-    }
-    if args.test {
-        println!("Configuration OK.");
-        return ExitCode::SUCCESS;
-    }
-    // SIGHUP re-reads the files; a quick start has none to re-read.
-    let loader: Option<crate::run::Loader> = match args.quick_start(role) {
-        Ok(None) => {
-            let args = args.clone();
-            Some(Box::new(move || load(role, &args)))
-        }
-        _ => None,
-    };
-    match crate::run::run_with_reload(config, args.json_logs(), loader) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{}: {error:#}", role.name());
-            ExitCode::from(EXIT_START_FAILED)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1009,70 +682,5 @@ mod tests {
         assert!(message.contains("--new-id"), "{message}");
         let message = error(Role::Bridge, &["--domain", "a b"]);
         assert!(message.contains("not a domain name"), "{message}");
-    }
-
-    #[test]
-    fn metrics_go_with_either_kind_of_configuration() {
-        assert!(parse(
-            Role::Portal,
-            &["-config", "a.json", "--metrics", "127.0.0.1:9100"]
-        )
-        .is_ok());
-        let args = parse(
-            Role::Portal,
-            &[
-                "--tunnel",
-                "1024",
-                "--public",
-                "80",
-                "--id",
-                ID,
-                "--metrics",
-                "127.0.0.1:9100",
-            ],
-        )
-        .unwrap();
-        let config = load(Role::Portal, &args).unwrap();
-        assert_eq!(
-            config.rayback.metrics,
-            Some("127.0.0.1:9100".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn help_completions_and_man_come_from_the_definition() {
-        let help = command(Role::Portal).render_long_help().to_string();
-        assert!(
-            help.contains("--tunnel") && help.contains("--public"),
-            "{help}"
-        );
-        assert!(!help.contains("--to "), "{help}");
-        let help = command(Role::Bridge).render_long_help().to_string();
-        assert!(
-            help.contains("--portal") && help.contains("--security"),
-            "{help}"
-        );
-        assert!(!help.contains("--tunnel"), "{help}");
-        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-            let text = String::from_utf8(completions(Role::Bridge, shell)).unwrap();
-            assert!(text.contains("bridge"), "{shell}: {text}");
-            assert!(
-                text.contains("portal") && text.contains("config"),
-                "{shell}: {text}"
-            );
-            // The portal's flags are not the bridge's, not even hidden.
-            assert!(!text.contains("--tunnel"), "{shell}: {text}");
-        }
-        let page = String::from_utf8(man_page(Role::Portal).unwrap()).unwrap();
-        assert!(
-            page.starts_with(".ie") || page.contains(".TH portal"),
-            "{page}"
-        );
-        assert!(
-            page.contains("tunnel") && page.contains(".SH \"EXIT STATUS\""),
-            "{page}"
-        );
-        assert!(page.contains("portal \\-\\-tunnel 0.0.0.0:1024"), "{page}");
-        assert_eq!(roff_escape(".x\\y-z"), "\\&.x\\ey\\-z");
     }
 }

@@ -23,7 +23,7 @@ pub const MAX_CONCURRENCY: usize = 1024;
 
 /// Settings both roles share.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MuxConfig {
+pub struct MuxSettings {
     /// Most bytes buffered for one sub-stream whose reader is slower than
     /// the peer. When a sub-stream's buffer is full the connection stops
     /// reading (back-pressure; see the crate docs on head-of-line blocking).
@@ -49,9 +49,9 @@ pub struct MuxConfig {
     pub max_packet: usize,
 }
 
-impl Default for MuxConfig {
-    fn default() -> MuxConfig {
-        MuxConfig {
+impl Default for MuxSettings {
+    fn default() -> MuxSettings {
+        MuxSettings {
             receive_buffer: 256 * 1024,
             stall_timeout: Duration::from_secs(30),
             send_queue: 256 * 1024,
@@ -63,7 +63,7 @@ impl Default for MuxConfig {
     }
 }
 
-impl MuxConfig {
+impl MuxSettings {
     /// The frame data size actually used: `max_frame_data` kept within
     /// 1..=65535.
     pub(crate) fn frame_data(&self) -> usize {
@@ -73,8 +73,8 @@ impl MuxConfig {
 
 /// Settings of the side that sends `New` (portal, outbound mux).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientConfig {
-    pub mux: MuxConfig,
+pub struct ClientSettings {
+    pub mux: MuxSettings,
     /// Most sessions open at once; `None` = no limit (the portal).
     pub max_concurrency: Option<usize>,
     /// Most sessions over the connection's life; `None` = no limit. Once
@@ -85,11 +85,11 @@ pub struct ClientConfig {
     pub idle_timeout: Option<Duration>,
 }
 
-impl Default for ClientConfig {
+impl Default for ClientSettings {
     /// The portal's client: no limits, V2Ray's 16 s idle check.
-    fn default() -> ClientConfig {
-        ClientConfig {
-            mux: MuxConfig::default(),
+    fn default() -> ClientSettings {
+        ClientSettings {
+            mux: MuxSettings::default(),
             max_concurrency: None,
             max_total: None,
             idle_timeout: Some(Duration::from_secs(16)),
@@ -97,22 +97,22 @@ impl Default for ClientConfig {
     }
 }
 
-impl ClientConfig {
+impl ClientSettings {
     /// An outbound mux connection as V2Ray 4.34 runs it: `concurrency`
     /// sessions at once, 128 over its life, closed when idle at a 16 s check.
-    pub fn outbound(concurrency: usize) -> ClientConfig {
-        ClientConfig {
+    pub fn outbound(concurrency: usize) -> ClientSettings {
+        ClientSettings {
             max_concurrency: Some(concurrency),
             max_total: Some(OUTBOUND_MAX_TOTAL),
-            ..ClientConfig::default()
+            ..ClientSettings::default()
         }
     }
 }
 
 /// Settings of the side that receives `New` (bridge, mux inbound).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerConfig {
-    pub mux: MuxConfig,
+pub struct ServerSettings {
+    pub mux: MuxSettings,
     /// Most sessions open at once; a `New` beyond it is answered with
     /// End+error. V2Ray has no limit; a 4.34 peer never has more than 1024
     /// (outbound mux) or a few hundred (portal, which drains after 256)
@@ -120,10 +120,10 @@ pub struct ServerConfig {
     pub max_sessions: usize,
 }
 
-impl Default for ServerConfig {
-    fn default() -> ServerConfig {
-        ServerConfig {
-            mux: MuxConfig::default(),
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServerSettings {
+            mux: MuxSettings::default(),
             max_sessions: 4096,
         }
     }
@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn frame_data_is_clamped() {
-        let mut config = MuxConfig::default();
+        let mut config = MuxSettings::default();
         assert_eq!(config.frame_data(), 60 * 1024);
         config.max_frame_data = 0;
         assert_eq!(config.frame_data(), 1);

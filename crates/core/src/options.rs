@@ -1,0 +1,302 @@
+//! Values that a V2Ray setting spells and more than one crate acts on,
+//! defined once: `config` parses the JSON into them, and the component
+//! that acts on one (`routing`, `handlers`) takes it as it is. Keeping them
+//! here, at the bottom of the crate picture, is what lets both sides see
+//! one type without an arrow between them (DESIGN.md: one owner per V2Ray
+//! syntax).
+//!
+//! Not here: reading JSON, or the warnings for unknown names (`config`);
+//! what a strategy does (`routing` matches, `handlers` dials).
+
+use std::fmt;
+
+use crate::address::{Address, Destination};
+
+/// `routing.domainStrategy`: what the router does with domain targets and
+/// `ip` rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DomainStrategy {
+    /// Match what the session carries; a domain target never matches `ip`.
+    #[default]
+    AsIs,
+    /// Accepted by 4.34 and routed exactly like `AsIs` (its router has no
+    /// code for it); kept so that the configuration prints back as written.
+    AlwaysIp,
+    /// When no rule matches a domain target, resolve it and try every rule
+    /// again with its IPs.
+    IpIfNonMatch,
+    /// Resolve a domain target the first time an `ip` condition is reached.
+    IpOnDemand,
+}
+
+impl DomainStrategy {
+    /// V2Ray's names and their aliases, case-insensitive; `""` is `AsIs`.
+    /// `None` for a name 4.34 does not know (it routes those as `AsIs`).
+    pub fn parse(text: &str) -> Option<DomainStrategy> {
+        match text.to_ascii_lowercase().as_str() {
+            "asis" | "as_is" | "" => Some(DomainStrategy::AsIs),
+            "alwaysip" | "always_ip" | "always-ip" => Some(DomainStrategy::AlwaysIp),
+            "ipifnonmatch" | "ip_if_non_match" | "ip-if-non-match" => {
+                Some(DomainStrategy::IpIfNonMatch)
+            }
+            "ipondemand" | "ip_on_demand" | "ip-on-demand" => Some(DomainStrategy::IpOnDemand),
+            _ => None,
+        }
+    }
+
+    /// The name V2Ray's documentation uses.
+    pub fn v2ray_name(self) -> &'static str {
+        match self {
+            DomainStrategy::AsIs => "AsIs",
+            DomainStrategy::AlwaysIp => "AlwaysIP",
+            DomainStrategy::IpIfNonMatch => "IPIfNonMatch",
+            DomainStrategy::IpOnDemand => "IPOnDemand",
+        }
+    }
+}
+
+/// freedom's `domainStrategy`: how an outbound dials a domain destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResolveStrategy {
+    /// Dial the domain as it is (the system resolves it).
+    #[default]
+    AsIs,
+    /// Resolve, then dial one address of either family.
+    UseIp,
+    /// Resolve, then dial one IPv4 address.
+    UseIpv4,
+    /// Resolve, then dial one IPv6 address.
+    UseIpv6,
+}
+
+impl ResolveStrategy {
+    /// V2Ray's names and their aliases, case-insensitive; `""` is `AsIs`.
+    /// `None` for a name 4.34 does not know (it dials those `AsIs`).
+    pub fn parse(text: &str) -> Option<ResolveStrategy> {
+        match text.to_ascii_lowercase().as_str() {
+            "asis" | "as_is" | "" => Some(ResolveStrategy::AsIs),
+            "useip" | "use_ip" => Some(ResolveStrategy::UseIp),
+            "useip4" | "useipv4" | "use_ipv4" | "use_ip_v4" | "use_ip4" => {
+                Some(ResolveStrategy::UseIpv4)
+            }
+            "useip6" | "useipv6" | "use_ipv6" | "use_ip_v6" | "use_ip6" => {
+                Some(ResolveStrategy::UseIpv6)
+            }
+            _ => None,
+        }
+    }
+
+    /// The name V2Ray's documentation uses.
+    pub fn v2ray_name(self) -> &'static str {
+        match self {
+            ResolveStrategy::AsIs => "AsIs",
+            ResolveStrategy::UseIp => "UseIP",
+            ResolveStrategy::UseIpv4 => "UseIPv4",
+            ResolveStrategy::UseIpv6 => "UseIPv6",
+        }
+    }
+}
+
+/// freedom's `redirect`: where every session goes instead of its own
+/// destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// `None` (written `":80"`) or `0.0.0.0` keeps the session's address.
+    pub host: Option<Address>,
+    /// 0 keeps the session's port.
+    pub port: u16,
+}
+
+/// Why a `redirect` text is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectError {
+    /// The `host:port` shape is wrong; the reason says how.
+    #[error("invalid redirect address {text:?}: {reason}")]
+    Address { text: String, reason: &'static str },
+    /// The port is not a number in 0..=65535.
+    #[error("invalid redirect port: {0}")]
+    Port(String),
+}
+
+impl Redirect {
+    /// Reads V2Ray's `host:port` the way 4.34 does (`net.SplitHostPort`,
+    /// then `net.ParseAddress`): an IPv6 host in brackets, surrounding
+    /// spaces trimmed, an empty host keeps the session's address, the port
+    /// is required.
+    pub fn parse(text: &str) -> Result<Redirect, RedirectError> {
+        let bad = |reason| RedirectError::Address {
+            text: text.to_owned(),
+            reason,
+        };
+        const MISSING_PORT: &str = "missing port (use host:port, e.g. \"127.0.0.1:80\")";
+        let (host, port) = if let Some(after_bracket) = text.strip_prefix('[') {
+            let Some((host, after)) = after_bracket.split_once(']') else {
+                return Err(bad("missing ']'"));
+            };
+            let Some(port) = after.strip_prefix(':') else {
+                return Err(bad(MISSING_PORT));
+            };
+            (host, port)
+        } else {
+            let Some((host, port)) = text.rsplit_once(':') else {
+                return Err(bad(MISSING_PORT));
+            };
+            if host.contains(':') {
+                return Err(bad("too many colons (write an IPv6 host as [::1]:80)"));
+            }
+            (host, port)
+        };
+        if host.contains('[') || host.contains(']') || port.contains('[') || port.contains(']') {
+            return Err(bad("misplaced brackets"));
+        }
+        if port.is_empty() || !port.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(RedirectError::Port(format!(
+                "{port:?} is not a port number"
+            )));
+        }
+        let port = match port.parse::<u64>() {
+            Ok(value) if value <= 65535 => value as u16,
+            _ => {
+                return Err(RedirectError::Port(format!(
+                    "port {port} is out of range 0..=65535"
+                )))
+            }
+        };
+        let host = host.trim();
+        let host = if host.is_empty() {
+            None
+        } else {
+            Some(Address::parse(host).map_err(|_| bad("the host is longer than 255 bytes"))?)
+        };
+        Ok(Redirect { host, port })
+    }
+
+    /// `destination` after the redirect.
+    pub fn apply(&self, destination: &Destination) -> Destination {
+        let mut redirected = destination.clone();
+        match &self.host {
+            Some(Address::Ipv4(ip)) if ip.is_unspecified() => {}
+            Some(host) => redirected.address = host.clone(),
+            None => {}
+        }
+        if self.port != 0 {
+            redirected.port = self.port;
+        }
+        redirected
+    }
+}
+
+/// V2Ray's spelling: `host:port`, an IPv6 host in brackets, an empty host
+/// for "keep the address".
+impl fmt::Display for Redirect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            None => write!(f, ":{}", self.port),
+            Some(Address::Ipv6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            Some(host) => write!(f, "{host}:{}", self.port),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_parse_v2ray_names_and_print_them_back() {
+        for strategy in [
+            DomainStrategy::AsIs,
+            DomainStrategy::AlwaysIp,
+            DomainStrategy::IpIfNonMatch,
+            DomainStrategy::IpOnDemand,
+        ] {
+            assert_eq!(DomainStrategy::parse(strategy.v2ray_name()), Some(strategy));
+        }
+        for strategy in [
+            ResolveStrategy::AsIs,
+            ResolveStrategy::UseIp,
+            ResolveStrategy::UseIpv4,
+            ResolveStrategy::UseIpv6,
+        ] {
+            assert_eq!(
+                ResolveStrategy::parse(strategy.v2ray_name()),
+                Some(strategy)
+            );
+        }
+        assert_eq!(
+            DomainStrategy::parse("ip-on-demand"),
+            Some(DomainStrategy::IpOnDemand)
+        );
+        assert_eq!(
+            DomainStrategy::parse("IP-IF-NON-MATCH"),
+            Some(DomainStrategy::IpIfNonMatch)
+        );
+        assert_eq!(DomainStrategy::parse(""), Some(DomainStrategy::AsIs));
+        for (text, want) in [
+            ("use_ip", ResolveStrategy::UseIp),
+            ("use_ip_v4", ResolveStrategy::UseIpv4),
+            ("useip4", ResolveStrategy::UseIpv4),
+            ("USEIPV6", ResolveStrategy::UseIpv6),
+            ("use_ip6", ResolveStrategy::UseIpv6),
+        ] {
+            assert_eq!(ResolveStrategy::parse(text), Some(want), "{text}");
+        }
+        assert_eq!(DomainStrategy::parse("UseIP"), None);
+        assert_eq!(ResolveStrategy::parse("IPOnDemand"), None);
+    }
+
+    #[test]
+    fn parses_redirects_like_go_split_host_port() {
+        let ok = |text: &str, host: Option<&str>, port: u16| {
+            let want = Redirect {
+                host: host.map(|h| Address::parse(h).unwrap()),
+                port,
+            };
+            assert_eq!(Redirect::parse(text).unwrap(), want, "{text}");
+        };
+        ok("127.0.0.1:80", Some("127.0.0.1"), 80);
+        ok(":80", None, 80);
+        ok("[::1]:443", Some("::1"), 443);
+        ok("example.com:0", Some("example.com"), 0);
+        ok("0.0.0.0:8080", Some("0.0.0.0"), 8080);
+        for bad in [
+            "127.0.0.1",
+            "::1:80",
+            "[::1]80",
+            "host:",
+            "host:x",
+            "host:70000",
+            "",
+            "[::1",
+        ] {
+            let error = Redirect::parse(bad).unwrap_err();
+            assert!(
+                error.to_string().starts_with("invalid redirect"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn redirect_keeps_what_it_does_not_name() {
+        let original = Destination::tcp(Address::parse("example.com").unwrap(), 443);
+        let apply = |text: &str| Redirect::parse(text).unwrap().apply(&original).to_string();
+        assert_eq!(apply("127.0.0.1:80"), "tcp:127.0.0.1:80");
+        assert_eq!(apply(":80"), "tcp:example.com:80");
+        assert_eq!(apply("0.0.0.0:80"), "tcp:example.com:80");
+        assert_eq!(apply("10.0.0.1:0"), "tcp:10.0.0.1:443");
+        assert_eq!(apply("[::]:0"), "tcp:[::]:443");
+        let udp = Destination::udp(Address::parse("1.2.3.4").unwrap(), 53);
+        assert_eq!(
+            Redirect::parse(":5353").unwrap().apply(&udp).to_string(),
+            "udp:1.2.3.4:5353"
+        );
+    }
+
+    #[test]
+    fn redirect_prints_as_v2ray_spells_it() {
+        for text in ["127.0.0.1:80", ":80", "[::1]:8080", "web.local:0"] {
+            assert_eq!(Redirect::parse(text).unwrap().to_string(), text);
+        }
+    }
+}
