@@ -1,120 +1,106 @@
-//! `mux_session`: the Mux.Cool session state machine (not only the frame
-//! decoder) under a fuzzer-written script.
+//! `mux_session`: the Mux.Cool session engine (`rayback_mux::engine`, every
+//! sub-stream's state and transition) under a fuzzer-written script. The
+//! engine is sans-IO, so this drives it directly, as the connection's
+//! driver (`conn.rs`) does: no runtime, no sockets, made-up time.
 //!
 //! ```text
-//!   script ──▶ peer (frames, garbage) ══ tokio::io::duplex ══ MuxServer ──▶ fake handlers (hold, echo, drop, fail)
-//!   script ──▶ peer (frames, garbage) ══ tokio::io::duplex ══ MuxClient ◀── sub-streams the script opens
+//!   script ──▶ the peer's frames ──▶ handle_frame / deliver ──▶ Engine ──▶ poll_transmit ──▶ FrameCodec ──▶ checks
+//!   script ──▶ the sub-streams' reads, writes, shutdowns, releases ──┘
 //! ```
 //!
-//! The input is a script. Byte 0 picks the side under test (bit 0: client)
-//! and the buffer sizes; byte 1 the stall timeout, the carrier's capacity,
-//! the session limit and the client's idle check (see [`Settings::decode`]).
-//! Then one operation per byte, each taking the argument bytes it needs
-//! (missing bytes read as 0), at most [`MAX_STEPS`] of them: the peer sends
-//! New, Keep (with or without data, up to 65535 bytes), End (error and
-//! half-close bits), KeepAlive, an unknown status or raw garbage, and reads
-//! what the other side wrote; sub-streams (the server's handlers, or the
-//! client's opened streams) read, write, shut down, drop, echo; time
-//! passes; the handle is closed or the peer shuts its writing half.
+//! # The script
 //!
-//! Everything runs on a current-thread runtime with paused time, so stall
-//! timeouts and idle checks fire at once and every input ends: each wait
-//! has a timeout, and one timeout covers the whole script.
+//! Byte 0 picks the role (bit 0: client) and small settings (bits 1–2 the
+//! receive buffer, 3–4 the send queue, 5–6 the frame size, 7 the session
+//! limit); see [`Settings::decode`]. Then one operation per byte (the byte
+//! modulo 16), each taking the argument bytes it needs (missing bytes read
+//! as 0), at most [`MAX_STEPS`] of them:
 //!
-//! # Invariants checked (a panic is a finding)
+//! * the peer sends New (with or without data), Keep (up to 4 KiB, near
+//!   64 KiB, or without data), End (error and half-close bits) or
+//!   KeepAlive. Frames queue up as on a carrier; the reader hands them to
+//!   `handle_frame` one by one and delivers the data they carry, and stops
+//!   while a delivery waits for room (as the driver does);
+//! * a sub-stream (the client's opened ones, the server's accepted ones)
+//!   reads, writes (stream bytes or one datagram), shuts down or is
+//!   released; a client opens a new one or drops and adds handles;
+//! * the writer takes a batch (`poll_transmit`); time passes and the stall
+//!   deadline is handled; the connection closes, drains if idle, or queues
+//!   a KeepAlive.
 //!
-//! The peer decodes its own output with a second codec (the *mirror*), so
-//! it knows exactly which frames the side under test will see, garbage
-//! included. From that:
+//! At the end every queued batch is written, the connection closes, every
+//! sub-stream reads what is left and is released.
 //!
-//! * everything the side under test writes decodes as frames; a server
-//!   never sends New, nor data for an id the peer never opened; a client
-//!   sends New once per stream it opened, with its destination, and data
-//!   only after that New;
-//! * the data a sub-stream writes reaches the peer, per session id, in
-//!   order and unaltered (a prefix of it at every moment; all of it once
-//!   the carrier is drained, as long as the connection is open);
-//! * a sub-stream reads, in order and unaltered, a prefix of the data the
-//!   peer sent for it before the peer's End (core packet framing on UDP),
-//!   and when it reads EOF it has read all of that;
+//! # Invariants (a panic is a finding)
+//!
+//! * everything transmitted decodes as whole frames, batch by batch; a
+//!   server never sends New, nor data for an ID the peer never opened; a
+//!   client sends one New per sub-stream it opened, with its destination,
+//!   data only after that New and never after its own End;
+//! * the data sub-streams wrote reaches the wire per session ID in order
+//!   and unaltered (a prefix at every moment; all of it once the queue is
+//!   written, unless the connection closed);
+//! * every End on the wire is one a transition queued, with its bits, in
+//!   order per ID: our shutdown (half-close bit on TCP), a release that
+//!   still owed one (error bit unless a side half-closed), the answer to
+//!   the peer's End (its error bit), a stall (error), a New over the limit
+//!   (error), a Keep for an unknown ID (plain); all of them are written
+//!   unless the connection closed; `shutdown` moves the states as the
+//!   table in `engine.rs` says;
+//! * a sub-stream reads, in order and unaltered, a prefix of what the peer
+//!   sent that session before its End (core packet framing on UDP), all of
+//!   it when it reads EOF; errors match the sub-stream's fault;
+//! * at most one sub-stream per ID is attached, and `active_sessions()`
+//!   counts them; a stall deadline exists exactly while a delivery waits,
+//!   and `handle_timeout` acts exactly when it has passed;
 //! * `buffered_bytes()` stays within the bound `lib.rs` documents: per
-//!   live sub-stream `max(receive_buffer, one frame)`, plus `send_queue`
-//!   plus one write (64 KiB and its frame headers), plus an allowance of
-//!   64 bytes per frame or step for End/KeepAlive/New frames, which are
-//!   queued outside the bound;
-//! * once the peer's end of the carrier is dropped, the connection
-//!   reports closed, every handler task (server) or sub-stream read
-//!   (client) ends, `active_sessions()` is 0 and `buffered_bytes()` is 0.
+//!   live sub-stream `max(receive_buffer, one frame)`, plus `send_queue`,
+//!   plus one write (64 KiB and its frame headers), plus 64 bytes per
+//!   step or peer frame for the End, KeepAlive and New frames queued
+//!   outside the bound;
+//! * after `close()` and the release of every sub-stream,
+//!   `active_sessions()` and `buffered_bytes()` are 0.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::{Buf, BytesMut};
-use rayback_core::{Address, Destination, Network, Stream};
+use bytes::{Bytes, BytesMut};
+use rayback_core::{Address, Destination, Network};
+use rayback_mux::engine::{Engine, Fault, Incoming, Key, Local, Remote, Role, Transmit};
 use rayback_mux::settings::V2RAY_MAX_PACKET;
-use rayback_mux::frame::encode_frame;
-use rayback_mux::{
-    ClientSettings, Frame, FrameCodec, FrameKind, MuxClient, MuxSettings, MuxServer, MuxStream,
-    ServerSettings, ServerHandle, SessionHandler, SessionId,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::timeout;
+use rayback_mux::{Frame, FrameCodec, FrameKind, MuxSettings, SessionId};
 
 /// Most operations one input runs.
 pub const MAX_STEPS: usize = 256;
-/// How long one read or write of the script waits (paused time).
-const IO_WAIT: Duration = Duration::from_millis(1);
-/// How long the script waits for a handler to carry out an order.
-const ACK_WAIT: Duration = Duration::from_millis(10);
-/// One round of the final drain waits this long for bytes.
-const DRAIN_WAIT: Duration = Duration::from_millis(50);
-/// Rounds of the final drain.
-const DRAIN_ROUNDS: usize = 64;
-/// How long the connection and its sub-streams may take to end once the
-/// carrier is gone (the longest stall timeout is 1 s).
-const END_WAIT: Duration = Duration::from_secs(10);
-/// The whole script, in paused time: a cap, never reached by a healthy run.
-const SCRIPT_LIMIT: Duration = Duration::from_secs(3600);
 /// The largest frame a receive buffer always takes: a 65535-byte datagram
 /// and its 2-byte length.
 const ONE_FRAME: usize = 65_537;
-/// Most bytes one sub-stream write queues (`send::MAX_WRITE`).
+/// Most bytes one sub-stream write queues.
 const MAX_WRITE: usize = 64 * 1024;
-/// Read buffer of a sub-stream: larger than any receive buffer, so a UDP
-/// read always takes whole datagrams.
-const READ_BUF: usize = 70 * 1024;
-/// Allowance per peer frame or script step for frames queued outside the
-/// send bound (End: 6 bytes, KeepAlive: 6, a client's New: under 64).
+/// Allowance per step or peer frame for frames queued outside the send
+/// bound (End: 6 bytes, KeepAlive: 6, a client's New: under 64).
 const SMALL_FRAME: usize = 64;
+/// How long a full receive buffer may hold the reader.
+const STALL: Duration = Duration::from_secs(1);
 
 /// Runs one script (see the module docs).
 pub fn run(data: &[u8]) {
-    let [a, b, rest @ ..] = data else {
+    let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    let settings = Settings::decode(*a, *b);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a current-thread runtime");
-    runtime.block_on(async {
-        let mut script = Script { bytes: rest, at: 0 };
-        let finished = if settings.client {
-            timeout(SCRIPT_LIMIT, client_script(&mut script, &settings)).await
-        } else {
-            timeout(SCRIPT_LIMIT, server_script(&mut script, &settings)).await
-        };
-        assert!(
-            finished.is_ok(),
-            "the script did not end within {SCRIPT_LIMIT:?} (paused time)"
-        );
-    });
+    let mut sim = Sim::new(Settings::decode(first), rest);
+    let mut steps = 0;
+    while steps < MAX_STEPS && !sim.script.done() {
+        sim.step();
+        steps += 1;
+        sim.events += 1;
+        sim.pump();
+        sim.check();
+    }
+    sim.finish();
 }
 
 // ---------------------------------------------------------------------------
@@ -122,34 +108,34 @@ pub fn run(data: &[u8]) {
 
 /// The side under test and its knobs, small so that limits are reached.
 struct Settings {
-    client: bool,
+    role: Role,
     mux: MuxSettings,
-    /// Capacity of the in-memory carrier (each direction).
-    duplex: usize,
+    /// Server: the session limit; client: the concurrency (`None` above 2).
     max_sessions: usize,
-    idle_timeout: Option<Duration>,
 }
 
 impl Settings {
-    fn decode(a: u8, b: u8) -> Settings {
+    fn decode(byte: u8) -> Settings {
         let pick = |bits: u8, options: &[usize]| options[bits as usize % options.len()];
         Settings {
-            client: a & 1 != 0,
+            role: if byte & 1 != 0 {
+                Role::Client
+            } else {
+                Role::Server
+            },
             mux: MuxSettings {
-                receive_buffer: pick(a >> 1, &[256, 1024, 4096, 65536]),
-                send_queue: pick(a >> 3, &[64, 512, 4096, 65536]),
-                max_frame_data: pick(a >> 5, &[16, 256, 4096, 61440]),
-                stall_timeout: Duration::from_millis(pick(b, &[10, 50, 1000]) as u64),
+                receive_buffer: pick(byte >> 1, &[256, 1024, 4096, 65536]),
+                send_queue: pick(byte >> 3, &[64, 512, 4096, 65536]),
+                max_frame_data: pick(byte >> 5, &[16, 256, 4096, 61440]),
+                stall_timeout: STALL,
                 max_packet: V2RAY_MAX_PACKET,
             },
-            duplex: pick(b >> 2, &[64, 512, 4096, 65536]),
-            max_sessions: pick(b >> 4, &[1, 2, 4, 64]),
-            idle_timeout: (b & 0x40 != 0).then_some(Duration::from_millis(30)),
+            max_sessions: if byte & 0x80 != 0 { 64 } else { 2 },
         }
     }
 
     /// The most `buffered_bytes()` may report with `alive` sub-streams
-    /// after `events` peer frames and script steps.
+    /// after `events` steps and peer frames.
     fn bound(&self, alive: usize, events: usize) -> usize {
         let frame_data = self.mux.max_frame_data.clamp(1, u16::MAX as usize);
         alive * self.mux.receive_buffer.max(ONE_FRAME)
@@ -165,7 +151,7 @@ struct Script<'a> {
     at: usize,
 }
 
-impl<'a> Script<'a> {
+impl Script<'_> {
     fn done(&self) -> bool {
         self.at >= self.bytes.len()
     }
@@ -176,13 +162,6 @@ impl<'a> Script<'a> {
         self.at += 1;
         byte
     }
-
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        let start = self.at.min(self.bytes.len());
-        let end = (start + n).min(self.bytes.len());
-        self.at = start + n;
-        &self.bytes[start..end]
-    }
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -192,1252 +171,743 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// `len` bytes that differ from every other call's, so reordered or
-/// misrouted data shows.
-fn pattern(seed: &mut u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        *seed = splitmix(*seed);
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// What a sub-stream reads for one data frame: the bytes (TCP; an empty
-/// frame is nothing), or core packet framing (UDP).
+/// What a sub-stream reads for one data frame: the bytes (TCP), or core
+/// packet framing (UDP).
 fn as_read(network: Network, data: &[u8], out: &mut Vec<u8>) {
-    match network {
-        Network::Tcp => out.extend_from_slice(data),
-        Network::Udp => {
-            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-            out.extend_from_slice(data);
-        }
+    if network == Network::Udp {
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    }
+    out.extend_from_slice(data);
+}
+
+/// Whether a sub-stream in `state` still owes the peer an End when it is
+/// released or reset: it is live and sent none, or only a half-close the
+/// peer has not answered.
+fn owes_end((local, remote, fault, attached): (Local, Remote, Option<Fault>, bool)) -> bool {
+    fault.is_none()
+        && attached
+        && (local == Local::Open || (local == Local::HalfClosed && remote == Remote::Open))
+}
+
+/// A frame without data.
+fn short(session_id: SessionId, kind: FrameKind) -> Frame {
+    let data = None;
+    Frame {
+        session_id,
+        kind,
+        data,
     }
 }
 
-/// A destination numbered `n`; its port also carries how the server's
-/// fake handler starts ([`Start::of`]).
-fn destination(network: Network, style: u8, n: u16, start: u8) -> Destination {
-    let address = match style % 3 {
+fn destination(flags: u8, n: u16) -> Destination {
+    let network = if flags & 1 != 0 {
+        Network::Udp
+    } else {
+        Network::Tcp
+    };
+    let address = match (flags >> 1) % 3 {
         0 => Address::Ipv4(Ipv4Addr::new(10, 0, (n >> 8) as u8, n as u8)),
         1 => Address::Domain(format!("s{n}.fuzz")),
         _ => Address::Ipv6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, n)),
     };
-    let port = n.wrapping_mul(4).wrapping_add(u16::from(start % 4));
-    Destination::new(network, address, port)
-}
-
-fn network(bit: bool) -> Network {
-    if bit {
-        Network::Udp
-    } else {
-        Network::Tcp
-    }
-}
-
-/// Where `got` first leaves `want`, for messages.
-fn first_difference(want: &[u8], got: &[u8]) -> usize {
-    want.iter()
-        .zip(got)
-        .position(|(a, b)| a != b)
-        .unwrap_or(want.len().min(got.len()))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A frame the peer writes, built from script bytes (shared by both modes).
-enum PeerFrame {
-    Frame(Frame),
-    Raw(Vec<u8>),
-}
-
-/// Decodes the peer frame operations common to both modes: `op` 1..=6 and
-/// 16. `id` picks a session id from an argument byte.
-fn peer_frame(
-    op: u8,
-    script: &mut Script<'_>,
-    seed: &mut u64,
-    id: &mut dyn FnMut(u8) -> SessionId,
-) -> Option<PeerFrame> {
-    let frame = match op {
-        1 => {
-            let id = id(script.byte());
-            let len = script.byte() as usize * 16;
-            Frame::keep(id, pattern(seed, len).into())
-        }
-        2 => Frame {
-            session_id: id(script.byte()),
-            kind: FrameKind::Keep,
-            data: None,
-        },
-        3 => {
-            let id = id(script.byte());
-            let flags = script.byte();
-            Frame {
-                session_id: id,
-                kind: FrameKind::End {
-                    error: flags & 1 != 0,
-                    half_close: flags & 2 != 0,
-                },
-                data: None,
-            }
-        }
-        4 => Frame {
-            session_id: 0,
-            kind: FrameKind::KeepAlive,
-            data: None,
-        },
-        5 => {
-            // An unknown status: fatal for the connection.
-            let id = id(script.byte()).to_be_bytes();
-            let status = 5 + script.byte() % 251;
-            return Some(PeerFrame::Raw(vec![0, 4, id[0], id[1], status, 0]));
-        }
-        6 => {
-            let len = script.byte() as usize % 32 + 1;
-            return Some(PeerFrame::Raw(script.take(len).to_vec()));
-        }
-        16 => {
-            let id = id(script.byte());
-            let len = u16::MAX as usize - script.byte() as usize * 64;
-            Frame::keep(id, pattern(seed, len).into())
-        }
-        _ => return None,
-    };
-    Some(PeerFrame::Frame(frame))
-}
-
-/// Time passing, from one argument byte.
-fn pause(byte: u8) -> Duration {
-    Duration::from_millis([0, 1, 5, 20, 100, 1000][byte as usize % 6])
+    Destination::new(network, address, n)
 }
 
 // ---------------------------------------------------------------------------
-// The peer: the other end of the carrier
+// The simulation
 
-struct Peer {
-    io: Option<DuplexStream>,
-    /// Bytes not yet taken by the carrier.
-    outgoing: BytesMut,
-    /// Decodes our own output as the side under test will.
-    mirror: FrameCodec,
-    mirror_buf: BytesMut,
-    /// Our output no longer decodes: the other side stops there.
-    mirror_dead: bool,
-    /// Frames the other side will see (mirror), over the whole script.
-    frames: usize,
-    incoming: BytesMut,
-    decoder: FrameCodec,
-}
-
-impl Peer {
-    fn new(io: DuplexStream) -> Peer {
-        Peer {
-            io: Some(io),
-            outgoing: BytesMut::new(),
-            mirror: FrameCodec::new(),
-            mirror_buf: BytesMut::new(),
-            mirror_dead: false,
-            frames: 0,
-            incoming: BytesMut::new(),
-            decoder: FrameCodec::new(),
-        }
-    }
-
-    /// Queues `frame`; returns the frames the other side will see because
-    /// of it (the mirror's view).
-    fn send(&mut self, frame: PeerFrame) -> Vec<Frame> {
-        match frame {
-            PeerFrame::Frame(frame) => {
-                let mut wire = BytesMut::new();
-                encode_frame(&frame, &mut wire).expect("script frames encode");
-                self.raw(&wire)
-            }
-            PeerFrame::Raw(bytes) => self.raw(&bytes),
-        }
-    }
-
-    fn raw(&mut self, bytes: &[u8]) -> Vec<Frame> {
-        self.outgoing.extend_from_slice(bytes);
-        let mut seen = Vec::new();
-        if self.mirror_dead {
-            return seen;
-        }
-        self.mirror_buf.extend_from_slice(bytes);
-        loop {
-            match self.mirror.decode_frame(&mut self.mirror_buf) {
-                Ok(Some(frame)) => seen.push(frame),
-                Ok(None) => break,
-                Err(_) => {
-                    self.mirror_dead = true;
-                    break;
-                }
-            }
-        }
-        self.frames += seen.len();
-        seen
-    }
-
-    /// Writes what the carrier takes now.
-    async fn flush(&mut self) {
-        let Some(io) = self.io.as_mut() else {
-            return;
-        };
-        while !self.outgoing.is_empty() {
-            match timeout(IO_WAIT, io.write(&self.outgoing)).await {
-                Ok(Ok(n)) if n > 0 => self.outgoing.advance(n),
-                _ => break,
-            }
-        }
-    }
-
-    /// Reads what came (waiting up to `wait`) and decodes it; also returns
-    /// whether any byte came. Output that does not decode is a finding.
-    async fn read(&mut self, wait: Duration) -> (Vec<Frame>, bool) {
-        let Some(io) = self.io.as_mut() else {
-            return (Vec::new(), false);
-        };
-        self.incoming.reserve(4096);
-        let got =
-            matches!(timeout(wait, io.read_buf(&mut self.incoming)).await, Ok(Ok(n)) if n > 0);
-        let mut frames = Vec::new();
-        loop {
-            match self.decoder.decode_frame(&mut self.incoming) {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(error) => panic!("the side under test wrote bytes that do not decode: {error}"),
-            }
-        }
-        (frames, got)
-    }
-
-    /// Shuts our writing half: the other side reads EOF.
-    async fn shutdown(&mut self) {
-        if let Some(io) = self.io.as_mut() {
-            let _ = timeout(IO_WAIT, io.shutdown()).await;
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Server mode: a MuxServer and fake handlers
-
-/// How a fake handler starts: the low two bits of the destination port.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Start {
-    /// Does nothing until ordered (a reader that stopped: stalls).
-    Hold,
-    /// Echoes what it reads.
-    Echo,
-    /// Drops the sub-stream at once (an abort).
-    Drop,
-    /// Returns an error at once.
-    Fail,
-}
-
-impl Start {
-    fn of(port: u16) -> Start {
-        [Start::Hold, Start::Echo, Start::Drop, Start::Fail][port as usize % 4]
-    }
-}
-
-/// One `New` the peer sent: a session the server may accept.
-struct Generation {
+/// A sub-stream the script holds (its handle), and what it knows of it.
+struct Sub {
+    key: Key,
     id: SessionId,
     network: Network,
-    destination: Destination,
-    /// What its sub-stream must read: the peer's data for it before its
-    /// End, or before the next New with the same id.
+    /// What the peer sent it before its End, as the reader sees it.
     expected: Vec<u8>,
-    /// The peer has not ended it nor reused its id.
-    receiving: bool,
-    /// What its handler has read.
-    read: Vec<u8>,
-    /// Another New had the same destination (garbage can make one), so
-    /// which handler is which is not known: its data is not checked.
-    ambiguous: bool,
-    claimed: bool,
-}
-
-/// An order to one handler, with an acknowledgement.
-enum Order {
-    Read(usize),
-    Write(u8),
-    Shutdown,
-    Drop,
-    Echo(bool),
-}
-
-type Command = (Order, oneshot::Sender<()>);
-
-/// What the script and the handlers know, shared (handlers run in tasks).
-#[derive(Default)]
-struct Book {
-    gens: Vec<Generation>,
-    /// Session id → the generation its next data belongs to (mirror view).
-    current: HashMap<SessionId, usize>,
-    /// Ids the peer sent New for, in order.
-    opened: Vec<SessionId>,
-    /// Per id: what handlers wrote (queued), in queue order.
-    written: HashMap<SessionId, Vec<u8>>,
-    /// Per id: data the peer received in Keep frames.
-    received: HashMap<SessionId, Vec<u8>>,
-    orders: Vec<mpsc::UnboundedSender<Command>>,
-    /// The script ended: new handlers go straight to their last read.
-    finished: bool,
-    /// Handlers started and ended (each holds one sub-stream).
-    started: usize,
-    ended: usize,
-    seed: u64,
-    /// Findings made inside handler tasks, whose panics the runtime would
-    /// swallow; the script panics with the first.
-    violations: Vec<String>,
-}
-
-impl Book {
-    /// The mirror saw the peer send these frames.
-    fn peer_sent(&mut self, frames: Vec<Frame>) {
-        for frame in frames {
-            let id = frame.session_id;
-            match frame.kind {
-                FrameKind::New(destination) => {
-                    let index = self.gens.len();
-                    let mut ambiguous = false;
-                    for gen in &mut self.gens {
-                        if gen.destination == destination {
-                            gen.ambiguous = true;
-                            ambiguous = true;
-                        }
-                    }
-                    if let Some(old) = self.current.insert(id, index) {
-                        self.gens[old].receiving = false;
-                    }
-                    if !self.opened.contains(&id) {
-                        self.opened.push(id);
-                    }
-                    let mut expected = Vec::new();
-                    if let Some(data) = &frame.data {
-                        as_read(destination.network, data, &mut expected);
-                    }
-                    self.gens.push(Generation {
-                        id,
-                        network: destination.network,
-                        destination,
-                        expected,
-                        receiving: true,
-                        read: Vec::new(),
-                        ambiguous,
-                        claimed: false,
-                    });
-                }
-                FrameKind::Keep => {
-                    if let (Some(data), Some(&index)) = (&frame.data, self.current.get(&id)) {
-                        let gen = &mut self.gens[index];
-                        if gen.receiving {
-                            as_read(gen.network, data, &mut gen.expected);
-                        }
-                    }
-                }
-                FrameKind::End { .. } => {
-                    if let Some(index) = self.current.remove(&id) {
-                        self.gens[index].receiving = false;
-                    }
-                }
-                FrameKind::KeepAlive => {}
-            }
-        }
-    }
-
-    /// The peer read these frames from the server.
-    fn server_sent(&mut self, frames: Vec<Frame>) {
-        for frame in frames {
-            let id = frame.session_id;
-            match frame.kind {
-                FrameKind::New(destination) => self.violations.push(format!(
-                    "the server sent a New frame (id {id}, {destination})"
-                )),
-                FrameKind::Keep => {
-                    if !self.opened.contains(&id) {
-                        self.violations.push(format!(
-                            "the server sent data for id {id}, which the peer never opened"
-                        ));
-                    }
-                    let received = self.received.entry(id).or_default();
-                    received.extend_from_slice(frame.data.as_deref().unwrap_or_default());
-                    let written = self.written.get(&id).map_or(&[][..], Vec::as_slice);
-                    if !written.starts_with(received) {
-                        let at = first_difference(written, received);
-                        let message = format!(
-                            "id {id}: the peer received {} bytes, handlers wrote {}; they differ at byte {at}",
-                            received.len(),
-                            written.len()
-                        );
-                        self.violations.push(message);
-                    }
-                }
-                FrameKind::End { .. } | FrameKind::KeepAlive => {}
-            }
-        }
-    }
-
-    /// An id whose written data has not all reached the peer.
-    fn missing(&self) -> Option<SessionId> {
-        self.written.iter().find_map(|(id, written)| {
-            let received = self.received.get(id).map_or(0, Vec::len);
-            (received != written.len()).then_some(*id)
-        })
-    }
-
-    fn check(&self) {
-        if let Some(violation) = self.violations.first() {
-            panic!("{violation}");
-        }
-    }
-}
-
-struct FakeHandler {
-    book: Arc<Mutex<Book>>,
-}
-
-#[async_trait]
-impl SessionHandler for FakeHandler {
-    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
-        let start = Start::of(destination.port);
-        let mut sub = HandlerStream::claim(Arc::clone(&self.book), &destination, stream);
-        match start {
-            Start::Fail => Err(io::Error::other("refused by the script")),
-            Start::Drop => Ok(()),
-            Start::Hold | Start::Echo => {
-                sub.serve(start == Start::Echo).await;
-                Ok(())
-            }
-        }
-    }
-}
-
-/// One handler's sub-stream and what it knows of it.
-struct HandlerStream {
-    book: Arc<Mutex<Book>>,
-    /// Its generation, when known for sure; an unknown one never writes.
-    gen: Option<usize>,
-    id: SessionId,
-    network: Network,
-    stream: Stream,
-    buf: Vec<u8>,
-    echo: bool,
-}
-
-/// What woke a handler.
-enum Next {
-    Command(Option<Command>),
-    Read(io::Result<usize>),
-}
-
-impl HandlerStream {
-    fn claim(book: Arc<Mutex<Book>>, destination: &Destination, stream: Stream) -> HandlerStream {
-        let (gen, id) = {
-            let mut book = lock(&book);
-            book.started += 1;
-            let found: Vec<usize> = (0..book.gens.len())
-                .filter(|&i| book.gens[i].destination == *destination && !book.gens[i].claimed)
-                .collect();
-            match found[..] {
-                [index] if !book.gens[index].ambiguous => {
-                    book.gens[index].claimed = true;
-                    (Some(index), book.gens[index].id)
-                }
-                _ => (None, 0),
-            }
-        };
-        HandlerStream {
-            book,
-            gen,
-            id,
-            network: destination.network,
-            stream,
-            buf: vec![0; READ_BUF],
-            echo: false,
-        }
-    }
-
-    async fn serve(&mut self, echo: bool) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        {
-            let mut book = lock(&self.book);
-            if book.finished {
-                // No orders will come: straight to the last read.
-                drop(tx);
-            } else {
-                book.orders.push(tx);
-            }
-        }
-        self.echo = echo && self.gen.is_some();
-        loop {
-            let next = if self.echo {
-                tokio::select! {
-                    command = rx.recv() => Next::Command(command),
-                    read = self.stream.read(&mut self.buf) => Next::Read(read),
-                }
-            } else {
-                Next::Command(rx.recv().await)
-            };
-            match next {
-                Next::Command(None) => break,
-                Next::Command(Some((order, ack))) => {
-                    let go_on = self.execute(order).await;
-                    let _ = ack.send(());
-                    if !go_on {
-                        return;
-                    }
-                }
-                Next::Read(read) => self.echo_back(read).await,
-            }
-        }
-        // The script is over: read until the sub-stream ends, as a relay
-        // would; the connection closing must end it.
-        loop {
-            match self.stream.read(&mut self.buf).await {
-                Ok(0) => {
-                    self.saw_eof();
-                    break;
-                }
-                Ok(n) => self.saw_data(n),
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// Carries out one order; false when the handler is to end.
-    async fn execute(&mut self, order: Order) -> bool {
-        match order {
-            Order::Read(limit) => {
-                // Datagrams are read whole (see READ_BUF).
-                let limit = match self.network {
-                    Network::Tcp => limit.clamp(1, READ_BUF),
-                    Network::Udp => READ_BUF,
-                };
-                match timeout(IO_WAIT, self.stream.read(&mut self.buf[..limit])).await {
-                    Ok(Ok(0)) => self.saw_eof(),
-                    Ok(Ok(n)) => self.saw_data(n),
-                    _ => {}
-                }
-            }
-            Order::Write(size) => self.write_fresh(size).await,
-            Order::Shutdown => {
-                let _ = timeout(IO_WAIT, self.stream.shutdown()).await;
-            }
-            Order::Drop => return false,
-            Order::Echo(on) => self.echo = on && self.gen.is_some(),
-        }
-        true
-    }
-
-    /// Writes new data: TCP `size` × 32 bytes (255: more than one write
-    /// takes), UDP one datagram of `size` × 9 bytes (over 2048: dropped).
-    async fn write_fresh(&mut self, size: u8) {
-        if self.gen.is_none() {
-            return;
-        }
-        let len = match (self.network, size) {
-            (Network::Tcp, 255) => MAX_WRITE + 4000,
-            (Network::Tcp, size) => size as usize * 32,
-            (Network::Udp, size) => size as usize * 9,
-        };
-        let payload = pattern(&mut lock(&self.book).seed, len);
-        match self.network {
-            Network::Tcp => {
-                if let Ok(Ok(n)) = timeout(IO_WAIT, self.stream.write(&payload)).await {
-                    self.written(&payload[..n]);
-                }
-            }
-            Network::Udp => {
-                let mut packet = (len as u16).to_be_bytes().to_vec();
-                packet.extend_from_slice(&payload);
-                if let Ok(Ok(n)) = timeout(IO_WAIT, self.stream.write(&packet)).await {
-                    self.datagram_written(&packet, n);
-                }
-            }
-        }
-    }
-
-    /// Writes back what was just read (echo mode).
-    async fn echo_back(&mut self, read: io::Result<usize>) {
-        let n = match read {
-            Ok(0) => {
-                self.saw_eof();
-                self.echo = false;
-                return;
-            }
-            Err(_) => {
-                self.echo = false;
-                return;
-            }
-            Ok(n) => n,
-        };
-        self.saw_data(n);
-        let data = self.buf[..n].to_vec();
-        let mut at = 0;
-        while at < n {
-            let end = match self.network {
-                Network::Tcp => n,
-                Network::Udp => {
-                    let len = data.get(at..at + 2).map_or(usize::MAX, |len| {
-                        u16::from_be_bytes([len[0], len[1]]) as usize
-                    });
-                    if at.saturating_add(2).saturating_add(len) > n {
-                        self.violation(format!(
-                            "id {}: a UDP read returned part of a datagram",
-                            self.id
-                        ));
-                        return;
-                    }
-                    at + 2 + len
-                }
-            };
-            match self.stream.write(&data[at..end]).await {
-                Ok(k) if k > 0 => {
-                    match self.network {
-                        Network::Tcp => self.written(&data[at..at + k]),
-                        Network::Udp => self.datagram_written(&data[at..end], k),
-                    }
-                    at += k;
-                }
-                _ => {
-                    self.echo = false;
-                    return;
-                }
-            }
-        }
-    }
-
-    fn written(&self, bytes: &[u8]) {
-        let mut book = lock(&self.book);
-        book.written
-            .entry(self.id)
-            .or_default()
-            .extend_from_slice(bytes);
-    }
-
-    /// A whole datagram (2-byte length + payload) was written and `n`
-    /// bytes taken: all of it, queued or (over max_packet) dropped.
-    fn datagram_written(&self, packet: &[u8], n: usize) {
-        if n != packet.len() {
-            self.violation(format!(
-                "id {}: a datagram write of {} bytes took {n}",
-                self.id,
-                packet.len()
-            ));
-        } else if packet.len() - 2 <= V2RAY_MAX_PACKET {
-            self.written(&packet[2..]);
-        }
-    }
-
-    fn saw_data(&self, n: usize) {
-        let Some(index) = self.gen else {
-            return;
-        };
-        let mut book = lock(&self.book);
-        let gen = &mut book.gens[index];
-        gen.read.extend_from_slice(&self.buf[..n]);
-        if !gen.ambiguous && !gen.expected.starts_with(&gen.read) {
-            let message = format!(
-                "session {} (id {}, {}): read {} bytes, not a prefix of the {} the peer sent; they differ at byte {}",
-                index,
-                gen.id,
-                gen.destination,
-                gen.read.len(),
-                gen.expected.len(),
-                first_difference(&gen.expected, &gen.read)
-            );
-            book.violations.push(message);
-        }
-    }
-
-    fn saw_eof(&self) {
-        let Some(index) = self.gen else {
-            return;
-        };
-        let mut book = lock(&self.book);
-        let gen = &book.gens[index];
-        if !gen.ambiguous && gen.read != gen.expected {
-            let message = format!(
-                "session {} (id {}, {}): EOF after {} bytes, but the peer sent {} before its End",
-                index,
-                gen.id,
-                gen.destination,
-                gen.read.len(),
-                gen.expected.len()
-            );
-            book.violations.push(message);
-        }
-    }
-
-    fn violation(&self, message: String) {
-        lock(&self.book).violations.push(message);
-    }
-}
-
-impl Drop for HandlerStream {
-    fn drop(&mut self) {
-        lock(&self.book).ended += 1;
-    }
-}
-
-/// Sends `order` to the handler `which` picks and waits (briefly) for it.
-async fn order(book: &Mutex<Book>, which: u8, order: Order) {
-    if lock(book).orders.is_empty() {
-        // Let a New the server just read start its handler.
-        tokio::time::sleep(IO_WAIT).await;
-    }
-    let sender = {
-        let mut book = lock(book);
-        book.orders.retain(|sender| !sender.is_closed());
-        if book.orders.is_empty() {
-            return;
-        }
-        let index = which as usize % book.orders.len();
-        book.orders[index].clone()
-    };
-    let (ack, done) = oneshot::channel();
-    if sender.send((order, ack)).is_ok() {
-        let _ = timeout(ACK_WAIT, done).await;
-    }
-}
-
-async fn server_script(script: &mut Script<'_>, settings: &Settings) {
-    let (peer_io, carrier) = tokio::io::duplex(settings.duplex);
-    let book = Arc::new(Mutex::new(Book::default()));
-    let handler = Arc::new(FakeHandler {
-        book: Arc::clone(&book),
-    });
-    let server = MuxServer::serve_with(
-        Box::new(carrier),
-        handler,
-        ServerSettings {
-            mux: settings.mux.clone(),
-            max_sessions: settings.max_sessions,
-        },
-    );
-    let mut peer = Peer::new(peer_io);
-    let mut seed = 1u64;
-    let mut fresh_id: SessionId = 1;
-    let mut news: u16 = 0;
-    let mut steps = 0;
-    while !script.done() && steps < MAX_STEPS {
-        steps += 1;
-        let op = script.byte() % 20;
-        let opened = lock(&book).opened.clone();
-        // Mostly an id the peer opened; sometimes one of 0..16.
-        let mut pick_id = |byte: u8| match opened.len() {
-            n if n > 0 && byte & 0xc0 != 0xc0 => opened[byte as usize % n],
-            _ => SessionId::from(byte & 0x0f),
-        };
-        match op {
-            0 => {
-                let which = script.byte();
-                let kind = script.byte();
-                let len = script.byte() as usize * 16;
-                let id = if which & 0x80 != 0 {
-                    pick_id(which)
-                } else {
-                    fresh_id = fresh_id.wrapping_add(1);
-                    fresh_id.wrapping_sub(1)
-                };
-                news = news.wrapping_add(1);
-                let destination = destination(network(kind & 1 != 0), kind >> 3, news, kind >> 1);
-                let data = (kind & 0x20 != 0).then(|| pattern(&mut seed, len).into());
-                let seen = peer.send(PeerFrame::Frame(Frame::new_session(id, destination, data)));
-                lock(&book).peer_sent(seen);
-                peer.flush().await;
-            }
-            1..=6 | 16 => {
-                if let Some(frame) = peer_frame(op, script, &mut seed, &mut pick_id) {
-                    let seen = peer.send(frame);
-                    lock(&book).peer_sent(seen);
-                    peer.flush().await;
-                }
-            }
-            7 | 17 => {
-                peer.flush().await;
-                let (frames, _) = peer.read(IO_WAIT).await;
-                lock(&book).server_sent(frames);
-            }
-            8 | 18 => {
-                let which = script.byte();
-                let limit = script.byte() as usize * 64 + 1;
-                order(&book, which, Order::Read(limit)).await;
-            }
-            9 | 19 => {
-                let which = script.byte();
-                let size = script.byte();
-                order(&book, which, Order::Write(size)).await;
-            }
-            10 => order(&book, script.byte(), Order::Shutdown).await,
-            11 => order(&book, script.byte(), Order::Drop).await,
-            12 => {
-                let which = script.byte();
-                let on = script.byte() & 1 == 0;
-                order(&book, which, Order::Echo(on)).await;
-            }
-            13 => tokio::time::sleep(pause(script.byte())).await,
-            14 => server.send_keepalive(),
-            _ => {
-                // 15: close the handle, or shut the peer's writing half.
-                if script.byte() & 1 == 0 {
-                    server.close();
-                } else {
-                    peer.shutdown().await;
-                }
-            }
-        }
-        let book = lock(&book);
-        book.check();
-        let alive = server.total_sessions() as usize - book.ended;
-        let bound = settings.bound(alive, 2 * peer.frames + steps);
-        let buffered = server.buffered_bytes();
-        assert!(
-            buffered <= bound,
-            "server buffers {buffered} bytes, over the bound {bound} ({alive} live sub-streams)"
-        );
-    }
-    finish_server(&server, &book, &mut peer).await;
-}
-
-/// One drain round's verdict: `true` when nothing is missing and nothing
-/// moves any more. Data still missing must show progress within three
-/// quiet rounds unless the connection closed (then it may be lost).
-fn drained(
-    missing: Option<u16>,
-    got: bool,
-    nothing_outgoing: bool,
-    closed: bool,
-    stuck: &mut u32,
-) -> bool {
-    match missing {
-        None if !got && nothing_outgoing => return true,
-        None => *stuck = 0,
-        Some(_) if got => *stuck = 0,
-        Some(id) => {
-            *stuck += 1;
-            assert!(
-                *stuck < 3 || closed,
-                "id {id}: data written for it never reached the open carrier"
-            );
-        }
-    }
-    false
-}
-
-async fn finish_server(server: &ServerHandle, book: &Arc<Mutex<Book>>, peer: &mut Peer) {
-    // Drain: everything handlers wrote must reach the peer while the
-    // connection stays open.
-    let mut stuck = 0;
-    for _ in 0..DRAIN_ROUNDS {
-        if server.is_closed() {
-            break;
-        }
-        peer.flush().await;
-        let (frames, got) = peer.read(DRAIN_WAIT).await;
-        let missing = {
-            let mut book = lock(book);
-            book.server_sent(frames);
-            book.check();
-            book.missing()
-        };
-        if drained(missing, got, peer.outgoing.is_empty(), server.is_closed(), &mut stuck) {
-            break;
-        }
-    }
-    {
-        let mut book = lock(book);
-        book.finished = true;
-        book.orders.clear();
-    }
-    peer.io = None;
-    let closed = timeout(END_WAIT, server.closed()).await;
-    assert!(
-        closed.is_ok(),
-        "the server was still open {END_WAIT:?} after its carrier closed"
-    );
-    let total = server.total_sessions() as usize;
-    let ended = timeout(END_WAIT, async {
-        loop {
-            {
-                let book = lock(book);
-                if book.ended == total && book.started == book.ended {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
-    let book = lock(book);
-    book.check();
-    assert!(
-        ended.is_ok(),
-        "{} of {total} handlers still ran {END_WAIT:?} after the carrier closed",
-        total - book.ended
-    );
-    assert_eq!(server.active_sessions(), 0, "sessions left after close");
-    assert_eq!(server.buffered_bytes(), 0, "bytes left after close");
-}
-
-// ---------------------------------------------------------------------------
-// Client mode: a MuxClient and the sub-streams the script opens
-
-struct ClientSub {
-    stream: Option<MuxStream>,
-    id: SessionId,
-    network: Network,
-    destination: Destination,
-    /// What the script wrote (queued), in order.
-    written: Vec<u8>,
-    /// What the peer received for it (New and Keep data).
-    received: Vec<u8>,
-    /// What it must read: the peer's data after the peer saw its New,
-    /// until the peer's End.
-    expected: Vec<u8>,
-    read: Vec<u8>,
+    /// What it read.
+    got: Vec<u8>,
+    /// The peer sent End (of any kind) while this sub-stream had its ID.
     peer_ended: bool,
 }
 
-#[derive(Default)]
-struct ClientBook {
-    subs: Vec<ClientSub>,
-    /// Id → sub, once the peer read its New.
-    announced: HashMap<SessionId, usize>,
-    announced_ids: Vec<SessionId>,
-    /// Ids the peer sent Keep or End for before it knew them: what such a
-    /// sub-stream reads is not checked.
-    tainted: HashSet<SessionId>,
-    seed: u64,
+impl Sub {
+    fn new(key: Key, id: SessionId, network: Network) -> Sub {
+        let (expected, got) = (Vec::new(), Vec::new());
+        let peer_ended = false;
+        Sub {
+            key,
+            id,
+            network,
+            expected,
+            got,
+            peer_ended,
+        }
+    }
 }
 
-impl ClientBook {
-    fn peer_sent(&mut self, frames: Vec<Frame>) {
-        for frame in frames {
-            let id = frame.session_id;
-            match frame.kind {
-                // A client ignores New.
-                FrameKind::New(_) | FrameKind::KeepAlive => {}
-                FrameKind::Keep => {
-                    let Some(data) = &frame.data else {
-                        continue;
-                    };
-                    match self.announced.get(&id) {
-                        Some(&index) => {
-                            let sub = &mut self.subs[index];
-                            if !sub.peer_ended {
-                                as_read(sub.network, data, &mut sub.expected);
-                            }
-                        }
-                        None => {
-                            self.tainted.insert(id);
-                        }
+struct Sim<'a> {
+    script: Script<'a>,
+    settings: Settings,
+    engine: Engine,
+    now: Instant,
+    seed: u64,
+    /// Steps plus peer frames handled (for the bound).
+    events: usize,
+    subs: Vec<Sub>,
+    /// The peer's frames the reader has not handled yet.
+    inbound: VecDeque<Frame>,
+    /// A delivery waiting for room: the reader reads nothing meanwhile.
+    pending: Option<(Key, Bytes)>,
+    closed: bool,
+    /// Per ID: what sub-streams wrote (queued), in order.
+    written: HashMap<SessionId, Vec<u8>>,
+    /// Per ID: how much of `written` reached the wire.
+    on_wire: HashMap<SessionId, usize>,
+    /// Server: IDs the engine accepted.
+    accepted: HashSet<SessionId>,
+    /// Client: opened, New not yet on the wire, with the destination.
+    unannounced: HashMap<SessionId, Destination>,
+    /// Client: New on the wire, no End of ours after it.
+    announced: HashSet<SessionId>,
+    /// Per ID: the Ends transitions queued and the wire has not shown yet,
+    /// in order.
+    owed_ends: HashMap<SessionId, VecDeque<FrameKind>>,
+}
+
+impl<'a> Sim<'a> {
+    fn new(settings: Settings, bytes: &'a [u8]) -> Sim<'a> {
+        let mut engine = Engine::new(settings.role, settings.mux.clone(), settings.max_sessions);
+        if settings.role == Role::Client {
+            // The `MuxClient` handle.
+            engine.add_handle();
+        }
+        Sim {
+            script: Script { bytes, at: 0 },
+            settings,
+            engine,
+            now: Instant::now(),
+            seed: bytes.len() as u64,
+            events: 0,
+            subs: Vec::new(),
+            inbound: VecDeque::new(),
+            pending: None,
+            closed: false,
+            written: HashMap::new(),
+            on_wire: HashMap::new(),
+            accepted: HashSet::new(),
+            unannounced: HashMap::new(),
+            announced: HashSet::new(),
+            owed_ends: HashMap::new(),
+        }
+    }
+
+    fn client(&self) -> bool {
+        self.settings.role == Role::Client
+    }
+
+    /// `len` bytes that differ from every other call's, so reordered or
+    /// misrouted data shows.
+    fn pattern(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            self.seed = splitmix(self.seed);
+            out.extend_from_slice(&self.seed.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// A session ID for a peer frame: mostly one a sub-stream has.
+    fn peer_id(&mut self) -> SessionId {
+        let byte = self.script.byte();
+        if byte < 0xa0 && !self.subs.is_empty() {
+            self.subs[byte as usize % self.subs.len()].id
+        } else {
+            SessionId::from(byte % 16)
+        }
+    }
+
+    /// The index of a sub-stream, from an argument byte.
+    fn pick(&mut self) -> Option<usize> {
+        let byte = self.script.byte() as usize;
+        (!self.subs.is_empty()).then(|| byte % self.subs.len())
+    }
+
+    fn state(&self, key: Key) -> (Local, Remote, Option<Fault>, bool) {
+        self.engine
+            .state(key)
+            .expect("a sub-stream is known until released")
+    }
+
+    /// The sub-stream the engine attaches to `id`, checking there is at
+    /// most one.
+    fn attached(&self, id: SessionId) -> Option<usize> {
+        let mut found = self
+            .subs
+            .iter()
+            .enumerate()
+            .filter(|(_, sub)| sub.id == id && self.state(sub.key).3)
+            .map(|(index, _)| index);
+        let first = found.next();
+        assert!(
+            found.next().is_none(),
+            "two sub-streams attached to id {id}"
+        );
+        first
+    }
+
+    fn step(&mut self) {
+        let op = self.script.byte() % 16;
+        match op {
+            0 => {
+                let id = self.peer_id();
+                let flags = self.script.byte();
+                let len = self.script.byte() as usize * 8;
+                self.peer_new(id, flags, len);
+            }
+            1 | 2 => {
+                let id = self.peer_id();
+                let byte = self.script.byte() as usize;
+                let len = if op == 1 {
+                    byte * 16
+                } else {
+                    u16::MAX as usize - byte * 64
+                };
+                let data = self.pattern(len);
+                self.peer(Frame::keep(id, data.into()));
+            }
+            3 => {
+                let id = self.peer_id();
+                self.peer(short(id, FrameKind::Keep));
+            }
+            4 => {
+                let id = self.peer_id();
+                let flags = self.script.byte();
+                let error = flags & 1 != 0;
+                let half_close = flags & 2 != 0;
+                self.peer(short(id, FrameKind::End { error, half_close }));
+            }
+            5 => self.peer(short(0, FrameKind::KeepAlive)),
+            6 => {
+                let flags = self.script.byte();
+                if self.client() {
+                    self.open(flags);
+                } else {
+                    let id = SessionId::from(flags >> 4);
+                    self.peer_new(id, flags, 0);
+                }
+            }
+            7 | 15 => {
+                let Some(index) = self.pick() else { return };
+                let room = [1, 7, 64, 1000, 70 * 1024][self.script.byte() as usize % 5];
+                self.read(index, room);
+            }
+            8 => {
+                let Some(index) = self.pick() else { return };
+                let byte = self.script.byte();
+                self.write(index, byte);
+            }
+            9 => {
+                let Some(index) = self.pick() else { return };
+                self.shutdown(index);
+            }
+            10 => {
+                let Some(index) = self.pick() else { return };
+                let sub = self.subs.swap_remove(index);
+                let (local, remote, ..) = self.state(sub.key);
+                if owes_end(self.state(sub.key)) {
+                    // An abort unless either side half-closed.
+                    let error = local == Local::Open && remote != Remote::HalfClosed;
+                    self.owe_end(sub.id, error, false);
+                }
+                self.engine.release(sub.key);
+                assert!(self.engine.state(sub.key).is_none());
+            }
+            11 => {
+                self.transmit();
+            }
+            12 => {
+                let by = [0, 1, 10, 500, 999, 1000, 2000, 60_000][self.script.byte() as usize % 8];
+                self.advance(Duration::from_millis(by));
+            }
+            13 => {
+                if self.script.byte() < 0x40 {
+                    self.close();
+                } else {
+                    let idle = self.engine.active_sessions() == 0;
+                    assert_eq!(self.engine.drain_if_idle(), idle);
+                    if idle {
+                        assert!(self.engine.is_refusing());
                     }
                 }
-                FrameKind::End { .. } => match self.announced.get(&id) {
-                    Some(&index) => self.subs[index].peer_ended = true,
-                    None => {
-                        self.tainted.insert(id);
-                    }
+            }
+            _ => match self.script.byte() % 3 {
+                0 => self.engine.queue_keepalive(),
+                1 => self.engine.add_handle(),
+                _ => self.engine.drop_handle(),
+            },
+        }
+    }
+
+    // ------------------------------------------------------------ the peer
+
+    fn peer_new(&mut self, id: SessionId, flags: u8, len: usize) {
+        let to = destination(flags, id.wrapping_add(self.events as u16));
+        let data = (flags & 8 != 0).then(|| self.pattern(len).into());
+        self.peer(Frame::new_session(id, to, data));
+    }
+
+    /// The peer sends `frame`: it waits on the carrier for the reader.
+    fn peer(&mut self, frame: Frame) {
+        if !self.closed {
+            self.inbound.push_back(frame);
+        }
+    }
+
+    /// The reader: finishes a waiting delivery, then hands frames to the
+    /// engine until one's delivery waits or answers stop it.
+    fn pump(&mut self) {
+        loop {
+            if let Some((key, data)) = &self.pending {
+                match self.engine.deliver(*key, data, self.now, Waker::noop()) {
+                    Poll::Ready(()) => self.pending = None,
+                    Poll::Pending => break,
+                }
+            }
+            if self.closed || self.engine.poll_read_room(Waker::noop()).is_pending() {
+                break;
+            }
+            let Some(frame) = self.inbound.pop_front() else {
+                break;
+            };
+            self.events += 1;
+            self.handle(frame);
+        }
+        assert_eq!(
+            self.pending.is_some(),
+            self.engine.next_timeout().is_some(),
+            "a stall deadline exists exactly while a delivery waits"
+        );
+    }
+
+    fn handle(&mut self, frame: Frame) {
+        let id = frame.session_id;
+        let before = self.attached(id);
+        let state_before = before.map(|index| self.state(self.subs[index].key));
+        let sent = frame.clone();
+        let incoming = self.engine.handle_frame(frame, self.now);
+        match (sent.kind, incoming) {
+            (
+                FrameKind::New(to),
+                Incoming::Accepted {
+                    key,
+                    destination,
+                    data,
                 },
+            ) => {
+                assert_eq!(self.settings.role, Role::Server, "a client accepted a New");
+                assert_eq!(destination, to);
+                assert_eq!(data, sent.data);
+                assert!(self.subs.iter().all(|sub| sub.key != key), "a reused key");
+                assert_eq!(self.state(key), (Local::Open, Remote::Open, None, true));
+                if let Some(old) = before {
+                    let reset = Some(Fault::Reset(io::ErrorKind::ConnectionReset));
+                    assert_eq!(self.state(self.subs[old].key).2, reset);
+                }
+                self.accepted.insert(id);
+                let mut sub = Sub::new(key, id, to.network);
+                if let Some(data) = data {
+                    as_read(sub.network, &data, &mut sub.expected);
+                    self.pending = Some((key, data));
+                }
+                self.subs.push(sub);
+            }
+            (FrameKind::New(_), Incoming::Done) => {
+                let refusing = self.client() || self.engine.is_refusing();
+                let full =
+                    before.is_none() && self.engine.active_sessions() >= self.settings.max_sessions;
+                assert!(refusing || full, "a New neither accepted nor refused");
+                if !refusing {
+                    self.owe_end(id, true, false);
+                }
+            }
+            (FrameKind::Keep, Incoming::Data { key, data }) => {
+                let index = before.expect("data for a sub-stream not attached");
+                let sub = &mut self.subs[index];
+                assert_eq!(sub.key, key, "data routed to the wrong sub-stream");
+                assert_eq!(Some(&data), sent.data.as_ref());
+                if !sub.peer_ended {
+                    as_read(sub.network, &data, &mut sub.expected);
+                }
+                self.pending = Some((key, data));
+            }
+            (FrameKind::Keep, Incoming::Done) => {
+                assert!(
+                    sent.data.is_none() || before.is_none(),
+                    "data for attached id {id} dropped"
+                );
+                if sent.data.is_some() {
+                    self.owe_end(id, false, false);
+                }
+            }
+            (FrameKind::End { error, half_close }, Incoming::Done) => {
+                let Some(index) = before else { return };
+                self.subs[index].peer_ended = true;
+                let key = self.subs[index].key;
+                let (local, remote, fault, attached) = self.state(key);
+                if !attached && state_before.map(|state| state.0) == Some(Local::Open) {
+                    // Answered once, with the same error bit.
+                    self.owe_end(id, error, false);
+                }
+                if error {
+                    let reset = Some(Fault::Reset(io::ErrorKind::ConnectionReset));
+                    assert_eq!((fault, self.engine.received(key)), (reset, 0));
+                }
+                if half_close && !error && remote == Remote::HalfClosed {
+                    assert_eq!((local, attached), (Local::Open, true));
+                } else {
+                    assert_eq!(
+                        (local, remote, attached),
+                        (Local::Ended, Remote::Ended, false)
+                    );
+                }
+            }
+            (FrameKind::KeepAlive, Incoming::Done) => {
+                assert_eq!(self.engine.since_keepalive(self.now), Some(Duration::ZERO));
+            }
+            (kind, incoming) => panic!("{kind:?} answered with {incoming:?}"),
+        }
+    }
+
+    // ------------------------------------------------------- the sub-streams
+
+    fn open(&mut self, flags: u8) {
+        let concurrency = (self.settings.max_sessions == 2).then_some(2);
+        let to = destination(flags, self.events as u16);
+        match self.engine.open(&to, concurrency, None) {
+            Ok(key) => {
+                let id = self.engine.session_id(key);
+                assert!(self.attached(id).is_none(), "id {id} allocated twice");
+                assert!(self.unannounced.insert(id, to.clone()).is_none());
+                self.subs.push(Sub::new(key, id, to.network));
+            }
+            Err(error) if error.is_closed() => assert!(self.engine.is_refusing()),
+            Err(error) => {
+                assert!(error.is_full(), "open failed: {error}");
+                assert!(self.engine.active_sessions() >= 2);
             }
         }
     }
 
-    /// The peer read these frames from the client.
-    fn client_sent(&mut self, frames: Vec<Frame>) {
-        for frame in frames {
-            let id = frame.session_id;
-            let data = frame.data.as_deref().unwrap_or_default();
-            let index = match frame.kind {
-                FrameKind::New(destination) => {
-                    let index = self.subs.iter().position(|sub| sub.id == id);
-                    let index = index.unwrap_or_else(|| {
-                        panic!("the client sent New for id {id}, which it never opened")
-                    });
-                    assert_eq!(
-                        destination, self.subs[index].destination,
-                        "id {id}: New names another destination"
-                    );
-                    let again = self.announced.insert(id, index);
-                    assert!(again.is_none(), "the client sent New for id {id} twice");
-                    self.announced_ids.push(id);
-                    index
+    /// One read of up to `room` bytes; returns whether it may go on
+    /// (bytes came).
+    fn read(&mut self, index: usize, room: usize) -> bool {
+        let key = self.subs[index].key;
+        let (_, remote, fault, attached) = self.state(key);
+        let buffered = self.engine.received(key);
+        let mut out = Vec::with_capacity(room);
+        let result = self.engine.read(key, &mut out, Waker::noop());
+        let sub = &mut self.subs[index];
+        match result {
+            Poll::Ready(Ok(0)) => {
+                assert!(!matches!(fault, Some(Fault::Reset(_))), "EOF on a reset");
+                assert!(
+                    remote != Remote::Open || !attached,
+                    "EOF on an open sub-stream"
+                );
+                assert!(
+                    sub.got == sub.expected,
+                    "id {}: EOF after {} of {} bytes the peer sent",
+                    sub.id,
+                    sub.got.len(),
+                    sub.expected.len()
+                );
+                false
+            }
+            Poll::Ready(Ok(n)) => {
+                assert_eq!(n, out.len());
+                assert!(n <= room);
+                sub.got.extend_from_slice(&out);
+                assert!(
+                    sub.expected.starts_with(&sub.got),
+                    "id {}: read {} bytes, not a prefix of the {} the peer sent",
+                    sub.id,
+                    sub.got.len(),
+                    sub.expected.len()
+                );
+                true
+            }
+            Poll::Ready(Err(error)) => {
+                match fault {
+                    Some(Fault::Reset(kind)) => assert_eq!(error.kind(), kind),
+                    Some(Fault::Lost) => {
+                        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+                        assert_eq!(buffered, 0, "an error before the buffered bytes");
+                    }
+                    None => panic!("read failed on a healthy sub-stream: {error}"),
                 }
-                FrameKind::Keep => *self
-                    .announced
-                    .get(&id)
-                    .unwrap_or_else(|| panic!("the client sent data for id {id} before its New")),
-                FrameKind::End { .. } | FrameKind::KeepAlive => continue,
-            };
-            let sub = &mut self.subs[index];
-            sub.received.extend_from_slice(data);
-            assert!(
-                sub.written.starts_with(&sub.received),
-                "id {id}: the peer received {} bytes, the stream wrote {}; they differ at byte {}",
-                sub.received.len(),
-                sub.written.len(),
-                first_difference(&sub.written, &sub.received)
-            );
+                false
+            }
+            Poll::Pending => {
+                assert_eq!(
+                    (remote, fault, attached, buffered),
+                    (Remote::Open, None, true, 0)
+                );
+                false
+            }
         }
     }
 
-    fn saw_data(&mut self, index: usize, bytes: &[u8]) {
-        let sub = &mut self.subs[index];
-        sub.read.extend_from_slice(bytes);
-        if !self.tainted.contains(&sub.id) {
-            assert!(
-                sub.expected.starts_with(&sub.read),
-                "id {}: read {} bytes, not a prefix of the {} the peer sent; they differ at byte {}",
-                sub.id,
-                sub.read.len(),
-                sub.expected.len(),
-                first_difference(&sub.expected, &sub.read)
-            );
-        }
-    }
-
-    fn saw_eof(&self, index: usize) {
-        let sub = &self.subs[index];
-        if !self.tainted.contains(&sub.id) {
-            assert!(
-                sub.read == sub.expected,
-                "id {}: EOF after {} bytes, but the peer sent {} before its End",
-                sub.id,
-                sub.read.len(),
-                sub.expected.len()
-            );
-        }
-    }
-
-    fn alive(&self) -> Vec<usize> {
-        (0..self.subs.len())
-            .filter(|&i| self.subs[i].stream.is_some())
-            .collect()
-    }
-
-    fn pick(&self, byte: u8) -> Option<usize> {
-        let alive = self.alive();
-        (!alive.is_empty()).then(|| alive[byte as usize % alive.len()])
-    }
-
-    fn missing(&self) -> Option<SessionId> {
-        self.subs
-            .iter()
-            .find(|sub| sub.received.len() != sub.written.len())
-            .map(|sub| sub.id)
-    }
-
-    async fn read(
-        &mut self,
-        index: usize,
-        limit: usize,
-        wait: Duration,
-    ) -> Option<io::Result<usize>> {
-        let mut buf = vec![0; READ_BUF];
-        let limit = match self.subs[index].network {
-            Network::Tcp => limit.clamp(1, READ_BUF),
-            Network::Udp => READ_BUF,
+    fn write(&mut self, index: usize, byte: u8) {
+        let (key, id, network) = {
+            let sub = &self.subs[index];
+            (sub.key, sub.id, sub.network)
         };
-        let stream = self.subs[index].stream.as_mut()?;
-        let read = timeout(wait, stream.read(&mut buf[..limit])).await.ok()?;
-        match read {
-            Ok(0) => self.saw_eof(index),
-            Ok(n) => self.saw_data(index, &buf[..n]),
-            Err(_) => {}
-        }
-        Some(read)
-    }
-
-    async fn write(&mut self, index: usize, size: u8) {
-        let sub = &mut self.subs[index];
-        let Some(stream) = sub.stream.as_mut() else {
-            return;
-        };
-        match sub.network {
+        let writable = self
+            .engine
+            .check_writable(key)
+            .map_err(|error| error.kind());
+        let written = match network {
             Network::Tcp => {
-                let len = if size == 255 {
-                    MAX_WRITE + 4000
+                let len = if byte & 0x80 != 0 {
+                    48 * 1024 + (byte as usize & 0x7f) * 256
                 } else {
-                    size as usize * 32
+                    byte as usize * 8
                 };
-                let data = pattern(&mut self.seed, len);
-                if let Ok(Ok(n)) = timeout(IO_WAIT, stream.write(&data)).await {
-                    sub.written.extend_from_slice(&data[..n]);
+                let data = self.pattern(len);
+                match self.engine.write_stream(key, &data, Waker::noop()) {
+                    Poll::Ready(Ok(n)) => {
+                        assert!(n <= len.min(MAX_WRITE) && (n > 0 || len == 0));
+                        Ok(data[..n].to_vec())
+                    }
+                    Poll::Ready(Err(error)) => Err(error.kind()),
+                    Poll::Pending => return,
                 }
             }
             Network::Udp => {
-                let len = size as usize * 9;
-                let mut packet = (len as u16).to_be_bytes().to_vec();
-                packet.extend_from_slice(&pattern(&mut self.seed, len));
-                if let Ok(Ok(n)) = timeout(IO_WAIT, stream.write(&packet)).await {
-                    assert_eq!(n, packet.len(), "id {}: a datagram write took part", sub.id);
-                    if len <= V2RAY_MAX_PACKET {
-                        sub.written.extend_from_slice(&packet[2..]);
-                    }
+                let len = byte as usize * 9 % (V2RAY_MAX_PACKET + 1);
+                let data = self.pattern(len);
+                match self.engine.write_packet(key, &data, Waker::noop()) {
+                    Poll::Ready(Ok(())) => Ok(data),
+                    Poll::Ready(Err(error)) => Err(error.kind()),
+                    Poll::Pending => return,
                 }
+            }
+        };
+        match written {
+            Ok(data) => {
+                assert_eq!(writable, Ok(id), "a write taken on a closed sub-stream");
+                self.written.entry(id).or_default().extend(data);
+            }
+            Err(kind) => assert_eq!(writable, Err(kind)),
+        }
+    }
+
+    /// Our writer is done: the transition of the module table in
+    /// `engine.rs`, and the End it queues.
+    fn shutdown(&mut self, index: usize) {
+        let (key, id, network) = (
+            self.subs[index].key,
+            self.subs[index].id,
+            self.subs[index].network,
+        );
+        let before = self.state(key);
+        self.engine.shutdown(key);
+        let (local, remote, fault, attached) = before;
+        let after = if fault.is_some() || !attached || local != Local::Open {
+            before
+        } else if remote == Remote::HalfClosed {
+            (Local::Ended, remote, None, false)
+        } else if network == Network::Tcp {
+            (Local::HalfClosed, remote, None, true)
+        } else {
+            (Local::Ended, remote, None, true)
+        };
+        assert_eq!(
+            self.state(key),
+            after,
+            "shutdown of id {id} from {before:?}"
+        );
+        if after != before {
+            self.owe_end(id, false, after.0 == Local::HalfClosed);
+        }
+    }
+
+    /// A transition queued an End for `id` with these option bits.
+    fn owe_end(&mut self, id: SessionId, error: bool, half_close: bool) {
+        let owed = self.owed_ends.entry(id).or_default();
+        owed.push_back(FrameKind::End { error, half_close });
+    }
+
+    // ------------------------------------------------------------ the writer
+
+    /// One batch: decoded and checked. Returns what `poll_transmit` said.
+    fn transmit(&mut self) -> Transmit {
+        let (mut first, mut second) = (BytesMut::new(), BytesMut::new());
+        let result = self
+            .engine
+            .poll_transmit(&mut first, &mut second, Waker::noop());
+        match result {
+            Transmit::Write => assert!(!self.closed && !first.is_empty()),
+            Transmit::Idle => assert!(!self.closed),
+            Transmit::Shutdown => assert!(!self.closed && self.engine.is_refusing()),
+            Transmit::Closed => assert!(self.closed),
+        }
+        if result != Transmit::Write {
+            assert!(first.is_empty() && second.is_empty());
+            return result;
+        }
+        first.extend_from_slice(&second);
+        let mut codec = FrameCodec::new();
+        loop {
+            match codec.decode_frame(&mut first) {
+                Ok(Some(frame)) => self.on_the_wire(frame),
+                Ok(None) => break,
+                Err(error) => panic!("transmitted bytes do not decode: {error}"),
+            }
+        }
+        assert!(first.is_empty(), "a batch ends inside a frame");
+        result
+    }
+
+    fn on_the_wire(&mut self, frame: Frame) {
+        let id = frame.session_id;
+        match frame.kind {
+            FrameKind::New(to) => {
+                assert!(self.client(), "a server sent New (id {id})");
+                let opened = self.unannounced.remove(&id);
+                assert_eq!(opened.as_ref(), Some(&to), "New {id} not opened so");
+                self.announced.insert(id);
+            }
+            FrameKind::Keep => {
+                if self.client() {
+                    assert!(
+                        self.announced.contains(&id),
+                        "data for id {id} outside its New..End"
+                    );
+                } else {
+                    assert!(
+                        self.accepted.contains(&id),
+                        "data for id {id}, never opened"
+                    );
+                }
+            }
+            kind @ FrameKind::End { .. } => {
+                self.announced.remove(&id);
+                let owed = self.owed_ends.entry(id).or_default().pop_front();
+                assert_eq!(owed, Some(kind), "id {id}: not the End a transition queued");
+                return;
+            }
+            FrameKind::KeepAlive => return,
+        }
+        let data = frame.data.unwrap_or_default();
+        let written = self.written.get(&id).map_or(&[][..], Vec::as_slice);
+        let at = self.on_wire.entry(id).or_default();
+        assert!(
+            written.get(*at..*at + data.len()) == Some(&data[..]),
+            "id {id}: wire data at {at} is not what was written ({} bytes)",
+            written.len()
+        );
+        *at += data.len();
+    }
+
+    // ------------------------------------------------------------ time, close
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        let due = self
+            .engine
+            .next_timeout()
+            .is_some_and(|deadline| deadline <= self.now);
+        let owed = self
+            .pending
+            .as_ref()
+            .is_some_and(|(key, _)| owes_end(self.state(*key)));
+        let stalled = self.engine.handle_timeout(self.now);
+        assert_eq!(
+            stalled.is_some(),
+            due,
+            "handle_timeout acts exactly when due"
+        );
+        if let Some(id) = stalled {
+            let (key, _) = self
+                .pending
+                .take()
+                .expect("a stall needs a waiting delivery");
+            assert_eq!(self.engine.session_id(key), id);
+            let (local, _, fault, attached) = self.state(key);
+            let timed_out = Some(Fault::Reset(io::ErrorKind::TimedOut));
+            assert_eq!((local, fault, attached), (Local::Ended, timed_out, false));
+            assert_eq!(self.engine.received(key), 0);
+            if owed {
+                self.owe_end(id, true, false);
             }
         }
     }
-}
 
-async fn client_script(script: &mut Script<'_>, settings: &Settings) {
-    let (peer_io, carrier) = tokio::io::duplex(settings.duplex);
-    let client = MuxClient::new(
-        Box::new(carrier),
-        ClientSettings {
-            mux: settings.mux.clone(),
-            max_concurrency: Some(settings.max_sessions),
-            max_total: None,
-            idle_timeout: settings.idle_timeout,
-        },
-    );
-    let mut peer = Peer::new(peer_io);
-    let mut book = ClientBook::default();
-    let mut seed = 1u64;
-    let mut opens: u16 = 0;
-    let mut steps = 0;
-    while !script.done() && steps < MAX_STEPS {
-        steps += 1;
-        let op = script.byte() % 20;
-        let announced = book.announced_ids.clone();
-        // Mostly an id the peer saw opened; sometimes one the client
-        // cannot have (0xff00..).
-        let mut pick_id = |byte: u8| match announced.len() {
-            n if n > 0 && byte & 0xc0 != 0xc0 => announced[byte as usize % n],
-            _ => 0xff00 | SessionId::from(byte & 0x0f),
-        };
-        match op {
-            0 | 14 => {
-                let kind = script.byte();
-                opens = opens.wrapping_add(1);
-                let destination = destination(network(kind & 1 != 0), kind >> 1, opens, 0);
-                if let Ok(stream) = client.open_stream(&destination) {
-                    book.subs.push(ClientSub {
-                        id: stream.session_id(),
-                        network: destination.network,
-                        destination,
-                        stream: Some(stream),
-                        written: Vec::new(),
-                        received: Vec::new(),
-                        expected: Vec::new(),
-                        read: Vec::new(),
-                        peer_ended: false,
-                    });
-                }
-            }
-            1..=6 | 16 => {
-                if let Some(frame) = peer_frame(op, script, &mut seed, &mut pick_id) {
-                    let seen = peer.send(frame);
-                    book.peer_sent(seen);
-                    peer.flush().await;
-                }
-            }
-            7 | 17 => {
-                peer.flush().await;
-                let (frames, _) = peer.read(IO_WAIT).await;
-                book.client_sent(frames);
-            }
-            8 | 18 => {
-                let which = script.byte();
-                let limit = script.byte() as usize * 64 + 1;
-                if let Some(index) = book.pick(which) {
-                    book.read(index, limit, IO_WAIT).await;
-                }
-            }
-            9 | 19 => {
-                let which = script.byte();
-                let size = script.byte();
-                if let Some(index) = book.pick(which) {
-                    book.write(index, size).await;
-                }
-            }
-            10 => {
-                if let Some(index) = book.pick(script.byte()) {
-                    if let Some(stream) = book.subs[index].stream.as_mut() {
-                        let _ = timeout(IO_WAIT, stream.shutdown()).await;
-                    }
-                }
-            }
-            11 => {
-                if let Some(index) = book.pick(script.byte()) {
-                    book.subs[index].stream = None;
-                }
-            }
-            12 => {
-                // A New toward the client, which ignores it.
-                let id = pick_id(script.byte());
-                let kind = script.byte();
-                let destination = destination(network(kind & 1 != 0), kind >> 1, 0xffff, 0);
-                let data = (kind & 0x20 != 0).then(|| pattern(&mut seed, 100).into());
-                let seen = peer.send(PeerFrame::Frame(Frame::new_session(id, destination, data)));
-                book.peer_sent(seen);
-                peer.flush().await;
-            }
-            13 => tokio::time::sleep(pause(script.byte())).await,
-            _ => {
-                // 15: close the handle, or shut the peer's writing half.
-                if script.byte() & 1 == 0 {
-                    client.close();
-                } else {
-                    peer.shutdown().await;
-                }
-            }
+    fn close(&mut self) {
+        self.engine.close();
+        self.closed = true;
+        self.pending = None;
+        self.inbound.clear();
+        assert_eq!(self.engine.active_sessions(), 0);
+        assert_eq!(self.engine.next_timeout(), None);
+        for sub in &self.subs {
+            let (_, _, fault, attached) = self.state(sub.key);
+            assert!(fault.is_some() && !attached);
         }
-        let alive = book.alive().len();
-        let bound = settings.bound(alive, 2 * peer.frames + steps);
-        let buffered = client.buffered_bytes();
+    }
+
+    // ------------------------------------------------------------ checks
+
+    fn check(&mut self) {
+        let attached = (0..self.subs.len())
+            .filter(|&index| self.state(self.subs[index].key).3)
+            .count();
+        assert_eq!(self.engine.active_sessions(), attached);
+        let ids: HashSet<SessionId> = self
+            .subs
+            .iter()
+            .filter(|sub| self.state(sub.key).3)
+            .map(|sub| sub.id)
+            .collect();
+        assert_eq!(ids.len(), attached, "two sub-streams attached to one id");
+        let bound = self.settings.bound(self.subs.len(), self.events);
+        let buffered = self.engine.buffered_bytes();
         assert!(
             buffered <= bound,
-            "client buffers {buffered} bytes, over the bound {bound} ({alive} live sub-streams)"
+            "{buffered} bytes buffered, over the bound {bound} ({} sub-streams, {} events)",
+            self.subs.len(),
+            self.events
         );
+        drop(self.engine.take_wakes());
     }
-    finish_client(&client, &mut book, &mut peer).await;
-}
 
-async fn finish_client(client: &MuxClient, book: &mut ClientBook, peer: &mut Peer) {
-    let mut stuck = 0;
-    for _ in 0..DRAIN_ROUNDS {
-        if client.is_closed() {
-            break;
+    /// Writes out what is queued, closes, reads what is left, releases.
+    fn finish(&mut self) {
+        self.pump();
+        if !self.closed {
+            while self.transmit() == Transmit::Write {}
+            for (id, written) in &self.written {
+                let sent = self.on_wire.get(id).copied().unwrap_or(0);
+                assert_eq!(sent, written.len(), "id {id}: written bytes never sent");
+            }
+            for (id, owed) in &self.owed_ends {
+                assert!(owed.is_empty(), "id {id}: {owed:?} never sent");
+            }
+            self.close();
         }
-        peer.flush().await;
-        let (frames, got) = peer.read(DRAIN_WAIT).await;
-        book.client_sent(frames);
-        let missing = book.missing();
-        if drained(missing, got, peer.outgoing.is_empty(), client.is_closed(), &mut stuck) {
-            break;
-        }
-    }
-    peer.io = None;
-    let closed = timeout(END_WAIT, client.closed()).await;
-    assert!(
-        closed.is_ok(),
-        "the client was still open {END_WAIT:?} after its carrier closed"
-    );
-    for index in book.alive() {
-        loop {
-            match book.read(index, READ_BUF, END_WAIT).await {
-                None => panic!(
-                    "id {}: the sub-stream neither ended nor failed {END_WAIT:?} after its carrier closed",
-                    book.subs[index].id
-                ),
-                Some(Ok(0)) | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
+        for index in 0..self.subs.len() {
+            let mut reads = 0;
+            while self.read(index, 70 * 1024) {
+                reads += 1;
+                assert!(reads < 16, "reads after close never end");
             }
         }
+        for sub in std::mem::take(&mut self.subs) {
+            self.engine.release(sub.key);
+        }
+        assert_eq!(self.engine.active_sessions(), 0);
+        assert_eq!(self.engine.buffered_bytes(), 0);
+        assert_eq!(self.transmit(), Transmit::Closed);
     }
-    for sub in &mut book.subs {
-        sub.stream = None;
-    }
-    assert_eq!(client.active_sessions(), 0, "sessions left after close");
-    assert_eq!(client.buffered_bytes(), 0, "bytes left after close");
 }

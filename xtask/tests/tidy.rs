@@ -1,5 +1,5 @@
 //! Checks of the tree's shape that `cargo test` enforces: the one-way crate
-//! picture of DESIGN.md, and a `//!` doc opening every library module.
+//! picture of ARCHITECTURE.md, and a `//!` doc opening every library module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// DESIGN.md's picture: crate folder → the workspace crates it may use.
+/// ARCHITECTURE.md's picture: crate folder → the workspace crates it may use.
 fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     let mut allowed = BTreeMap::new();
     allowed.insert("core", BTreeSet::new());
@@ -75,7 +75,9 @@ fn crates_depend_only_down_the_picture() {
                 && ["config", "routing"].contains(&parts[1].as_str())
                 && target == "tokio"
             {
-                wrong.push(format!("{name} depends on tokio; DESIGN.md keeps it pure"));
+                wrong.push(format!(
+                    "{name} depends on tokio; ARCHITECTURE.md keeps it pure"
+                ));
             }
             let Some(target_dir) = folder_of.get(target) else {
                 continue;
@@ -89,7 +91,9 @@ fn crates_depend_only_down_the_picture() {
                 "crates" => {
                     if let Some(may) = allowed.get(parts[1].as_str()) {
                         if target_parts[0] != "crates" || !may.contains(target_parts[1].as_str()) {
-                            wrong.push(format!("{name} -> {target}: DESIGN.md has no such arrow"));
+                            wrong.push(format!(
+                                "{name} -> {target}: ARCHITECTURE.md has no such arrow"
+                            ));
                         }
                     }
                 }
@@ -170,6 +174,7 @@ const IO_MARKERS: &[&str] = &[
 const SANS_IO: &[&str] = &[
     "crates/mux/src/frame.rs",
     "crates/mux/src/send.rs",
+    "crates/mux/src/engine.rs",
     "crates/vmess/src/body.rs",
     "crates/vmess/src/header/mod.rs",
     "crates/vmess/src/header/request.rs",
@@ -258,4 +263,81 @@ fn architecture_map_names_real_paths() {
         readme.contains("ARCHITECTURE.md"),
         "README.md does not link ARCHITECTURE.md"
     );
+}
+
+/// The files of `crate`'s `src` that `file` names with `crate::module`.
+fn crate_imports(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    let mut found = BTreeSet::new();
+    for line in code.lines() {
+        let line = line.trim_start();
+        if line.starts_with("//") {
+            continue;
+        }
+        for (index, _) in line.match_indices("crate::") {
+            let rest = &line[index + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if modules.contains(&name) {
+                found.insert(name);
+            }
+        }
+    }
+    found
+}
+
+/// Inside the crates whose modules are layered (the Mux.Cool engine and
+/// its driver, the VMess codecs and handlers), no two files import each
+/// other, directly or around a circle: each module can be read knowing
+/// only those below it.
+#[test]
+fn layered_crates_have_no_import_circles() {
+    let root = workspace_root();
+    for krate in ["mux", "vmess", "reverse", "routing"] {
+        let src = root.join("crates").join(krate).join("src");
+        let modules: BTreeSet<String> = std::fs::read_dir(&src)
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let name = path.file_stem()?.to_string_lossy().into_owned();
+                (name != "lib" && name != "main").then_some(name)
+            })
+            .collect();
+        assert!(modules.len() >= 3, "crates/{krate}/src has too few modules");
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for module in &modules {
+            let file = if src.join(format!("{module}.rs")).exists() {
+                src.join(format!("{module}.rs"))
+            } else {
+                src.join(module).join("mod.rs")
+            };
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let mut imports = crate_imports(&text, &modules);
+            imports.remove(module);
+            edges.insert(module.clone(), imports);
+        }
+        // Depth-first search for a path back to the start.
+        for start in &modules {
+            let mut stack = vec![(start.clone(), vec![start.clone()])];
+            let mut seen = BTreeSet::new();
+            while let Some((node, path)) = stack.pop() {
+                for next in &edges[&node] {
+                    if next == start {
+                        panic!(
+                            "crates/{krate}: import circle {} -> {start}",
+                            path.join(" -> ")
+                        );
+                    }
+                    if seen.insert(next.clone()) {
+                        let mut longer = path.clone();
+                        longer.push(next.clone());
+                        stack.push((next.clone(), longer));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -14,14 +14,12 @@ use anyhow::{bail, Context, Result};
 use rayback_config as config;
 use rayback_core::policy::{Policies, Policy};
 use rayback_core::{Address, Outbound, Tag};
-use rayback_handlers::{Blackhole, BlackholeResponse, DokodemoSettings, Freedom, FreedomSettings};
+use rayback_handlers::{Blackhole, DokodemoSettings, Freedom, FreedomSettings};
 use rayback_mux::{MuxOutbound, MuxSettings, ServerSettings};
 use rayback_reverse::{BridgeSettings, Portal, PortalSettings};
-use rayback_routing::{
-    AssetLocator, BalancerSettings, Router, RoutingSettings, RuleSettings, Target,
-};
+use rayback_routing::{AssetLocator, BalancerSettings, Router, RoutingSettings, RuleSettings};
 use rayback_vmess::{
-    OutboundUser, Security, ServerUser, UserId, VmessInboundSettings, VmessMetrics, VmessOutbound,
+    OutboundUser, ServerUser, UserId, VmessInboundSettings, VmessMetrics, VmessOutbound,
     VmessOutboundSettings, VmessServer,
 };
 
@@ -135,24 +133,12 @@ fn routing_settings(routing: &config::Routing) -> RoutingSettings {
             ip: rule.ip.clone(),
             port: rule.port.clone(),
             source_port: rule.source_port.clone(),
-            network: rule
-                .network
-                .iter()
-                .map(|network| match network {
-                    config::RuleNetwork::Tcp => "tcp".to_owned(),
-                    config::RuleNetwork::Udp => "udp".to_owned(),
-                    config::RuleNetwork::Unix => "unix".to_owned(),
-                    config::RuleNetwork::Unknown(name) => name.clone(),
-                })
-                .collect(),
+            network: rule.network.clone(),
             source: rule.source.clone(),
             user: rule.user.clone(),
             protocol: rule.protocol.clone(),
             attrs: rule.attrs.clone(),
-            target: match &rule.target {
-                config::RuleTarget::Outbound(tag) => Target::Outbound(tag.clone()),
-                config::RuleTarget::Balancer(tag) => Target::Balancer(tag.clone()),
-            },
+            target: rule.target.clone(),
         })
         .collect();
     RoutingSettings {
@@ -173,15 +159,6 @@ fn user_id(id: &config::VmessId) -> UserId {
     UserId::from_bytes(*id.as_bytes())
 }
 
-fn security(security: config::VmessSecurity) -> Security {
-    match security {
-        config::VmessSecurity::Aes128Gcm => Security::Aes128Gcm,
-        config::VmessSecurity::Chacha20Poly1305 => Security::ChaCha20Poly1305,
-        config::VmessSecurity::None => Security::None,
-        config::VmessSecurity::Auto => Security::Auto,
-    }
-}
-
 fn outbound(
     index: usize,
     outbound: &config::Outbound,
@@ -195,10 +172,7 @@ fn outbound(
             ..FreedomSettings::default()
         })),
         config::OutboundSettings::Blackhole(blackhole) => {
-            Arc::new(Blackhole::new(match blackhole.response {
-                config::BlackholeResponse::None => BlackholeResponse::None,
-                config::BlackholeResponse::Http => BlackholeResponse::Http,
-            }))
+            Arc::new(Blackhole::new(blackhole.response))
         }
         config::OutboundSettings::Vmess(vmess) => {
             let servers = vmess
@@ -216,7 +190,7 @@ fn outbound(
                             .map(|user| OutboundUser {
                                 id: user_id(&user.id),
                                 alter_id: user.alter_id,
-                                security: security(user.security),
+                                security: user.security,
                                 level: user.level,
                                 email: user.email.clone().unwrap_or_default(),
                             })
@@ -263,7 +237,7 @@ fn inbound_groups(
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("{place}.port"))?;
         let ip = inbound.listen.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let tag = inbound.tag.as_deref().map(Tag::new);
+        let tag = inbound.tag.clone();
         for port in ports.from..=ports.to {
             let listen = SocketAddr::new(ip, port);
             let plan = match &inbound.settings {
@@ -329,7 +303,10 @@ pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<
     };
     let mut handlers = Vec::new();
     for (index, configured) in config.outbounds.iter().enumerate() {
-        let tag = configured.tag.clone().unwrap_or_default();
+        let tag = configured
+            .tag
+            .as_ref()
+            .map_or_else(String::new, Tag::to_string);
         let reused = same_limits
             .then(|| kept.outbounds.iter().find(|(old, _)| old == configured))
             .flatten()

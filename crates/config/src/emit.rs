@@ -60,7 +60,7 @@ fn network_names(networks: &[Network]) -> Value {
 fn inbound(inbound: &Inbound) -> Value {
     let mut object = Map::new();
     if let Some(tag) = &inbound.tag {
-        object.insert("tag".into(), json!(tag));
+        object.insert("tag".into(), json!(tag.as_str()));
     }
     if let Some(listen) = inbound.listen {
         object.insert("listen".into(), json!(listen.to_string()));
@@ -122,7 +122,7 @@ fn inbound(inbound: &Inbound) -> Value {
 fn outbound(outbound: &Outbound) -> Value {
     let mut object = Map::new();
     if let Some(tag) = &outbound.tag {
-        object.insert("tag".into(), json!(tag));
+        object.insert("tag".into(), json!(tag.as_str()));
     }
     if let Some(address) = outbound.send_through {
         object.insert("sendThrough".into(), json!(address.to_string()));
@@ -156,12 +156,7 @@ fn outbound(outbound: &Outbound) -> Value {
                         .users
                         .iter()
                         .map(|user| {
-                            let security = match user.security {
-                                VmessSecurity::Aes128Gcm => "aes-128-gcm",
-                                VmessSecurity::Chacha20Poly1305 => "chacha20-poly1305",
-                                VmessSecurity::None => "none",
-                                VmessSecurity::Auto => "auto",
-                            };
+                            let security = user.security.v2ray_name();
                             let mut object = Map::new();
                             object.insert("id".into(), json!(user.id.reveal()));
                             object.insert("alterId".into(), json!(user.alter_id));
@@ -179,10 +174,7 @@ fn outbound(outbound: &Outbound) -> Value {
             ("vmess", json!({ "vnext": vnext }))
         }
         OutboundSettings::Blackhole(blackhole) => {
-            let kind = match blackhole.response {
-                BlackholeResponse::None => "none",
-                BlackholeResponse::Http => "http",
-            };
+            let kind = blackhole.response.v2ray_name();
             ("blackhole", json!({ "response": { "type": kind } }))
         }
     };
@@ -205,10 +197,7 @@ fn routing(routing: &Routing) -> Value {
 fn rule(rule: &Rule) -> Value {
     let mut object = Map::new();
     object.insert("type".into(), json!("field"));
-    match &rule.target {
-        RuleTarget::Outbound(tag) => object.insert("outboundTag".into(), json!(tag)),
-        RuleTarget::Balancer(tag) => object.insert("balancerTag".into(), json!(tag)),
-    };
+    object.insert(rule.target.v2ray_key().into(), json!(rule.target.tag()));
     let mut list = |key: &str, values: &[String]| {
         if !values.is_empty() {
             object.insert(key.into(), json!(values));
@@ -227,16 +216,7 @@ fn rule(rule: &Rule) -> Value {
         object.insert("sourcePort".into(), json!(port));
     }
     if !rule.network.is_empty() {
-        let names: Vec<&str> = rule
-            .network
-            .iter()
-            .map(|network| match network {
-                RuleNetwork::Tcp => "tcp",
-                RuleNetwork::Udp => "udp",
-                RuleNetwork::Unix => "unix",
-                RuleNetwork::Unknown(name) => name.as_str(),
-            })
-            .collect();
+        let names: Vec<&str> = rule.network.iter().map(RuleNetwork::v2ray_name).collect();
         object.insert("network".into(), json!(names));
     }
     if let Some(attrs) = &rule.attrs {

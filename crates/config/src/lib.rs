@@ -2,7 +2,8 @@
 //! validated structs.
 //!
 //! `config` sits beside `routing`, `handlers` and the rest under `app` in
-//! DESIGN.md's picture and depends on no other Rayback crate. It reads
+//! ARCHITECTURE.md's picture and depends only on `core` (whose value types,
+//! such as `Network`, `Tag` and the domain strategies, it parses into). It reads
 //! text (the only IO is [`load_file`], which reads a file or standard
 //! input) and returns a [`Config`] plus [`Warning`]s; it starts nothing and
 //! compiles no matcher (domain, IP and port syntax is the `routing` crate's).

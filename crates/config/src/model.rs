@@ -15,7 +15,10 @@ use std::time::Duration;
 
 /// Core's value types, which this model uses as they are (one owner per
 /// V2Ray syntax).
-pub use rayback_core::{DomainStrategy, Network, Redirect, ResolveStrategy};
+pub use rayback_core::{
+    BlackholeResponse, DomainStrategy, Network, Redirect, ResolveStrategy, RuleNetwork, RuleTarget,
+    Tag, VmessSecurity,
+};
 
 /// A complete configuration after merging all sources.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,7 +49,7 @@ impl Config {
         self.outbounds
             .iter()
             .rev()
-            .find(|outbound| outbound.tag.as_deref() == Some(tag))
+            .find(|outbound| outbound.tag.as_ref().map(Tag::as_str) == Some(tag))
     }
 }
 
@@ -99,7 +102,7 @@ pub enum LogLevel {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Inbound {
     /// `None` for an untagged inbound (the JSON had no tag or `""`).
-    pub tag: Option<String>,
+    pub tag: Option<Tag>,
     /// Address to listen on; `None` = every interface.
     pub listen: Option<IpAddr>,
     pub port: InboundPort,
@@ -245,7 +248,7 @@ impl fmt::Display for VmessId {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outbound {
     /// `None` for an untagged outbound.
-    pub tag: Option<String>,
+    pub tag: Option<Tag>,
     /// Local address to dial from (`sendThrough`).
     pub send_through: Option<IpAddr>,
     /// Mux.Cool on this outbound; `None` when absent or disabled by a
@@ -309,30 +312,10 @@ pub struct VmessUser {
     pub email: Option<String>,
 }
 
-/// Body security a VMess client asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VmessSecurity {
-    Aes128Gcm,
-    Chacha20Poly1305,
-    None,
-    /// AES-128-GCM on x86-64/arm64, ChaCha20-Poly1305 elsewhere. Also what
-    /// unknown names (e.g. `"zero"`) mean in 4.34.
-    Auto,
-}
-
 /// `blackhole` settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blackhole {
     pub response: BlackholeResponse,
-}
-
-/// What a blackhole answers before closing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlackholeResponse {
-    /// Nothing.
-    None,
-    /// A fixed HTTP 403 response.
-    Http,
 }
 
 // ---------------------------------------------------------------- routing
@@ -401,25 +384,6 @@ impl Rule {
             || !self.protocol.is_empty()
             || self.attrs.is_some()
     }
-}
-
-/// Where a matching rule sends the connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RuleTarget {
-    /// `outboundTag` (an outbound's or a portal's tag).
-    Outbound(String),
-    /// `balancerTag`: one of `routing.balancers`.
-    Balancer(String),
-}
-
-/// A network name in a rule's `network` condition.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RuleNetwork {
-    Tcp,
-    Udp,
-    Unix,
-    /// Any other name, kept as written; it matches nothing.
-    Unknown(String),
 }
 
 /// A `routing.balancers` entry.

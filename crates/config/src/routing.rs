@@ -232,13 +232,8 @@ fn rule(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<Rule, ConfigError> {
     let network = match object.get("network") {
         Some(node) => cx
             .string_list(node, &object.at("network"))?
-            .into_iter()
-            .map(|name| match name.to_ascii_lowercase().as_str() {
-                "tcp" => RuleNetwork::Tcp,
-                "udp" => RuleNetwork::Udp,
-                "unix" => RuleNetwork::Unix,
-                _ => RuleNetwork::Unknown(name),
-            })
+            .iter()
+            .map(|name| RuleNetwork::parse(name))
             .collect(),
         None => Vec::new(),
     };

@@ -25,14 +25,14 @@ fn merged(files: &[(&str, &str)]) -> Config {
 fn tags(outbounds: &[Outbound]) -> Vec<&str> {
     outbounds
         .iter()
-        .map(|o| o.tag.as_deref().unwrap_or(""))
+        .map(|o| o.tag.as_ref().map(Tag::as_str).unwrap_or(""))
         .collect()
 }
 
 fn inbound_tags(inbounds: &[Inbound]) -> Vec<&str> {
     inbounds
         .iter()
-        .map(|i| i.tag.as_deref().unwrap_or(""))
+        .map(|i| i.tag.as_ref().map(Tag::as_str).unwrap_or(""))
         .collect()
 }
 

@@ -40,7 +40,10 @@ fn seed_bridge_loads_as_the_page_describes() {
     );
     assert!(config.inbounds.is_empty());
     assert_eq!(config.outbounds.len(), 2);
-    assert_eq!(config.outbounds[0].tag.as_deref(), Some("out"));
+    assert_eq!(
+        config.outbounds[0].tag.as_ref().map(Tag::as_str),
+        Some("out")
+    );
     let OutboundSettings::Freedom(freedom) = &config.outbounds[0].settings else {
         panic!("freedom first")
     };
@@ -86,7 +89,7 @@ fn seed_portal_loads_as_the_page_describes() {
     );
     assert!(config.outbounds.is_empty());
     let external = &config.inbounds[0];
-    assert_eq!(external.tag.as_deref(), Some("external"));
+    assert_eq!(external.tag.as_ref().map(Tag::as_str), Some("external"));
     assert_eq!(external.listen, None);
     assert_eq!(
         external.port,

@@ -461,7 +461,7 @@ fn vmess_security_names() {
     };
     for (name, expected) in [
         ("aes-128-gcm", VmessSecurity::Aes128Gcm),
-        ("CHACHA20-POLY1305", VmessSecurity::Chacha20Poly1305),
+        ("CHACHA20-POLY1305", VmessSecurity::ChaCha20Poly1305),
         ("none", VmessSecurity::None),
         ("auto", VmessSecurity::Auto),
         ("", VmessSecurity::Auto),
@@ -1196,7 +1196,7 @@ fn deprecated_forms_merge_in_v2ray_order() {
     let inbound_tags: Vec<_> = config
         .inbounds
         .iter()
-        .map(|i| i.tag.as_deref().unwrap_or(""))
+        .map(|i| i.tag.as_ref().map(Tag::as_str).unwrap_or(""))
         .collect();
     assert_eq!(inbound_tags, ["a", "b", "c"]);
     assert_eq!(
@@ -1209,11 +1209,13 @@ fn deprecated_forms_merge_in_v2ray_order() {
     let outbound_tags: Vec<_> = config
         .outbounds
         .iter()
-        .map(|o| o.tag.as_deref().unwrap_or(""))
+        .map(|o| o.tag.as_ref().map(Tag::as_str).unwrap_or(""))
         .collect();
     assert_eq!(outbound_tags, ["x", "y", "z"]);
     assert_eq!(
-        config.default_outbound().and_then(|o| o.tag.as_deref()),
+        config
+            .default_outbound()
+            .and_then(|o| o.tag.as_ref().map(Tag::as_str)),
         Some("x")
     );
 }

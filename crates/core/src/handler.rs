@@ -1,6 +1,6 @@
 //! The handler traits: how inbounds, the router and outbounds meet.
 //!
-//! An [`Outbound`] has two shapes (DESIGN.md): *connect* returns a new
+//! An [`Outbound`] has two shapes (ARCHITECTURE.md): *connect* returns a new
 //! stream toward a destination; *handle* carries an inbound stream, by
 //! default by connecting and relaying both ways. The portal overrides
 //! *handle* to adopt a bridge's stream; the bridge uses *connect* (through

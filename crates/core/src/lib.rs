@@ -1,11 +1,14 @@
 //! Rayback's vocabulary: the types every other crate speaks.
 //!
-//! `core` sits at the bottom of the crate picture in DESIGN.md and depends on
+//! `core` sits at the bottom of the crate picture in ARCHITECTURE.md and depends on
 //! no other Rayback crate. It holds what a connection *is* ([`Destination`],
 //! [`Session`]), what carries its bytes ([`Stream`]), and the two handler
 //! shapes ([`Outbound::connect`] and [`Outbound::handle`]) plus the
 //! [`Inbound`] and [`Dispatch`] traits that tie listeners to the router.
-//! It knows nothing about JSON, VMess or Mux.Cool.
+//! It knows nothing about JSON or Mux.Cool, nor about the VMess protocol:
+//! [`options`] knows the names and values of settings that `config` parses
+//! and a component acts on (a VMess user's `security` among them), not
+//! what they do.
 //!
 //! Glossary (used across the workspace):
 //!
@@ -29,7 +32,10 @@ pub mod stream;
 pub use address::{Address, AddressError, Destination, Network};
 pub use handler::InboundContext;
 pub use handler::{Dispatch, Inbound, Outbound};
-pub use options::{DomainStrategy, Redirect, RedirectError, ResolveStrategy};
+pub use options::{
+    BlackholeResponse, DomainStrategy, Redirect, RedirectError, ResolveStrategy, RuleNetwork,
+    RuleTarget, VmessSecurity,
+};
 pub use policy::Policies;
 pub use policy::Policy;
 pub use session::{SendBudget, Session, Tag, User};

@@ -1,12 +1,14 @@
 //! Values that a V2Ray setting spells and more than one crate acts on,
 //! defined once: `config` parses the JSON into them, and the component
-//! that acts on one (`routing`, `handlers`) takes it as it is. Keeping them
-//! here, at the bottom of the crate picture, is what lets both sides see
-//! one type without an arrow between them (DESIGN.md: one owner per V2Ray
-//! syntax).
+//! that acts on one (`routing`, `handlers`, `vmess`) takes it as it is.
+//! Keeping them here, at the bottom of the crate picture, is what lets both
+//! sides see one type without an arrow between them (ARCHITECTURE.md: one owner
+//! per V2Ray syntax). Each knows its V2Ray names (`parse`, `v2ray_name`)
+//! and nothing more.
 //!
 //! Not here: reading JSON, or the warnings for unknown names (`config`);
-//! what a strategy does (`routing` matches, `handlers` dials).
+//! what a value does (`routing` matches rules, `handlers` dials and
+//! answers, `vmess` picks a body cipher).
 
 use std::fmt;
 
@@ -198,6 +200,140 @@ impl fmt::Display for Redirect {
     }
 }
 
+/// blackhole's `response.type`: what a blackhole answers before it closes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BlackholeResponse {
+    /// Nothing: close at once.
+    #[default]
+    None,
+    /// 4.34's canned HTTP 403, then close.
+    Http,
+}
+
+impl BlackholeResponse {
+    /// `none` or `http`, case-insensitive. `None` for any other name (4.34
+    /// refuses the configuration).
+    pub fn parse(text: &str) -> Option<BlackholeResponse> {
+        match text.to_ascii_lowercase().as_str() {
+            "none" => Some(BlackholeResponse::None),
+            "http" => Some(BlackholeResponse::Http),
+            _ => None,
+        }
+    }
+
+    /// The name V2Ray's documentation uses.
+    pub fn v2ray_name(self) -> &'static str {
+        match self {
+            BlackholeResponse::None => "none",
+            BlackholeResponse::Http => "http",
+        }
+    }
+}
+
+/// A VMess outbound user's `security`: the body security the client asks
+/// for. Only the user's choice; which cipher `Auto` becomes, and the
+/// cipher itself, are the `vmess` crate's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum VmessSecurity {
+    /// A cipher picked by CPU architecture, as 4.34 does (the `vmess`
+    /// crate's `BodySecurity::resolve` says which). Also what unknown names
+    /// (e.g. `"zero"`) mean in 4.34.
+    #[default]
+    Auto,
+    Aes128Gcm,
+    ChaCha20Poly1305,
+    /// No encryption of the body (the header stays authenticated).
+    None,
+}
+
+impl VmessSecurity {
+    /// V2Ray's names, case-insensitive; `""` is `Auto`. `None` for any
+    /// other name (`zero`, `aes-128-cfb`, `legacy`, a typo), which 4.34
+    /// treats as `auto`: callers that follow it write
+    /// `parse(name).unwrap_or(VmessSecurity::Auto)`.
+    pub fn parse(text: &str) -> Option<VmessSecurity> {
+        match text.to_ascii_lowercase().as_str() {
+            "aes-128-gcm" => Some(VmessSecurity::Aes128Gcm),
+            "chacha20-poly1305" => Some(VmessSecurity::ChaCha20Poly1305),
+            "none" => Some(VmessSecurity::None),
+            "auto" | "" => Some(VmessSecurity::Auto),
+            _ => None,
+        }
+    }
+
+    /// The name V2Ray's documentation uses.
+    pub fn v2ray_name(self) -> &'static str {
+        match self {
+            VmessSecurity::Auto => "auto",
+            VmessSecurity::Aes128Gcm => "aes-128-gcm",
+            VmessSecurity::ChaCha20Poly1305 => "chacha20-poly1305",
+            VmessSecurity::None => "none",
+        }
+    }
+}
+
+/// Where a matching routing rule sends the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleTarget {
+    /// `outboundTag`: the tag of an outbound (or a portal).
+    Outbound(String),
+    /// `balancerTag`: the tag of one of `routing.balancers`.
+    Balancer(String),
+}
+
+impl RuleTarget {
+    /// The rule key V2Ray spells this target with: `outboundTag` or
+    /// `balancerTag`.
+    pub fn v2ray_key(&self) -> &'static str {
+        match self {
+            RuleTarget::Outbound(_) => "outboundTag",
+            RuleTarget::Balancer(_) => "balancerTag",
+        }
+    }
+
+    /// The tag it names.
+    pub fn tag(&self) -> &str {
+        match self {
+            RuleTarget::Outbound(tag) | RuleTarget::Balancer(tag) => tag,
+        }
+    }
+}
+
+/// One name in a routing rule's `network` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleNetwork {
+    Tcp,
+    Udp,
+    /// Accepted by 4.34; never matches a Rayback session.
+    Unix,
+    /// Any other name, kept as written; it matches nothing.
+    Unknown(String),
+}
+
+impl RuleNetwork {
+    /// `tcp`, `udp` or `unix`, case-insensitive; any other name is kept as
+    /// written in [`RuleNetwork::Unknown`] (4.34 accepts it and never
+    /// matches it).
+    pub fn parse(text: &str) -> RuleNetwork {
+        match text.to_ascii_lowercase().as_str() {
+            "tcp" => RuleNetwork::Tcp,
+            "udp" => RuleNetwork::Udp,
+            "unix" => RuleNetwork::Unix,
+            _ => RuleNetwork::Unknown(text.to_owned()),
+        }
+    }
+
+    /// The name V2Ray's documentation uses; an unknown name as written.
+    pub fn v2ray_name(&self) -> &str {
+        match self {
+            RuleNetwork::Tcp => "tcp",
+            RuleNetwork::Udp => "udp",
+            RuleNetwork::Unix => "unix",
+            RuleNetwork::Unknown(name) => name,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +434,74 @@ mod tests {
         for text in ["127.0.0.1:80", ":80", "[::1]:8080", "web.local:0"] {
             assert_eq!(Redirect::parse(text).unwrap().to_string(), text);
         }
+    }
+
+    #[test]
+    fn blackhole_responses_parse_v2ray_names_and_print_them_back() {
+        for response in [BlackholeResponse::None, BlackholeResponse::Http] {
+            assert_eq!(
+                BlackholeResponse::parse(response.v2ray_name()),
+                Some(response)
+            );
+        }
+        assert_eq!(
+            BlackholeResponse::parse("HTTP"),
+            Some(BlackholeResponse::Http)
+        );
+        assert_eq!(BlackholeResponse::parse(""), None);
+        assert_eq!(BlackholeResponse::parse("403"), None);
+    }
+
+    #[test]
+    fn vmess_security_names_follow_434() {
+        for security in [
+            VmessSecurity::Auto,
+            VmessSecurity::Aes128Gcm,
+            VmessSecurity::ChaCha20Poly1305,
+            VmessSecurity::None,
+        ] {
+            assert_eq!(VmessSecurity::parse(security.v2ray_name()), Some(security));
+        }
+        assert_eq!(
+            VmessSecurity::parse("AES-128-GCM"),
+            Some(VmessSecurity::Aes128Gcm)
+        );
+        assert_eq!(
+            VmessSecurity::parse("CHACHA20-POLY1305"),
+            Some(VmessSecurity::ChaCha20Poly1305)
+        );
+        assert_eq!(VmessSecurity::parse("none"), Some(VmessSecurity::None));
+        assert_eq!(VmessSecurity::parse(""), Some(VmessSecurity::Auto));
+        // 4.34: an unknown name means auto.
+        for unknown in ["zero", "aes-128-cfb", "legacy"] {
+            assert_eq!(VmessSecurity::parse(unknown), None, "{unknown}");
+            assert_eq!(
+                VmessSecurity::parse(unknown).unwrap_or(VmessSecurity::Auto),
+                VmessSecurity::Auto
+            );
+        }
+    }
+
+    #[test]
+    fn rule_networks_keep_unknown_names_as_written() {
+        for network in [RuleNetwork::Tcp, RuleNetwork::Udp, RuleNetwork::Unix] {
+            assert_eq!(RuleNetwork::parse(network.v2ray_name()), network);
+        }
+        assert_eq!(RuleNetwork::parse("UDP"), RuleNetwork::Udp);
+        assert_eq!(RuleNetwork::parse("Unix"), RuleNetwork::Unix);
+        let sctp = RuleNetwork::parse("SCTP");
+        assert_eq!(sctp, RuleNetwork::Unknown("SCTP".into()));
+        assert_eq!(sctp.v2ray_name(), "SCTP");
+    }
+
+    #[test]
+    fn rule_targets_name_their_key_and_tag() {
+        let outbound = RuleTarget::Outbound("direct".into());
+        assert_eq!(
+            (outbound.v2ray_key(), outbound.tag()),
+            ("outboundTag", "direct")
+        );
+        let balancer = RuleTarget::Balancer("b".into());
+        assert_eq!((balancer.v2ray_key(), balancer.tag()), ("balancerTag", "b"));
     }
 }

@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rayback_core::{Outbound, Policy, Session, Stream};
+use rayback_core::{BlackholeResponse, Outbound, Policy, Session, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The response 4.34 writes for `"type": "http"`.
@@ -36,23 +36,13 @@ pub const HTTP_403: &[u8] =
 /// How long an HTTP response is given to leave before the close.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// blackhole's `response.type`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BlackholeResponse {
-    /// Close at once.
-    #[default]
-    None,
-    /// Write [`HTTP_403`], then close.
-    Http,
-}
-
-impl BlackholeResponse {
-    /// The bytes written before closing.
-    pub fn bytes(self) -> &'static [u8] {
-        match self {
-            BlackholeResponse::None => b"",
-            BlackholeResponse::Http => HTTP_403,
-        }
+/// The bytes a blackhole with `response` writes before closing: nothing,
+/// or [`HTTP_403`]. (`response.type` itself is core's
+/// [`BlackholeResponse`].)
+pub fn response_bytes(response: BlackholeResponse) -> &'static [u8] {
+    match response {
+        BlackholeResponse::None => b"",
+        BlackholeResponse::Http => HTTP_403,
     }
 }
 
@@ -75,7 +65,7 @@ impl Outbound for Blackhole {
     /// interrupted link fail with "closed pipe".
     async fn connect(&self, _session: &Session) -> io::Result<Stream> {
         Ok(Box::new(BlackholeStream {
-            response: self.response.bytes(),
+            response: response_bytes(self.response),
         }))
     }
 
@@ -85,7 +75,7 @@ impl Outbound for Blackhole {
         mut inbound: Stream,
         _policy: &Policy,
     ) -> io::Result<()> {
-        let response = self.response.bytes();
+        let response = response_bytes(self.response);
         if response.is_empty() {
             return Ok(());
         }

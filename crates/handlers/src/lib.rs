@@ -15,7 +15,7 @@ pub mod dokodemo;
 mod error;
 pub mod freedom;
 
-pub use blackhole::{Blackhole, BlackholeResponse, HTTP_403};
+pub use blackhole::{Blackhole, HTTP_403};
 pub use dokodemo::{original_destination, DokodemoDoor, DokodemoSettings};
 pub use error::HandlersError;
 pub use freedom::{Freedom, FreedomSettings};

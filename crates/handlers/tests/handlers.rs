@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rayback_core::{
-    Address, Destination, Dispatch, Inbound, InboundContext, Network, Outbound, Policy, Redirect,
-    ResolveStrategy, Session, Tag,
+    Address, BlackholeResponse, Destination, Dispatch, Inbound, InboundContext, Network, Outbound,
+    Policy, Redirect, ResolveStrategy, Session, Tag,
 };
 use rayback_handlers::{
-    Blackhole, BlackholeResponse, DokodemoDoor, DokodemoSettings, Freedom, FreedomSettings,
-    HTTP_403,
+    Blackhole, DokodemoDoor, DokodemoSettings, Freedom, FreedomSettings, HTTP_403,
 };
 use rayback_testkit::doubles::{RecordingDispatch, Then};
 use rayback_testkit::{echo_server, exchange, free_port, seeded_bytes, sha256_hex};

@@ -17,7 +17,6 @@
 //! data-less `New` (12–40 bytes), which V2Ray itself sends on its timeout.
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rayback_core::{Destination, Stream};
@@ -42,7 +41,7 @@ impl MuxClient {
     /// socket). Must be called within a tokio runtime.
     pub fn new(stream: Stream, config: ClientSettings) -> MuxClient {
         let conn = Connection::new(Role::Client, config.mux.clone(), usize::MAX);
-        conn.handles.store(1, Ordering::Release);
+        conn.with(|engine| engine.add_handle());
         conn.start(stream, None, config.idle_timeout);
         MuxClient {
             conn,
@@ -60,21 +59,27 @@ impl MuxClient {
 
     /// [`MuxClient::open`] without boxing or awaiting.
     pub fn open_stream(&self, destination: &Destination) -> Result<MuxStream, MuxError> {
-        self.conn.open(
-            destination,
-            self.config.max_concurrency,
-            self.config.max_total,
-        )
+        let (max_concurrency, max_total) = (self.config.max_concurrency, self.config.max_total);
+        let (key, id) = self.conn.with(|engine| {
+            let key = engine.open(destination, max_concurrency, max_total)?;
+            Ok::<_, MuxError>((key, engine.session_id(key)))
+        })?;
+        Ok(MuxStream::new(
+            Arc::clone(&self.conn),
+            key,
+            id,
+            destination.network,
+        ))
     }
 
     /// Sessions open now (the portal's control session included).
     pub fn active_sessions(&self) -> usize {
-        self.conn.active_sessions()
+        self.conn.with(|engine| engine.active_sessions())
     }
 
     /// Sessions opened over the connection's life.
     pub fn total_opened(&self) -> u64 {
-        self.conn.total_opened.load(Ordering::Relaxed)
+        self.conn.with(|engine| engine.total_opened())
     }
 
     /// True when no session can be opened now: closed, or at a limit.
@@ -91,7 +96,7 @@ impl MuxClient {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.conn.is_closed() || crate::conn::lock(&self.conn.sessions).closed
+        self.conn.is_refusing()
     }
 
     /// Resolves once the connection is closed (by the peer, an error, idle
@@ -117,28 +122,23 @@ impl MuxClient {
     /// Time since the peer's last KeepAlive frame; `None` when it never
     /// sent one (V2Ray never does).
     pub fn since_keepalive(&self) -> Option<std::time::Duration> {
-        self.conn.since_keepalive()
+        self.conn
+            .with(|engine| engine.since_keepalive(crate::conn::now()))
     }
 
     pub fn buffered_bytes(&self) -> usize {
-        self.conn.buffered_bytes()
+        self.conn.with(|engine| engine.buffered_bytes())
     }
 
     /// Why the connection closed, when an error closed it.
     pub fn close_error(&self) -> Option<io::Error> {
-        close_error(&self.conn)
+        self.conn.close_error()
     }
-}
-
-pub(crate) fn close_error(conn: &Connection) -> Option<io::Error> {
-    conn.close_error
-        .get()
-        .map(|message| io::Error::new(io::ErrorKind::ConnectionAborted, message.clone()))
 }
 
 impl Clone for MuxClient {
     fn clone(&self) -> MuxClient {
-        self.conn.handles.fetch_add(1, Ordering::AcqRel);
+        self.conn.with(|engine| engine.add_handle());
         MuxClient {
             conn: Arc::clone(&self.conn),
             config: Arc::clone(&self.config),
@@ -148,9 +148,7 @@ impl Clone for MuxClient {
 
 impl Drop for MuxClient {
     fn drop(&mut self) {
-        if self.conn.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.conn.drain_if_abandoned();
-        }
+        self.conn.with(|engine| engine.drop_handle());
     }
 }
 

@@ -1,6 +1,6 @@
 //! Mux.Cool, V2Ray 4.34's multiplexer: many sub-streams over one stream.
 //!
-//! Where it sits (DESIGN.md): above `core`, below `reverse` and `app`. The
+//! Where it sits (ARCHITECTURE.md): above `core`, below `reverse` and `app`. The
 //! portal drives a [`MuxClient`] over each bridge connection and the bridge
 //! a [`MuxServer`]; [`MuxOutbound`] and [`serve_mux`] are V2Ray's ordinary
 //! outbound mux and its inbound side. It knows nothing of VMess, routing or
@@ -10,16 +10,23 @@
 //! |---|---|
 //! | [`frame`] | sans-IO frame codec (wire layout table there) |
 //! | [`client`] | [`MuxClient`]: opens sessions (sends `New`) |
-//! | [`server`] | [`MuxServer`], [`SessionHandler`], [`serve_mux`] |
+//! | [`server`] | [`MuxServer`], [`serve_mux`]; [`SessionHandler`] is what a server calls per session |
 //! | [`stream`] | [`MuxStream`]: one sub-stream as `AsyncRead + AsyncWrite` |
 //! | [`outbound`] | [`MuxOutbound`]: a pool of client connections behind an `Outbound` |
 //! | [`settings`] | buffer bounds, timeouts, limits |
+//! | [`engine`] | sans-IO session engine: every sub-stream's state and transition, the receive buffers, the send queue |
 //! | `send` (private) | sans-IO send queue: fair admission, control frames first |
+//! | `conn` (private) | the driver: the engine behind a mutex, the reader and writer tasks |
+//!
+//! Imports run one way: `stream`, `client`, `server` → `conn` → `engine`
+//! → `send` → `frame`.
 //!
 //! # One connection, two tasks
 //!
-//! A reader task decodes frames and copies each one's data into the
-//! receive buffer of the sub-stream it names; a writer task writes
+//! Every decision about a session is the engine's, taken on frames and
+//! time passed in; the tasks and handles only move bytes and wake. A
+//! reader task decodes frames, hands each to the engine and copies data
+//! into the receive buffer of the sub-stream it names; a writer task writes
 //! everything sub-streams queued since its last write in one write call
 //! (two when large data follows control frames; frames of many
 //! sub-streams batched together), then flushes. Sub-stream
@@ -100,8 +107,10 @@
 
 pub mod client;
 mod conn;
+pub mod engine;
 pub mod error;
 pub mod frame;
+mod handler;
 pub mod outbound;
 mod send;
 pub mod server;
@@ -111,10 +120,11 @@ pub mod stream;
 pub use client::MuxClient;
 pub use error::MuxError;
 pub use frame::{Frame, FrameCodec, FrameKind, SessionId, Status};
+pub use handler::SessionHandler;
 pub use outbound::MuxOutbound;
 pub use server::{
     is_mux_cool, mux_cool_destination, serve_mux, serve_mux_with, MuxServer, ServerHandle,
-    SessionHandler, MUX_COOL_DOMAIN, MUX_COOL_PORT,
+    MUX_COOL_DOMAIN, MUX_COOL_PORT,
 };
 pub use settings::{concurrency_from_config, ClientSettings, MuxSettings, ServerSettings};
 pub use stream::MuxStream;

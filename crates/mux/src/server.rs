@@ -7,14 +7,15 @@
 //! scaling rule (it reads [`ServerHandle::active_sessions`]).
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use rayback_core::{Address, Destination, Dispatch, Session, Stream};
 
-use crate::conn::{Connection, Role};
+use crate::conn::{Accept, Connection, Role};
+pub use crate::handler::SessionHandler;
 use crate::settings::ServerSettings;
+use crate::stream::MuxStream;
 
 /// The domain a connection is addressed to when its payload is Mux.Cool
 /// (outbound mux, VMess command 0x03).
@@ -35,14 +36,6 @@ pub fn mux_cool_destination() -> Destination {
     Destination::tcp(Address::Domain(MUX_COOL_DOMAIN.to_owned()), MUX_COOL_PORT)
 }
 
-/// What a server does with each session the peer opens.
-#[async_trait]
-pub trait SessionHandler: Send + Sync + 'static {
-    /// Carries `stream` (a sub-stream; core packet framing for UDP) toward
-    /// `destination`. Runs in its own task; an error is logged.
-    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()>;
-}
-
 /// Starts mux servers.
 pub struct MuxServer;
 
@@ -59,7 +52,17 @@ impl MuxServer {
         config: ServerSettings,
     ) -> ServerHandle {
         let conn = Connection::new(Role::Server, config.mux, config.max_sessions);
-        conn.start(stream, Some(handler), None);
+        let accept: Accept = Box::new(move |conn, key, id, destination| {
+            let stream = MuxStream::new(Arc::clone(conn), key, id, destination.network);
+            tracing::debug!(id, %destination, "mux session opened by the peer");
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                if let Err(error) = handler.handle(destination, Box::new(stream)).await {
+                    tracing::debug!(id, %error, "mux session handler failed");
+                }
+            });
+        });
+        conn.start(stream, Some(accept), None);
         ServerHandle { conn }
     }
 }
@@ -76,12 +79,12 @@ impl ServerHandle {
     /// Sessions open now (a bridge's control session included): the
     /// bridge's scaling rule counts these.
     pub fn active_sessions(&self) -> usize {
-        self.conn.active_sessions()
+        self.conn.with(|engine| engine.active_sessions())
     }
 
     /// Sessions the peer opened over the connection's life.
     pub fn total_sessions(&self) -> u64 {
-        self.conn.total_opened.load(Ordering::Relaxed)
+        self.conn.with(|engine| engine.total_opened())
     }
 
     pub fn is_closed(&self) -> bool {
@@ -108,17 +111,17 @@ impl ServerHandle {
     /// Sends a KeepAlive frame: a sign of life for a Rayback peer; V2Ray
     /// reads and ignores it.
     pub fn send_keepalive(&self) {
-        self.conn.queue_keepalive();
+        self.conn.with(|engine| engine.queue_keepalive());
     }
 
     pub fn buffered_bytes(&self) -> usize {
-        self.conn.buffered_bytes()
+        self.conn.with(|engine| engine.buffered_bytes())
     }
 
     /// Why the connection closed, when an error (a bad frame, a failed
     /// read or write) closed it.
     pub fn close_error(&self) -> Option<io::Error> {
-        crate::client::close_error(&self.conn)
+        self.conn.close_error()
     }
 }
 

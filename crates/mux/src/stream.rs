@@ -29,6 +29,10 @@
 //! * **Rayback ↔ V2Ray**: V2Ray sees an ordinary End, closes fully and
 //!   answers with its own End: exactly the full close of V2Ray itself.
 //!
+//! Every transition in this table is a method of the session engine (the
+//! private `engine` module); the handle only moves bytes between the
+//! caller and the engine and reassembles packets written in pieces.
+//!
 //! Not here: frames ([`crate::frame`]) and the connection tasks (the
 //! private `conn` module).
 
@@ -40,14 +44,17 @@ use std::task::{ready, Context, Poll};
 use rayback_core::Network;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::conn::{lock, Connection, SessionShared};
+use crate::conn::Connection;
+use crate::engine::{Key, ReadInto};
 use crate::frame::SessionId;
 
 /// One Mux.Cool session on a connection. A [`rayback_core::Stream`] once
 /// boxed; UDP sessions carry core packet framing.
 pub struct MuxStream {
     conn: Arc<Connection>,
-    session: Arc<SessionShared>,
+    key: Key,
+    id: SessionId,
+    network: Network,
     /// Reassembles packets written in pieces (UDP sessions only).
     packet: Option<PacketWriter>,
     shut_down: bool,
@@ -80,43 +87,41 @@ impl PacketWriter {
     }
 }
 
+impl ReadInto for ReadBuf<'_> {
+    fn room(&self) -> usize {
+        self.remaining()
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.put_slice(bytes);
+    }
+}
+
 impl MuxStream {
-    pub(crate) fn new(conn: Arc<Connection>, session: Arc<SessionShared>) -> MuxStream {
-        let packet = (session.network == Network::Udp).then(PacketWriter::default);
+    pub(crate) fn new(
+        conn: Arc<Connection>,
+        key: Key,
+        id: SessionId,
+        network: Network,
+    ) -> MuxStream {
         MuxStream {
             conn,
-            session,
-            packet,
+            key,
+            id,
+            network,
+            packet: (network == Network::Udp).then(PacketWriter::default),
             shut_down: false,
         }
     }
 
     /// The session's ID on its connection.
     pub fn session_id(&self) -> SessionId {
-        self.session.id
+        self.id
     }
 
     /// TCP: a byte stream; UDP: a packet stream.
     pub fn network(&self) -> Network {
-        self.session.network
-    }
-
-    /// Fails when the session can no longer send.
-    fn check_writable(&self) -> io::Result<()> {
-        let state = lock(&self.session.state);
-        if let Some(kind) = state.reset {
-            return Err(io::Error::new(kind, "mux session reset"));
-        }
-        if state.lost {
-            return Err(crate::conn::connection_closed());
-        }
-        if state.local_ended || (state.remote_ended && !state.remote_half_closed) {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "mux session ended",
-            ));
-        }
-        Ok(())
+        self.network
     }
 
     /// Queues a completed packet, if one waits.
@@ -127,17 +132,18 @@ impl MuxStream {
         if !packet.complete {
             return Poll::Ready(Ok(()));
         }
+        let key = self.key;
         ready!(self
             .conn
-            .poll_send_packet(cx.waker(), self.session.id, &packet.payload))?;
+            .with(|engine| engine.write_packet(key, &packet.payload, cx.waker())))?;
         packet.reset();
         Poll::Ready(Ok(()))
     }
 
     fn poll_write_packet(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         ready!(self.poll_flush_packet(cx))?;
-        let max_packet = self.conn.config.max_packet;
-        let id = self.session.id;
+        let max_packet = self.conn.with(|engine| engine.settings().max_packet);
+        let (id, key) = (self.id, self.key);
         let Some(packet) = self.packet.as_mut() else {
             return Poll::Ready(Ok(0));
         };
@@ -150,7 +156,11 @@ impl MuxStream {
                     tracing::debug!(id, len, max_packet, "dropping an oversize datagram");
                     return Poll::Ready(Ok(2 + len));
                 }
-                ready!(self.conn.poll_send_packet(cx.waker(), id, &buf[2..2 + len]))?;
+                ready!(self.conn.with(|engine| engine.write_packet(
+                    key,
+                    &buf[2..2 + len],
+                    cx.waker()
+                )))?;
                 return Poll::Ready(Ok(2 + len));
             }
         }
@@ -208,29 +218,13 @@ impl AsyncRead for MuxStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let mut state = lock(&this.session.state);
-        if let Some(kind) = state.reset {
-            return Poll::Ready(Err(io::Error::new(kind, "mux session reset")));
-        }
-        if !state.recv.is_empty() {
-            this.conn.take_received(&mut state, buf);
-            return Poll::Ready(Ok(()));
-        }
-        if state.remote_ended {
-            return Poll::Ready(Ok(()));
-        }
-        if state.lost {
-            return Poll::Ready(Err(crate::conn::connection_closed()));
-        }
-        if state.detached {
-            return Poll::Ready(Ok(()));
-        }
-        state.reader = Some(cx.waker().clone());
-        Poll::Pending
+        let key = self.key;
+        self.conn
+            .with(|engine| engine.read(key, buf, cx.waker()))
+            .map_ok(drop)
     }
 }
 
@@ -241,14 +235,18 @@ impl AsyncWrite for MuxStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.check_writable()?;
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        if this.packet.is_some() {
+        let key = this.key;
+        if buf.is_empty() || this.packet.is_some() {
+            // Fails on a session that can no longer send, before a packet
+            // is collected that could never go.
+            this.conn.with(|engine| engine.check_writable(key))?;
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
             return this.poll_write_packet(cx, buf);
         }
-        this.conn.poll_send_stream(cx.waker(), this.session.id, buf)
+        this.conn
+            .with(|engine| engine.write_stream(key, buf, cx.waker()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -263,70 +261,16 @@ impl AsyncWrite for MuxStream {
         ready!(this.poll_flush_packet(cx))?;
         if !this.shut_down {
             this.shut_down = true;
-            let end = {
-                let mut state = lock(&this.session.state);
-                let live = !state.detached && state.reset.is_none() && !state.lost;
-                if !live || std::mem::replace(&mut state.local_ended, true) {
-                    None
-                } else if state.remote_half_closed {
-                    // The peer half-closed earlier: our plain End completes
-                    // the close on both sides.
-                    state.detached = true;
-                    Some(Shutdown::Complete)
-                } else if this.session.network == Network::Tcp {
-                    state.local_half_closed = true;
-                    Some(Shutdown::Half)
-                } else {
-                    // Datagram sessions have no half-close: plain End, as
-                    // V2Ray; we still read until the peer's End.
-                    Some(Shutdown::Plain)
-                }
-            };
-            match end {
-                None => {}
-                Some(Shutdown::Half) => this.conn.queue_end(this.session.id, false, true),
-                Some(Shutdown::Plain) => this.conn.queue_end(this.session.id, false, false),
-                Some(Shutdown::Complete) => {
-                    this.conn.remove_session(&this.session);
-                    this.conn.queue_end(this.session.id, false, false);
-                    this.conn.drain_if_abandoned();
-                }
-            }
+            let key = this.key;
+            this.conn.with(|engine| engine.shutdown(key));
         }
         Poll::Ready(Ok(()))
     }
 }
 
-/// What a local shutdown sends.
-enum Shutdown {
-    /// End with the half-close bit: we still read.
-    Half,
-    /// Plain End (datagram sessions).
-    Plain,
-    /// Plain End after the peer's half-close: the session is over.
-    Complete,
-}
-
 impl Drop for MuxStream {
     fn drop(&mut self) {
-        let (attached, end) = {
-            let mut state = lock(&self.session.state);
-            self.conn.discard_received(&mut state);
-            let attached = !std::mem::replace(&mut state.detached, true);
-            let live = attached && state.reset.is_none() && !state.lost;
-            // Dropped before any shutdown: an abort (End+error). After a
-            // half-close by either side a plain End ends the session
-            // without discarding data the peer has yet to read.
-            let error = !state.local_ended && !state.remote_half_closed;
-            let owed = live && state.take_end();
-            (attached, owed.then_some(error))
-        };
-        if attached {
-            self.conn.remove_session(&self.session);
-        }
-        if let Some(error) = end {
-            self.conn.queue_end(self.session.id, error, false);
-        }
-        self.conn.drain_if_abandoned();
+        let key = self.key;
+        self.conn.with(|engine| engine.release(key));
     }
 }

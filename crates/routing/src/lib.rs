@@ -1,8 +1,8 @@
 //! Routing: V2Ray 4.34 field rules that turn a [`Session`] into an
 //! outbound tag.
 //!
-//! The `app` crate fills a [`RoutingSettings`] from the config (raw strings,
-//! no JSON here) and compiles it once with [`Router::new`]; every session
+//! The `app` crate fills a [`RoutingSettings`] from the config (raw strings
+//! and core's typed names, no JSON here) and compiles it once with [`Router::new`]; every session
 //! then costs one [`Router::route`] call: pure, synchronous, allocation-free
 //! in the common case, and independent of how many domain rules there are.
 //! This crate does no IO besides reading geo data files at build time, and
@@ -37,4 +37,6 @@ pub use geodata::AssetLocator;
 pub use ip::{Cidr, IpSet};
 pub use port::PortList;
 pub use router::{Route, Router};
-pub use settings::{BalancerSettings, DomainStrategy, RoutingSettings, RuleSettings, Target};
+pub use settings::{
+    BalancerSettings, DomainStrategy, RoutingSettings, RuleNetwork, RuleSettings, RuleTarget,
+};

@@ -28,7 +28,7 @@ use crate::error::RoutingError;
 use crate::geodata::{AssetCache, AssetLocator};
 use crate::ip::{Cidr, IpSet};
 use crate::port::PortList;
-use crate::settings::{DomainStrategy, RoutingSettings, RuleSettings, Target};
+use crate::settings::{DomainStrategy, RoutingSettings, RuleNetwork, RuleSettings, RuleTarget};
 
 /// The router's verdict for one session.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -46,7 +46,7 @@ pub enum Route {
 
 /// A rule's target after compilation.
 #[derive(Debug)]
-enum RuleTarget {
+enum CompiledTarget {
     Outbound(Tag),
     /// The outbound tags the balancer's selectors pick from.
     Balancer(Box<[Tag]>),
@@ -89,7 +89,7 @@ struct Rule {
     network: Option<[bool; 2]>,
     ip: Option<IpSet>,
     source: Option<IpSet>,
-    target: RuleTarget,
+    target: CompiledTarget,
 }
 
 /// The IPs the `ip` condition sees for the current session.
@@ -164,7 +164,7 @@ impl Router {
         let mut patterns = Vec::new();
         for (index, rule_spec) in spec.rules.iter().enumerate() {
             let target = compile_target(index, rule_spec, spec, outbound_tags)?;
-            if let Target::Outbound(tag) = &rule_spec.target {
+            if let RuleTarget::Outbound(tag) = &rule_spec.target {
                 if !outbound_tags.contains(tag) && !unknown_tags.contains(tag) {
                     unknown_tags.push(tag.clone());
                 }
@@ -260,9 +260,9 @@ impl Router {
         });
         match outcome {
             Ok(index) => match &self.rules[index].target {
-                RuleTarget::Outbound(tag) => Route::Outbound(tag.clone()),
-                RuleTarget::Balancer(tags) if tags.is_empty() => Route::Default,
-                RuleTarget::Balancer(tags) => {
+                CompiledTarget::Outbound(tag) => Route::Outbound(tag.clone()),
+                CompiledTarget::Balancer(tags) if tags.is_empty() => Route::Default,
+                CompiledTarget::Balancer(tags) => {
                     let pick = (random % tags.len() as u64) as usize;
                     Route::Outbound(tags[pick].clone())
                 }
@@ -396,12 +396,16 @@ fn compile_target(
     rule: &RuleSettings,
     spec: &RoutingSettings,
     outbound_tags: &[String],
-) -> Result<RuleTarget, RoutingError> {
+) -> Result<CompiledTarget, RoutingError> {
     match &rule.target {
-        Target::Outbound(tag) if tag.is_empty() => Err(RoutingError::EmptyTarget { rule: index }),
-        Target::Outbound(tag) => Ok(RuleTarget::Outbound(Tag::new(tag))),
-        Target::Balancer(tag) if tag.is_empty() => Err(RoutingError::EmptyTarget { rule: index }),
-        Target::Balancer(tag) => {
+        RuleTarget::Outbound(tag) if tag.is_empty() => {
+            Err(RoutingError::EmptyTarget { rule: index })
+        }
+        RuleTarget::Outbound(tag) => Ok(CompiledTarget::Outbound(Tag::new(tag))),
+        RuleTarget::Balancer(tag) if tag.is_empty() => {
+            Err(RoutingError::EmptyTarget { rule: index })
+        }
+        RuleTarget::Balancer(tag) => {
             let balancer = spec
                 .balancers
                 .iter()
@@ -422,7 +426,7 @@ fn compile_target(
             // Duplicate outbound tags name one handler, as in V2Ray's table.
             tags.sort_unstable();
             tags.dedup();
-            Ok(RuleTarget::Balancer(
+            Ok(CompiledTarget::Balancer(
                 tags.into_iter().map(|tag| Tag::new(tag)).collect(),
             ))
         }
@@ -433,7 +437,7 @@ fn compile_rule(
     index: usize,
     spec: &RuleSettings,
     has_domain: bool,
-    target: RuleTarget,
+    target: CompiledTarget,
     assets: &AssetLocator,
     cache: &mut AssetCache,
 ) -> Result<Rule, RoutingError> {
@@ -458,11 +462,11 @@ fn compile_rule(
     };
     let network = (!spec.network.is_empty()).then(|| {
         let mut matched = [false; 2];
-        for name in &spec.network {
-            match name.to_ascii_lowercase().as_str() {
-                "tcp" => matched[0] = true,
-                "udp" => matched[1] = true,
-                _ => {}
+        for network in &spec.network {
+            match network {
+                RuleNetwork::Tcp => matched[0] = true,
+                RuleNetwork::Udp => matched[1] = true,
+                RuleNetwork::Unix | RuleNetwork::Unknown(_) => {}
             }
         }
         matched

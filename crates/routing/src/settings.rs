@@ -1,5 +1,6 @@
 //! What the router is built from: rules, balancers and the domain strategy,
-//! as raw strings the `app` crate copies out of the parsed config.
+//! as raw strings (and core's typed targets, network names and strategy)
+//! the `app` crate copies out of the parsed config.
 //!
 //! These types carry no meaning yet: [`crate::Router::new`] checks and
 //! compiles them. They deliberately mirror V2Ray 4.34's JSON field rule
@@ -11,14 +12,11 @@
 //! is a condition that never matches; `port: Some("")` likewise never
 //! matches.
 
-/// Where a matching rule sends the session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// `outboundTag`: the tag of an outbound handler.
-    Outbound(String),
-    /// `balancerTag`: the tag of a balancer in [`RoutingSettings::balancers`].
-    Balancer(String),
-}
+/// A rule's target and its `network` names are core's: `config` parses
+/// them, the router compiles them (`balancerTag` names one of
+/// [`RoutingSettings::balancers`]; `unix` and unknown networks never match
+/// a Rayback session).
+pub use rayback_core::{RuleNetwork, RuleTarget};
 
 /// One `"type": "field"` rule. All present conditions must hold (AND);
 /// within one condition any entry may match (OR).
@@ -38,9 +36,9 @@ pub struct RuleSettings {
     pub port: Option<String>,
     /// `sourcePort`, the same syntax as `port`.
     pub source_port: Option<String>,
-    /// `network`: `tcp`, `udp`, `unix` (case-insensitive; `unix` and
+    /// `network`: `tcp`, `udp`, `unix` or an unknown name (`unix` and
     /// unknown names never match a Rayback session).
-    pub network: Vec<String>,
+    pub network: Vec<RuleNetwork>,
     /// `source`: the same syntax as `ip`, matched against the source IP.
     pub source: Vec<String>,
     /// `user`: exact user emails; empty strings are dropped.
@@ -52,21 +50,21 @@ pub struct RuleSettings {
     /// HTTP inbound, which Rayback lacks; an error at build time.
     pub attrs: Option<String>,
     /// `outboundTag` (wins when both are set in JSON) or `balancerTag`.
-    pub target: Target,
+    pub target: RuleTarget,
 }
 
 impl RuleSettings {
     /// A rule with no conditions yet, sending matches to outbound `tag`.
     pub fn outbound(tag: &str) -> RuleSettings {
-        RuleSettings::to(Target::Outbound(tag.to_owned()))
+        RuleSettings::to(RuleTarget::Outbound(tag.to_owned()))
     }
 
     /// A rule with no conditions yet, sending matches to balancer `tag`.
     pub fn balancer(tag: &str) -> RuleSettings {
-        RuleSettings::to(Target::Balancer(tag.to_owned()))
+        RuleSettings::to(RuleTarget::Balancer(tag.to_owned()))
     }
 
-    fn to(target: Target) -> RuleSettings {
+    fn to(target: RuleTarget) -> RuleSettings {
         RuleSettings {
             inbound_tag: Vec::new(),
             domain: Vec::new(),

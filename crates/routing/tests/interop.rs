@@ -562,8 +562,8 @@ fn json_rule_spec(rule: &Value) -> rayback_routing::RoutingSettings {
     };
     let text = |key: &str| rule[key].as_str().map(str::to_owned);
     let target = match text("outboundTag") {
-        Some(tag) => rayback_routing::Target::Outbound(tag),
-        None => rayback_routing::Target::Balancer(text("balancerTag").unwrap_or_default()),
+        Some(tag) => rayback_routing::RuleTarget::Outbound(tag),
+        None => rayback_routing::RuleTarget::Balancer(text("balancerTag").unwrap_or_default()),
     };
     rayback_routing::RoutingSettings {
         rules: vec![RuleSettings {
@@ -572,7 +572,10 @@ fn json_rule_spec(rule: &Value) -> rayback_routing::RoutingSettings {
             ip: list("ip"),
             port: text("port"),
             source_port: text("sourcePort"),
-            network: list("network"),
+            network: list("network")
+                .iter()
+                .map(|name| rayback_routing::RuleNetwork::parse(name))
+                .collect(),
             source: list("source"),
             user: list("user"),
             protocol: list("protocol"),

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use rayback_core::{Address, Destination, Network, Session, Tag, User};
 use rayback_routing::{
     AssetLocator, BalancerSettings, DomainStrategy, Route, Router, RoutingError, RoutingSettings,
-    RuleSettings,
+    RuleNetwork, RuleSettings,
 };
 
 fn no_assets() -> AssetLocator {
@@ -184,7 +184,7 @@ fn balancers_pick_every_matching_outbound() {
     let spec = RoutingSettings {
         domain_strategy: DomainStrategy::AsIs,
         rules: vec![RuleSettings {
-            network: vec!["tcp".into()],
+            network: vec![RuleNetwork::Tcp],
             ..RuleSettings::balancer("b")
         }],
         balancers: vec![BalancerSettings {
@@ -214,7 +214,7 @@ fn balancers_pick_every_matching_outbound() {
 #[test]
 fn udp_sessions_match_network_rules() {
     let rules = vec![RuleSettings {
-        network: vec!["UDP".into()],
+        network: vec![RuleNetwork::parse("UDP")],
         ..RuleSettings::outbound("out-a")
     }];
     let router = router(rules, DomainStrategy::AsIs);
@@ -302,7 +302,7 @@ fn build_errors_name_the_rule_and_value() {
         ),
         (
             RuleSettings {
-                network: vec!["tcp".into()],
+                network: vec![RuleNetwork::Tcp],
                 ..RuleSettings::balancer("nope")
             },
             "rules[1]: balancer \"nope\" not found",

@@ -112,7 +112,7 @@ pub async fn echo(destination: &Destination, stream: Stream) -> io::Result<()> {
 
 /// Carries `stream` to `destination` (an IP address): TCP with core's
 /// relay; UDP as datagrams from a loopback socket, until the stream ends or
-/// [`UDP_LIMIT`] passes.
+/// 5 s pass.
 pub async fn relay_to_destination(destination: &Destination, stream: Stream) -> io::Result<()> {
     let target = socket_addr(destination)?;
     match destination.network {

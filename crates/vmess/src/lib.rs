@@ -1,7 +1,7 @@
 //! VMess as V2Ray 4.34 speaks it: sans-IO header and body codecs, and the
 //! inbound (server) and outbound (client) handlers built on them.
 //!
-//! Where it sits (DESIGN.md): above `core` only. `app` builds a
+//! Where it sits (ARCHITECTURE.md): above `core` only. `app` builds a
 //! [`VmessInbound`] or [`VmessOutbound`] from the config; the reverse proxy
 //! uses [`VmessOutbound::connect_stream`] for its tunnel connections and
 //! watches their [`BudgetWatch`]. It knows nothing of JSON, routing or

@@ -29,7 +29,8 @@ use crate::body::{BodyFraming, ChunkOpener, ChunkSealer};
 use crate::crypto::AuthIdCipher;
 use crate::error::VmessError;
 use crate::header::{
-    self, Command, DirectionKeys, HeaderMode, Options, RequestHeader, ResponseDecoder, Security,
+    self, BodySecurity, Command, DirectionKeys, HeaderMode, Options, RequestHeader,
+    ResponseDecoder, Security,
 };
 use crate::id::UserId;
 use crate::metrics::{increment, VmessMetrics};
@@ -189,7 +190,7 @@ impl VmessOutbound {
         session: &Session,
     ) -> io::Result<VmessStream<TcpStream>> {
         let mut rng = rand::thread_rng();
-        let security = user.user.security.resolve();
+        let security = BodySecurity::resolve(user.user.security);
         let command = Command::for_destination(&session.destination);
         let destination = if command == Command::Mux {
             header::mux_cool_destination()

@@ -15,6 +15,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 
+use clap::builder::TypedValueParser as _;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args as _, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use clap_complete::Shell;
@@ -126,7 +127,13 @@ struct BridgeQuickFlags {
     #[arg(long, value_name = "DOMAIN", value_parser = parse_domain, help_heading = QUICK)]
     domain: Option<String>,
     /// VMess body encryption [default: auto]
-    #[arg(long, value_enum, value_name = "CIPHER", help_heading = QUICK)]
+    #[arg(
+        long,
+        value_name = "CIPHER",
+        help_heading = QUICK,
+        value_parser = clap::builder::PossibleValuesParser::new(quick::security_values())
+            .map(|name: String| Security::parse(&name).unwrap_or_default())
+    )]
     security: Option<Security>,
 }
 

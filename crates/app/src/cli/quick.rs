@@ -151,30 +151,21 @@ pub fn check_domain(domain: &str) -> Result<(), QuickError> {
     }
 }
 
-/// The VMess body security a bridge asks for (`users[].security`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Security {
-    /// AES-128-GCM where the CPU has AES instructions, else ChaCha20-Poly1305.
-    #[default]
-    Auto,
-    #[value(name = "aes-128-gcm")]
-    Aes128Gcm,
-    #[value(name = "chacha20-poly1305")]
-    Chacha20Poly1305,
-    /// No encryption of the body (the header stays authenticated).
-    None,
-}
+/// The VMess body security a bridge asks for (`users[].security`): core's
+/// one definition, shared with the config and the vmess crate.
+pub use rayback_core::VmessSecurity as Security;
 
-impl Security {
-    /// The name V2Ray's JSON uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Security::Auto => "auto",
-            Security::Aes128Gcm => "aes-128-gcm",
-            Security::Chacha20Poly1305 => "chacha20-poly1305",
-            Security::None => "none",
-        }
-    }
+/// `--security`'s values: V2Ray's names, with the help clap shows.
+pub fn security_values() -> [clap::builder::PossibleValue; 4] {
+    use clap::builder::PossibleValue;
+    [
+        PossibleValue::new(Security::Auto.v2ray_name())
+            .help("AES-128-GCM where the CPU has AES instructions, else ChaCha20-Poly1305"),
+        PossibleValue::new(Security::Aes128Gcm.v2ray_name()),
+        PossibleValue::new(Security::ChaCha20Poly1305.v2ray_name()),
+        PossibleValue::new(Security::None.v2ray_name())
+            .help("No encryption of the body (the header stays authenticated)"),
+    ]
 }
 
 /// A portal from flags.
@@ -493,7 +484,7 @@ impl BridgeFlags {
         }
         let mut user = Json::object([("id", self.id.to_string().into())]);
         if self.security != Security::Auto {
-            user.push("security", self.security.as_str());
+            user.push("security", self.security.v2ray_name());
         }
         let server = Json::object([
             ("address", self.portal.host.as_str().into()),
@@ -641,7 +632,7 @@ mod tests {
 
         let mut bridge = guide_bridge();
         bridge.to.push(host_port("[::1]:8081"));
-        bridge.security = Security::Chacha20Poly1305;
+        bridge.security = Security::ChaCha20Poly1305;
         let json = bridge.to_json().to_value();
         let rules = json["routing"]["rules"].as_array().unwrap();
         assert_eq!(rules.len(), 4);

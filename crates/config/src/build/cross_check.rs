@@ -38,7 +38,7 @@ pub(super) fn cross_check(
 ) {
     let mut outbound_tags: HashMap<&str, usize> = HashMap::new();
     for (index, outbound) in config.outbounds.iter().enumerate() {
-        let Some(tag) = outbound.tag.as_deref() else {
+        let Some(tag) = outbound.tag.as_ref().map(Tag::as_str) else {
             continue;
         };
         if let Some(first) = outbound_tags.insert(tag, index) {

@@ -33,10 +33,9 @@ pub(super) fn blackhole(
                     ))
                 }
             };
-            match name.to_ascii_lowercase().as_str() {
-                "none" => BlackholeResponse::None,
-                "http" => BlackholeResponse::Http,
-                _ => {
+            match BlackholeResponse::parse(&name) {
+                Some(response) => response,
+                None => {
                     return Err(cx.invalid(
                         &type_path,
                         format!("unknown response type {name:?} (known: none, http)"),

@@ -78,7 +78,9 @@ pub(crate) fn build_inbound(
 ) -> Result<Inbound, ConfigError> {
     let object = cx.object(node, path)?;
     object.warn_unknown(cx, INBOUND_KEYS);
-    let tag = optional_string(cx, &object, "tag")?.filter(|tag| !tag.is_empty());
+    let tag = optional_string(cx, &object, "tag")?
+        .filter(|tag| !tag.is_empty())
+        .map(|tag| Tag::new(&tag));
 
     let port_node = object.get("port");
     let port = match port_node {
@@ -157,7 +159,9 @@ pub(crate) fn build_outbound(
 ) -> Result<Outbound, ConfigError> {
     let object = cx.object(node, path)?;
     object.warn_unknown(cx, OUTBOUND_KEYS);
-    let tag = optional_string(cx, &object, "tag")?.filter(|tag| !tag.is_empty());
+    let tag = optional_string(cx, &object, "tag")?
+        .filter(|tag| !tag.is_empty())
+        .map(|tag| Tag::new(&tag));
 
     let send_through = match object.get("sendThrough") {
         Some(node) => {

@@ -207,12 +207,9 @@ pub(super) fn vmess_outbound(
             user.warn_unknown(cx, VMESS_USER_KEYS);
             let id = vmess_id(cx, &user)?;
             let security_text = optional_string(cx, &user, "security")?.unwrap_or_default();
-            let security = match security_text.to_ascii_lowercase().as_str() {
-                "aes-128-gcm" => VmessSecurity::Aes128Gcm,
-                "chacha20-poly1305" => VmessSecurity::Chacha20Poly1305,
-                "none" => VmessSecurity::None,
-                "auto" | "" => VmessSecurity::Auto,
-                _ => {
+            let security = match VmessSecurity::parse(&security_text) {
+                Some(security) => security,
+                None => {
                     cx.warn(
                         WarningKind::VmessSecurity,
                         &user.at("security"),

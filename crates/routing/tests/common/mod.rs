@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use rayback_core::{Address, Destination, Network, Session, Tag, User};
 use rayback_routing::{
-    BalancerSettings, DomainStrategy, Route, Router, RoutingSettings, RuleSettings,
+    BalancerSettings, DomainStrategy, Route, Router, RoutingSettings, RuleNetwork, RuleSettings,
 };
 use serde_json::{json, Value};
 
@@ -141,12 +141,12 @@ pub fn tables(source_port: u16) -> Vec<Table> {
                     ..rule("out-a")
                 },
                 RuleSettings {
-                    network: strings(&["udp"]),
+                    network: vec![RuleNetwork::Udp],
                     ..rule("out-b")
                 },
                 RuleSettings {
                     port: Some("8080".into()),
-                    network: strings(&["tcp", "udp"]),
+                    network: vec![RuleNetwork::Tcp, RuleNetwork::Udp],
                     ..rule("out-b")
                 },
                 RuleSettings {
@@ -353,15 +353,17 @@ impl Table {
 pub fn rule_json(rule: &RuleSettings) -> Value {
     let mut object = serde_json::Map::new();
     object.insert("type".into(), json!("field"));
-    match &rule.target {
-        rayback_routing::Target::Outbound(tag) => object.insert("outboundTag".into(), json!(tag)),
-        rayback_routing::Target::Balancer(tag) => object.insert("balancerTag".into(), json!(tag)),
-    };
+    object.insert(rule.target.v2ray_key().into(), json!(rule.target.tag()));
+    let networks: Vec<String> = rule
+        .network
+        .iter()
+        .map(|network| network.v2ray_name().to_owned())
+        .collect();
     let lists = [
         ("inboundTag", &rule.inbound_tag),
         ("domain", &rule.domain),
         ("ip", &rule.ip),
-        ("network", &rule.network),
+        ("network", &networks),
         ("source", &rule.source),
         ("user", &rule.user),
     ];

@@ -1,6 +1,7 @@
 //! Sans-IO codec of the VMess request header plaintext: what a client asks
-//! for (body keys, options, body security, command, destination), and the
-//! config's [`Security`] names that pick the body security.
+//! for (body keys, options, body security, command, destination), and
+//! which body security a user's [`Security`] choice means on this machine
+//! ([`BodySecurity::resolve`]).
 //!
 //! It is not an envelope: the plaintext travels sealed by `aead.rs` or
 //! encrypted by `legacy.rs`, and it is checked only by its FNV-1a checksum
@@ -102,34 +103,19 @@ impl BodySecurity {
     }
 }
 
-/// The `security` of a client user in the config.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Security {
-    /// What 4.34 picks by CPU architecture: AES-128-GCM on amd64, arm64 and
-    /// s390x, ChaCha20-Poly1305 elsewhere. 4.34 looks at `GOARCH` only,
-    /// not at AES-NI; Rayback does the same with `target_arch`.
-    #[default]
-    Auto,
-    Aes128Gcm,
-    ChaCha20Poly1305,
-    None,
-}
+/// The `security` of a client user in the config: core's
+/// [`VmessSecurity`](rayback_core::VmessSecurity), which also owns its
+/// names (`VmessSecurity::parse`; 4.34 takes an unknown name as `auto`).
+pub use rayback_core::VmessSecurity as Security;
 
-impl Security {
-    /// The security named in a config. As in 4.34, any unknown name
-    /// (`zero`, `aes-128-cfb`, `legacy`, a typo) means `auto`.
-    pub fn from_name(name: &str) -> Security {
-        match name.to_ascii_lowercase().as_str() {
-            "aes-128-gcm" => Security::Aes128Gcm,
-            "chacha20-poly1305" => Security::ChaCha20Poly1305,
-            "none" => Security::None,
-            _ => Security::Auto,
-        }
-    }
-
-    /// The concrete body security this machine uses for it.
-    pub fn resolve(self) -> BodySecurity {
-        match self {
+impl BodySecurity {
+    /// The concrete body security this machine uses for a user's
+    /// `security`. `Auto` is what 4.34 picks by CPU architecture:
+    /// AES-128-GCM on amd64, arm64 and s390x, ChaCha20-Poly1305 elsewhere.
+    /// 4.34 looks at `GOARCH` only, not at AES-NI; Rayback does the same
+    /// with `target_arch`.
+    pub fn resolve(security: Security) -> BodySecurity {
+        match security {
             Security::Auto => {
                 if cfg!(any(
                     target_arch = "x86_64",
@@ -473,13 +459,14 @@ mod tests {
     }
 
     #[test]
-    fn security_names_follow_434() {
-        assert_eq!(Security::from_name("AES-128-GCM"), Security::Aes128Gcm);
-        assert_eq!(Security::from_name("none"), Security::None);
-        assert_eq!(Security::from_name("zero"), Security::Auto);
-        assert_eq!(Security::from_name("aes-128-cfb"), Security::Auto);
+    fn securities_resolve_as_434_does() {
+        // The names are core's (`VmessSecurity::parse`, tested there).
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(Security::Auto.resolve(), BodySecurity::Aes128Gcm);
+        assert_eq!(
+            BodySecurity::resolve(Security::Auto),
+            BodySecurity::Aes128Gcm
+        );
+        assert_eq!(BodySecurity::resolve(Security::None), BodySecurity::None);
         assert_eq!(
             BodySecurity::None.client_options(),
             Options(Options::CHUNK_STREAM | Options::CHUNK_MASKING)

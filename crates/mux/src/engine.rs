@@ -1,0 +1,879 @@
+//! The Mux.Cool session engine of one connection, sans-IO: every
+//! sub-stream's state, the IDs the peer can name, the receive buffers and
+//! the send queue, and every transition between them as a method. Frames
+//! and time come in as arguments ([`Engine::handle_frame`],
+//! [`Engine::handle_timeout`]); bytes to send leave through
+//! [`Engine::poll_transmit`]; the wakers of tasks that can make progress
+//! collect in [`Engine::take_wakes`] for the driver to wake after it lets
+//! go of the engine.
+//!
+//! Not here: sockets, tasks and timers (the driver, the private `conn` module),
+//! the `AsyncRead`/`AsyncWrite` face ([`crate::stream`]), which frames go
+//! into a write (the private `send` module).
+//!
+//! A sub-stream is a slot named by a [`Key`] that is never reused; the
+//! peer names it by its wire ID while it is *attached* (in `ids`). A slot
+//! lives as long as its handle (the `MuxStream`), so that a reader can
+//! still take what was received after the session's ID is free again.
+//!
+//! Each direction of a sub-stream is an enum:
+//!
+//! | ours ([`Local`]) | meaning |
+//! |---|---|
+//! | `Open` | we may write |
+//! | `HalfClosed` | we sent End with the half-close bit (TCP, Rayback extension); we still read until the peer's End |
+//! | `Ended` | we sent (or owe no more than) a plain End |
+//!
+//! | the peer's ([`Remote`]) | meaning |
+//! |---|---|
+//! | `Open` | the peer may send data |
+//! | `HalfClosed` | the peer sent End with the half-close bit: our reader gets EOF, our writes go on |
+//! | `Ended` | the peer sent a plain End: EOF, and writes fail |
+//!
+//! plus a [`Fault`] that overrides both (reset by End+error, a stall or a
+//! replaced ID; or the connection lost).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use rayback_core::{Address, Destination, Network};
+
+use crate::error::MuxError;
+use crate::frame::{Frame, FrameKind, SessionId, MAX_DATA};
+use crate::send::{Push, SendQueue};
+use crate::settings::MuxSettings;
+
+/// Which end of Mux.Cool a connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Allocates session IDs and sends `New` (portal, outbound mux).
+    Client,
+    /// Accepts `New` (bridge, mux inbound).
+    Server,
+}
+
+/// Names one sub-stream for its whole life; never reused on a connection.
+pub type Key = u64;
+
+/// Our side of a sub-stream (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Local {
+    Open,
+    HalfClosed,
+    Ended,
+}
+
+/// The peer's side of a sub-stream (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remote {
+    Open,
+    HalfClosed,
+    Ended,
+}
+
+/// Why a sub-stream fails whatever its directions say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Aborted: End+error from the peer, a stall, an ID the peer reused.
+    /// Reads and writes fail at once; buffered bytes are dropped.
+    Reset(io::ErrorKind),
+    /// The connection closed: reads return what was buffered, then fail.
+    Lost,
+}
+
+/// One sub-stream.
+struct Slot {
+    id: SessionId,
+    network: Network,
+    local: Local,
+    remote: Remote,
+    fault: Option<Fault>,
+    /// In `ids`: the peer can still name it.
+    attached: bool,
+    recv: RecvBuffer,
+    /// The sub-stream's reader, waiting for bytes.
+    reader: Option<Waker>,
+    /// The connection's reader, waiting for room in `recv`.
+    space: Option<Waker>,
+}
+
+impl Slot {
+    fn new(id: SessionId, network: Network) -> Slot {
+        Slot {
+            id,
+            network,
+            local: Local::Open,
+            remote: Remote::Open,
+            fault: None,
+            attached: true,
+            recv: RecvBuffer::default(),
+            reader: None,
+            space: None,
+        }
+    }
+
+    /// Attached and neither reset nor lost.
+    fn is_live(&self) -> bool {
+        self.attached && self.fault.is_none()
+    }
+
+    /// Ends our side; returns whether an End must still be sent: none was
+    /// sent yet, or only a half-close the peer has not answered.
+    fn take_end(&mut self) -> bool {
+        let owed = match self.local {
+            Local::Open => true,
+            Local::HalfClosed => self.remote == Remote::Open,
+            Local::Ended => false,
+        };
+        self.local = Local::Ended;
+        owed
+    }
+}
+
+/// What a frame from the peer asks of the driver.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    /// Nothing more to do.
+    Done,
+    /// Server: a new sub-stream; the driver hands a handle for `key` to the
+    /// session handler, then delivers `data` (if any) to it.
+    Accepted {
+        key: Key,
+        destination: Destination,
+        data: Option<Bytes>,
+    },
+    /// Data for sub-stream `key`: the driver delivers it with
+    /// [`Engine::deliver`], waiting while that says `Pending`.
+    Data { key: Key, data: Bytes },
+}
+
+/// What the writer should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// Write the two buffers (the second may be empty), then ask again.
+    Write,
+    /// Nothing queued: wait for the registered waker.
+    Idle,
+    /// Drain requested and everything written: shut the carrier down.
+    Shutdown,
+    /// Closed: stop.
+    Closed,
+}
+
+/// One Mux.Cool connection's sessions.
+pub struct Engine {
+    role: Role,
+    settings: MuxSettings,
+    /// Server: most sub-streams attached at once.
+    max_sessions: usize,
+    slots: HashMap<Key, Slot>,
+    /// Wire ID → the slot the peer means by it.
+    ids: HashMap<SessionId, Key>,
+    next_key: Key,
+    /// Client: the last allocated ID.
+    next_id: SessionId,
+    /// No new sub-streams (draining or closed).
+    refusing: bool,
+    closed: bool,
+    send: SendQueue,
+    /// Sum of every sub-stream's receive buffer.
+    recv_buffered: usize,
+    total_opened: u64,
+    /// Client handles alive; at zero the connection drains once idle.
+    handles: usize,
+    /// When the peer's last KeepAlive came; V2Ray never sends one, a
+    /// Rayback bridge does.
+    last_keepalive: Option<Instant>,
+    /// A delivery that found its sub-stream full: which and since when.
+    blocked: Option<(Key, Instant)>,
+    /// Tasks to wake once the driver lets go of the engine.
+    wakes: Vec<Waker>,
+}
+
+impl Engine {
+    pub fn new(role: Role, settings: MuxSettings, max_sessions: usize) -> Engine {
+        let send = SendQueue::new(settings.send_queue, settings.frame_data());
+        Engine {
+            role,
+            settings,
+            max_sessions,
+            slots: HashMap::new(),
+            ids: HashMap::new(),
+            next_key: 0,
+            next_id: 0,
+            refusing: false,
+            closed: false,
+            send,
+            recv_buffered: 0,
+            total_opened: 0,
+            handles: 0,
+            last_keepalive: None,
+            blocked: None,
+            wakes: Vec::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &MuxSettings {
+        &self.settings
+    }
+
+    /// The wakers collected since the last call; wake them after letting
+    /// go of the engine.
+    pub fn take_wakes(&mut self) -> Vec<Waker> {
+        std::mem::take(&mut self.wakes)
+    }
+
+    /// Moves the wakers collected since the last call into `out`, keeping
+    /// the engine's list allocated (the driver's hot path).
+    pub fn move_wakes(&mut self, out: &mut Wakes) {
+        for waker in self.wakes.drain(..) {
+            out.push(waker);
+        }
+    }
+
+    fn wake(&mut self, waker: Option<Waker>) {
+        self.wakes.extend(waker);
+    }
+
+    fn wake_writer(&mut self) {
+        let writer = self.send.take_writer();
+        self.wake(writer);
+    }
+
+    // -------------------------------------------------------------- gauges
+
+    /// The state of sub-stream `key`: ours, the peer's, a fault, and
+    /// whether the peer can still name it; `None` once its handle is
+    /// released.
+    pub fn state(&self, key: Key) -> Option<(Local, Remote, Option<Fault>, bool)> {
+        self.slots
+            .get(&key)
+            .map(|slot| (slot.local, slot.remote, slot.fault, slot.attached))
+    }
+
+    /// Bytes received for `key` and not yet read.
+    pub fn received(&self, key: Key) -> usize {
+        self.slots.get(&key).map_or(0, |slot| slot.recv.len())
+    }
+
+    /// The wire ID of sub-stream `key` (0 once released).
+    pub fn session_id(&self, key: Key) -> SessionId {
+        self.slots.get(&key).map_or(0, |slot| slot.id)
+    }
+
+    /// Sub-streams the peer can name.
+    pub fn active_sessions(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn total_opened(&self) -> u64 {
+        self.total_opened
+    }
+
+    /// Received bytes not yet read plus frames queued for the carrier.
+    pub fn buffered_bytes(&self) -> usize {
+        self.recv_buffered + self.send.len()
+    }
+
+    /// No new sub-streams: draining or closed.
+    pub fn is_refusing(&self) -> bool {
+        self.refusing
+    }
+
+    /// Time since the peer's last KeepAlive; `None` if it never sent one.
+    pub fn since_keepalive(&self, now: Instant) -> Option<Duration> {
+        self.last_keepalive
+            .map(|at| now.saturating_duration_since(at))
+    }
+
+    // ------------------------------------------------------------ lifecycle
+
+    pub fn add_handle(&mut self) {
+        self.handles += 1;
+    }
+
+    /// A client handle is gone; at zero an idle connection drains.
+    pub fn drop_handle(&mut self) {
+        self.handles = self.handles.saturating_sub(1);
+        self.drain_if_abandoned();
+    }
+
+    /// Drains if no sub-stream is attached: no new ones, write out what is
+    /// queued, shut the carrier down. Returns whether it did.
+    pub fn drain_if_idle(&mut self) -> bool {
+        if !self.ids.is_empty() {
+            return false;
+        }
+        self.refusing = true;
+        let writer = self.send.start_draining();
+        self.wake(writer);
+        true
+    }
+
+    fn drain_if_abandoned(&mut self) {
+        if self.role == Role::Client && self.handles == 0 {
+            self.drain_if_idle();
+        }
+    }
+
+    /// Closes at once: every sub-stream fails (after handing out bytes it
+    /// already received), queued frames are dropped, everyone waiting is
+    /// woken.
+    pub fn close(&mut self) {
+        self.refusing = true;
+        self.closed = true;
+        self.ids.clear();
+        self.blocked = None;
+        for slot in self.slots.values_mut() {
+            slot.attached = false;
+            slot.fault.get_or_insert(Fault::Lost);
+            self.wakes.extend(slot.reader.take());
+            self.wakes.extend(slot.space.take());
+        }
+        self.send.close(&mut self.wakes);
+    }
+
+    /// Queues a KeepAlive frame (V2Ray reads and ignores it).
+    pub fn queue_keepalive(&mut self) {
+        self.send.push_keepalive();
+        self.wake_writer();
+    }
+
+    // ------------------------------------------------------------ opening
+
+    /// Client: allocates an ID, attaches a sub-stream and queues its New.
+    pub fn open(
+        &mut self,
+        destination: &Destination,
+        max_concurrency: Option<usize>,
+        max_total: Option<u64>,
+    ) -> Result<Key, MuxError> {
+        if let Address::Domain(domain) = &destination.address {
+            if domain.len() > 255 {
+                return Err(MuxError::DomainTooLong(domain.len()));
+            }
+        }
+        if self.refusing {
+            return Err(MuxError::Closed);
+        }
+        let active = self.ids.len();
+        if max_concurrency.is_some_and(|max| active >= max)
+            || max_total.is_some_and(|max| self.total_opened >= max)
+            || active > u16::MAX as usize
+        {
+            return Err(MuxError::Full(active));
+        }
+        // IDs count up from 1 and wrap; one still in use is skipped.
+        let mut id = self.next_id.wrapping_add(1);
+        while self.ids.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.send.push_new(id, destination)?;
+        self.next_id = id;
+        self.total_opened += 1;
+        let key = self.insert(Slot::new(id, destination.network));
+        self.wake_writer();
+        Ok(key)
+    }
+
+    fn insert(&mut self, slot: Slot) -> Key {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.ids.insert(slot.id, key);
+        self.slots.insert(key, slot);
+        key
+    }
+
+    // ------------------------------------------------------------ receiving
+
+    /// A frame from the peer. `now` stamps KeepAlives.
+    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Incoming {
+        let id = frame.session_id;
+        match frame.kind {
+            FrameKind::New(destination) => {
+                if self.role == Role::Server {
+                    return self.accept(id, destination, frame.data);
+                }
+                // A client ignores New (V2Ray discards its data).
+                Incoming::Done
+            }
+            FrameKind::Keep => match frame.data {
+                Some(data) => match self.ids.get(&id) {
+                    Some(&key) => Incoming::Data { key, data },
+                    None => {
+                        // V2Ray: unknown ID → End (option 0), data discarded.
+                        self.send.push_end(id, false, false);
+                        self.wake_writer();
+                        Incoming::Done
+                    }
+                },
+                None => Incoming::Done,
+            },
+            FrameKind::End { error, half_close } => {
+                self.remote_end(id, error, half_close);
+                Incoming::Done
+            }
+            FrameKind::KeepAlive => {
+                self.last_keepalive = Some(now);
+                Incoming::Done
+            }
+        }
+    }
+
+    /// Server: a New frame.
+    fn accept(&mut self, id: SessionId, destination: Destination, data: Option<Bytes>) -> Incoming {
+        if self.refusing {
+            return Incoming::Done;
+        }
+        if self.ids.len() >= self.max_sessions && !self.ids.contains_key(&id) {
+            self.send.push_end(id, true, false);
+            self.wake_writer();
+            return Incoming::Done;
+        }
+        self.total_opened += 1;
+        if let Some(old) = self.ids.get(&id).copied() {
+            // The peer reused a live ID: V2Ray silently replaces the old
+            // session; we end the old sub-stream locally, without an End on
+            // the wire (that would close the new one).
+            self.abort(old, io::ErrorKind::ConnectionReset);
+        }
+        let key = self.insert(Slot::new(id, destination.network));
+        Incoming::Accepted {
+            key,
+            destination,
+            data,
+        }
+    }
+
+    /// Puts `data` into sub-stream `key`'s receive buffer. `Pending` (with
+    /// `waker` registered and the stall clock started at `now`) while the
+    /// buffer is full; data for a sub-stream that can no longer receive is
+    /// dropped.
+    pub fn deliver(&mut self, key: Key, data: &Bytes, now: Instant, waker: &Waker) -> Poll<()> {
+        let limit = self.settings.receive_buffer;
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return Poll::Ready(());
+        };
+        if slot.network == Network::Tcp && data.is_empty() {
+            return Poll::Ready(());
+        }
+        // After the peer's End (or half-close) nothing more may come.
+        if !slot.is_live() || slot.remote != Remote::Open {
+            self.unblock(key);
+            return Poll::Ready(());
+        }
+        let framed = data.len() + if slot.network == Network::Udp { 2 } else { 0 };
+        if slot.recv.is_empty() || slot.recv.len() + framed <= limit {
+            if slot.network == Network::Udp {
+                let framing = (data.len() as u16).to_be_bytes();
+                slot.recv.push(Bytes::copy_from_slice(&framing));
+            }
+            slot.recv.push(data.clone());
+            self.recv_buffered += framed;
+            let reader = slot.reader.take();
+            self.wake(reader);
+            self.unblock(key);
+            return Poll::Ready(());
+        }
+        slot.space = Some(waker.clone());
+        if !matches!(self.blocked, Some((blocked, _)) if blocked == key) {
+            self.blocked = Some((key, now));
+        }
+        Poll::Pending
+    }
+
+    fn unblock(&mut self, key: Key) {
+        if matches!(self.blocked, Some((blocked, _)) if blocked == key) {
+            self.blocked = None;
+        }
+    }
+
+    /// When [`Self::handle_timeout`] has something to do: the stall deadline
+    /// of a delivery that waits for room.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.blocked
+            .map(|(_, since)| since + self.settings.stall_timeout)
+    }
+
+    /// Ends a sub-stream whose full buffer held the connection's reader for
+    /// the stall timeout, with End+error, so one stuck reader cannot hold
+    /// every other sub-stream hostage. Returns the stalled sub-stream's ID.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<SessionId> {
+        let (key, since) = self.blocked?;
+        if now < since + self.settings.stall_timeout {
+            return None;
+        }
+        self.blocked = None;
+        let id = self.slots.get(&key)?.id;
+        if self.abort(key, io::ErrorKind::TimedOut) {
+            self.send.push_end(id, true, false);
+            self.wake_writer();
+        }
+        Some(id)
+    }
+
+    /// End received. A half-close (bit `80`, without the error bit) on a
+    /// sub-stream we still write to only ends its receive direction; any
+    /// other End closes the sub-stream.
+    fn remote_end(&mut self, id: SessionId, error: bool, half_close: bool) {
+        let Some(&key) = self.ids.get(&id) else {
+            return;
+        };
+        let slot = self.slots.get_mut(&key).expect("attached IDs name slots");
+        let reader = slot.reader.take();
+        let space = slot.space.take();
+        if half_close && !error && slot.local == Local::Open {
+            // The peer is done writing and still reads: EOF for our reader
+            // once `recv` drains; our writes go on, and our own End
+            // completes the close.
+            slot.remote = Remote::HalfClosed;
+        } else {
+            slot.remote = Remote::Ended;
+            slot.attached = false;
+            if error {
+                slot.fault = Some(Fault::Reset(io::ErrorKind::ConnectionReset));
+                self.recv_buffered -= slot.recv.len();
+                slot.recv = RecvBuffer::default();
+            }
+            // Normally each side sends one End: answer one we have not sent.
+            let reply = slot.local == Local::Open;
+            slot.local = Local::Ended;
+            self.ids.remove(&id);
+            self.unblock(key);
+            if reply {
+                self.send.push_end(id, error, false);
+                self.wake_writer();
+            }
+            self.drain_if_abandoned();
+        }
+        self.wake(reader);
+        self.wake(space);
+    }
+
+    /// Fails a sub-stream now (buffered bytes dropped) and detaches it.
+    /// Returns whether an End still has to be sent for it.
+    fn abort(&mut self, key: Key, kind: io::ErrorKind) -> bool {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return false;
+        };
+        if slot.attached && self.ids.get(&slot.id) == Some(&key) {
+            self.ids.remove(&slot.id);
+        }
+        slot.attached = false;
+        slot.fault = Some(Fault::Reset(kind));
+        self.recv_buffered -= slot.recv.len();
+        slot.recv = RecvBuffer::default();
+        let owed = slot.take_end();
+        let reader = slot.reader.take();
+        let space = slot.space.take();
+        self.unblock(key);
+        self.wake(reader);
+        self.wake(space);
+        owed
+    }
+
+    // ------------------------------------------------ the sub-stream's side
+
+    /// Reads received bytes of `key` into `out`: `Ready(Ok(0))` is EOF
+    /// (when `out` had room); `Pending` registers `waker`.
+    pub fn read(
+        &mut self,
+        key: Key,
+        out: &mut dyn ReadInto,
+        waker: &Waker,
+    ) -> Poll<io::Result<usize>> {
+        let limit = self.settings.receive_buffer;
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return Poll::Ready(Ok(0));
+        };
+        if let Some(Fault::Reset(kind)) = slot.fault {
+            return Poll::Ready(Err(io::Error::new(kind, "mux session reset")));
+        }
+        if !slot.recv.is_empty() {
+            let n = slot.recv.pop_into(out);
+            self.recv_buffered -= n;
+            if slot.recv.len() < limit {
+                let space = slot.space.take();
+                self.wake(space);
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if slot.remote != Remote::Open {
+            return Poll::Ready(Ok(0));
+        }
+        if slot.fault == Some(Fault::Lost) {
+            return Poll::Ready(Err(connection_closed()));
+        }
+        if !slot.attached {
+            return Poll::Ready(Ok(0));
+        }
+        slot.reader = Some(waker.clone());
+        Poll::Pending
+    }
+
+    /// Fails when `key` can no longer send.
+    pub fn check_writable(&self, key: Key) -> io::Result<SessionId> {
+        let Some(slot) = self.slots.get(&key) else {
+            return Err(connection_closed());
+        };
+        match slot.fault {
+            Some(Fault::Reset(kind)) => return Err(io::Error::new(kind, "mux session reset")),
+            Some(Fault::Lost) => return Err(connection_closed()),
+            None => {}
+        }
+        if slot.local != Local::Open || slot.remote == Remote::Ended {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "mux session ended",
+            ));
+        }
+        Ok(slot.id)
+    }
+
+    /// Queues up to a frame's worth of stream data of `key`, as much as
+    /// its fair share allows; `Pending` (waker registered) while the queue
+    /// has no room for it.
+    pub fn write_stream(
+        &mut self,
+        key: Key,
+        data: &[u8],
+        waker: &Waker,
+    ) -> Poll<io::Result<usize>> {
+        let id = match self.check_writable(key) {
+            Ok(id) => id,
+            Err(error) => return Poll::Ready(Err(error)),
+        };
+        let push = self.send.push_stream(id, data);
+        self.after_push(push, id, waker)
+    }
+
+    /// Queues one datagram of `key` as one frame; `Pending` while the queue
+    /// has no room for it. A datagram over `max_packet` (or over a frame's
+    /// 65,535 bytes) is dropped, as an oversize datagram would be.
+    pub fn write_packet(&mut self, key: Key, packet: &[u8], waker: &Waker) -> Poll<io::Result<()>> {
+        let id = match self.check_writable(key) {
+            Ok(id) => id,
+            Err(error) => return Poll::Ready(Err(error)),
+        };
+        if packet.len() > self.settings.max_packet.min(MAX_DATA) {
+            return Poll::Ready(Ok(()));
+        }
+        let push = self.send.push_packet(id, packet);
+        self.after_push(push, id, waker).map_ok(|_| ())
+    }
+
+    fn after_push(&mut self, push: Push, id: SessionId, waker: &Waker) -> Poll<io::Result<usize>> {
+        match push {
+            Push::Taken(taken) => {
+                self.wake_writer();
+                Poll::Ready(Ok(taken))
+            }
+            Push::Full => {
+                self.send.wait(id, waker);
+                Poll::Pending
+            }
+            Push::Closed => Poll::Ready(Err(connection_closed())),
+        }
+    }
+
+    /// The sub-stream's writer is done. TCP: End with the half-close bit,
+    /// reads go on until the peer's End; UDP: a plain End (datagram
+    /// sessions have no half-close, as in V2Ray); after the peer's
+    /// half-close: a plain End that completes the close.
+    pub fn shutdown(&mut self, key: Key) {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        if !slot.is_live() || slot.local != Local::Open {
+            return;
+        }
+        let id = slot.id;
+        if slot.remote == Remote::HalfClosed {
+            slot.local = Local::Ended;
+            slot.attached = false;
+            self.ids.remove(&id);
+            self.send.push_end(id, false, false);
+            self.wake_writer();
+            self.drain_if_abandoned();
+        } else if slot.network == Network::Tcp {
+            slot.local = Local::HalfClosed;
+            self.send.push_end(id, false, true);
+            self.wake_writer();
+        } else {
+            slot.local = Local::Ended;
+            self.send.push_end(id, false, false);
+            self.wake_writer();
+        }
+    }
+
+    /// The sub-stream's handle is gone: its buffered bytes are dropped and
+    /// its ID freed. Dropped before any shutdown it is an abort (End+error);
+    /// after either side's half-close a plain End ends it without
+    /// discarding what the peer has yet to read.
+    pub fn release(&mut self, key: Key) {
+        let Some(mut slot) = self.slots.remove(&key) else {
+            return;
+        };
+        self.recv_buffered -= slot.recv.len();
+        self.unblock(key);
+        self.wake(slot.space.take());
+        let live = slot.is_live();
+        let error = slot.local == Local::Open && slot.remote != Remote::HalfClosed;
+        let owed = live && slot.take_end();
+        if slot.attached && self.ids.get(&slot.id) == Some(&key) {
+            self.ids.remove(&slot.id);
+        }
+        if owed {
+            self.send.push_end(slot.id, error, false);
+            self.wake_writer();
+        }
+        self.drain_if_abandoned();
+    }
+
+    // --------------------------------------------------------------- sending
+
+    /// Moves the next batch into the writer's two buffers (both empty on
+    /// entry), or says why there is none; registers `waker` when idle.
+    pub fn poll_transmit(
+        &mut self,
+        first: &mut BytesMut,
+        second: &mut BytesMut,
+        waker: &Waker,
+    ) -> Transmit {
+        if self.send.take(first, second, &mut self.wakes) {
+            return Transmit::Write;
+        }
+        if self.send.is_closed() {
+            return Transmit::Closed;
+        }
+        if self.send.is_draining() {
+            return Transmit::Shutdown;
+        }
+        self.send.wait_writer(waker);
+        Transmit::Idle
+    }
+
+    /// Whether the connection's reader may decode the next frame: not while
+    /// the answers it provoked are over the slack (registers `waker`).
+    pub fn poll_read_room(&mut self, waker: &Waker) -> Poll<()> {
+        if !self.send.answers_full() {
+            return Poll::Ready(());
+        }
+        self.send.wait_reader(waker);
+        Poll::Pending
+    }
+}
+
+/// Wakers to wake once the engine is let go: the first few inline, so
+/// that the common case (one reader or writer) allocates nothing.
+#[derive(Default)]
+pub struct Wakes {
+    inline: [Option<Waker>; 4],
+    len: usize,
+    more: Vec<Waker>,
+}
+
+impl Wakes {
+    fn push(&mut self, waker: Waker) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = Some(waker),
+            None => self.more.push(waker),
+        }
+        self.len += 1;
+    }
+
+    /// Wakes them all.
+    pub fn wake_all(self) {
+        self.inline.into_iter().flatten().for_each(Waker::wake);
+        self.more.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// The error of every operation on a closed connection.
+pub fn connection_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "mux connection closed")
+}
+
+/// Where a read puts bytes: the caller's `ReadBuf` in [`crate::stream`], a
+/// `Vec` (up to its capacity) in tests.
+pub trait ReadInto {
+    /// Bytes that still fit.
+    fn room(&self) -> usize;
+    /// Appends `bytes` (at most [`Self::room`] of them).
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl ReadInto for Vec<u8> {
+    fn room(&self) -> usize {
+        self.capacity() - self.len()
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A sub-stream's received bytes: a FIFO of frame data.
+///
+/// Frames of at least [`ZERO_COPY_MIN`] bytes are kept as the `Bytes` the
+/// decoder split off the connection's read buffer, so bulk data is copied
+/// once less on its way to the reader; smaller ones are copied into a
+/// right-sized allocation, so that a few stored bytes never pin a whole
+/// read block. An empty buffer holds no allocation, so an idle sub-stream
+/// costs no memory.
+#[derive(Default)]
+struct RecvBuffer {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+/// Frames this large are queued without a copy (see [`RecvBuffer`]).
+const ZERO_COPY_MIN: usize = 8 * 1024;
+
+impl RecvBuffer {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        if bytes.len() >= ZERO_COPY_MIN {
+            self.chunks.push_back(bytes);
+        } else {
+            self.chunks.push_back(Bytes::copy_from_slice(&bytes));
+        }
+    }
+
+    /// Moves as many bytes as fit into `out`; returns how many.
+    fn pop_into(&mut self, out: &mut dyn ReadInto) -> usize {
+        let mut moved = 0;
+        while out.room() > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let n = front.len().min(out.room());
+            out.put(&front[..n]);
+            moved += n;
+            if n == front.len() {
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+            }
+        }
+        self.len -= moved;
+        if self.chunks.is_empty() {
+            self.chunks = VecDeque::new();
+        }
+        moved
+    }
+}
