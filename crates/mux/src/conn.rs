@@ -93,6 +93,9 @@ impl Connection {
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
         let mut engine = lock(&self.engine);
         let result = f(&mut engine);
+        if !engine.has_wakes() {
+            return result;
+        }
         let mut wakes = Wakes::default();
         engine.move_wakes(&mut wakes);
         drop(engine);
@@ -238,13 +241,26 @@ impl Connection {
     ) -> Result<(), MuxError> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut codec = FrameCodec::new();
+        // The engine's clock: read once per carrier read (a clock read per
+        // frame is a measurable share of a short sub-stream's cost), and
+        // again after any wait, so a stall deadline never starts early.
+        let mut arrived = now();
         loop {
             while let Some(frame) = codec.decode_frame(&mut buf)? {
                 // Frames the next one may provoke (End, replies) must not
                 // pile up without bound while the writer is behind.
-                poll_fn(|cx| self.with(|engine| engine.poll_read_room(cx.waker()))).await;
+                let mut waited = false;
+                poll_fn(|cx| {
+                    let room = self.with(|engine| engine.poll_read_room(cx.waker()));
+                    waited |= room.is_pending();
+                    room
+                })
+                .await;
+                if waited {
+                    arrived = now();
+                }
                 let id = frame.session_id;
-                match self.with(|engine| engine.handle_frame(frame, now())) {
+                match self.with(|engine| engine.handle_frame(frame, arrived)) {
                     Incoming::Done => {}
                     Incoming::Accepted {
                         key,
@@ -258,10 +274,16 @@ impl Connection {
                             None => self.with(|engine| engine.release(key)),
                         }
                         if let Some(data) = data {
-                            self.deliver(key, data).await;
+                            if self.deliver(key, data, arrived).await {
+                                arrived = now();
+                            }
                         }
                     }
-                    Incoming::Data { key, data } => self.deliver(key, data).await,
+                    Incoming::Data { key, data } => {
+                        if self.deliver(key, data, arrived).await {
+                            arrived = now();
+                        }
+                    }
                 }
             }
             if buf.is_empty() && buf.capacity() > KEEP_RECEIVE_CAPACITY {
@@ -273,6 +295,7 @@ impl Connection {
             self.listening_since.store(self.stamp(), Ordering::Relaxed);
             let read = carrier.read_buf(&mut buf).await;
             self.listening_since.store(0, Ordering::Relaxed);
+            arrived = now();
             if read? == 0 {
                 if !buf.is_empty() {
                     return Err(io::Error::new(
@@ -288,29 +311,33 @@ impl Connection {
 
     /// Puts `data` into sub-stream `key`'s buffer, waiting while it is
     /// full; past the engine's stall deadline the sub-stream is ended.
-    async fn deliver(&self, key: Key, data: Bytes) {
+    /// `arrived` is when the frame arrived (the first try's time; later
+    /// tries read the clock). Returns whether it waited.
+    async fn deliver(&self, key: Key, data: Bytes, arrived: Instant) -> bool {
+        let mut first = Some(arrived);
         let mut push = pin!(poll_fn(|cx| {
-            self.with(|engine| engine.deliver(key, &data, now(), cx.waker()))
+            let at = first.take().unwrap_or_else(now);
+            self.with(|engine| engine.deliver(key, &data, at, cx.waker()))
         }));
         // The fast path needs no timer.
         if poll_fn(|cx| Poll::Ready(push.as_mut().poll(cx).is_ready())).await {
-            return;
+            return false;
         }
         loop {
             let Some(deadline) = self.with(|engine| engine.next_timeout()) else {
                 // Unblocked meanwhile (the sub-stream ended or made room).
                 push.as_mut().await;
-                return;
+                return true;
             };
             tokio::select! {
-                () = push.as_mut() => return,
+                () = push.as_mut() => return true,
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     if let Some(id) = self.with(|engine| engine.handle_timeout(now())) {
                         tracing::warn!(
                             id,
                             "mux sub-stream stalled with a full buffer, ending it"
                         );
-                        return;
+                        return true;
                     }
                 }
             }

@@ -55,7 +55,9 @@ pub enum Role {
     Server,
 }
 
-/// Names one sub-stream for its whole life; never reused on a connection.
+/// Names one sub-stream for its whole life. A released key names nothing:
+/// its slot's index comes back only with a new generation (after 2^32
+/// reuses of one index would a key repeat).
 pub type Key = u64;
 
 /// Our side of a sub-stream (see the module table).
@@ -169,10 +171,9 @@ pub struct Engine {
     settings: MuxSettings,
     /// Server: most sub-streams attached at once.
     max_sessions: usize,
-    slots: HashMap<Key, Slot>,
+    slots: Slots,
     /// Wire ID → the slot the peer means by it.
     ids: HashMap<SessionId, Key>,
-    next_key: Key,
     /// Client: the last allocated ID.
     next_id: SessionId,
     /// No new sub-streams (draining or closed).
@@ -200,9 +201,8 @@ impl Engine {
             role,
             settings,
             max_sessions,
-            slots: HashMap::new(),
+            slots: Slots::default(),
             ids: HashMap::new(),
-            next_key: 0,
             next_id: 0,
             refusing: false,
             closed: false,
@@ -224,6 +224,12 @@ impl Engine {
     /// go of the engine.
     pub fn take_wakes(&mut self) -> Vec<Waker> {
         std::mem::take(&mut self.wakes)
+    }
+
+    /// Whether a waker is waiting to be taken: most calls collect none, and
+    /// the driver then skips the hand-over.
+    pub fn has_wakes(&self) -> bool {
+        !self.wakes.is_empty()
     }
 
     /// Moves the wakers collected since the last call into `out`, keeping
@@ -250,18 +256,18 @@ impl Engine {
     /// released.
     pub fn state(&self, key: Key) -> Option<(Local, Remote, Option<Fault>, bool)> {
         self.slots
-            .get(&key)
+            .get(key)
             .map(|slot| (slot.local, slot.remote, slot.fault, slot.attached))
     }
 
     /// Bytes received for `key` and not yet read.
     pub fn received(&self, key: Key) -> usize {
-        self.slots.get(&key).map_or(0, |slot| slot.recv.len())
+        self.slots.get(key).map_or(0, |slot| slot.recv.len())
     }
 
     /// The wire ID of sub-stream `key` (0 once released).
     pub fn session_id(&self, key: Key) -> SessionId {
-        self.slots.get(&key).map_or(0, |slot| slot.id)
+        self.slots.get(key).map_or(0, |slot| slot.id)
     }
 
     /// Sub-streams the peer can name.
@@ -327,7 +333,7 @@ impl Engine {
         self.closed = true;
         self.ids.clear();
         self.blocked = None;
-        for slot in self.slots.values_mut() {
+        for slot in self.slots.iter_mut() {
             slot.attached = false;
             slot.fault.get_or_insert(Fault::Lost);
             self.wakes.extend(slot.reader.take());
@@ -380,10 +386,9 @@ impl Engine {
     }
 
     fn insert(&mut self, slot: Slot) -> Key {
-        let key = self.next_key;
-        self.next_key += 1;
-        self.ids.insert(slot.id, key);
-        self.slots.insert(key, slot);
+        let id = slot.id;
+        let key = self.slots.insert(slot);
+        self.ids.insert(id, key);
         key
     }
 
@@ -454,7 +459,7 @@ impl Engine {
     /// dropped.
     pub fn deliver(&mut self, key: Key, data: &Bytes, now: Instant, waker: &Waker) -> Poll<()> {
         let limit = self.settings.receive_buffer;
-        let Some(slot) = self.slots.get_mut(&key) else {
+        let Some(slot) = self.slots.get_mut(key) else {
             return Poll::Ready(());
         };
         if slot.network == Network::Tcp && data.is_empty() {
@@ -507,7 +512,7 @@ impl Engine {
             return None;
         }
         self.blocked = None;
-        let id = self.slots.get(&key)?.id;
+        let id = self.slots.get(key)?.id;
         if self.abort(key, io::ErrorKind::TimedOut) {
             self.send.push_end(id, true, false);
             self.wake_writer();
@@ -522,7 +527,7 @@ impl Engine {
         let Some(&key) = self.ids.get(&id) else {
             return;
         };
-        let slot = self.slots.get_mut(&key).expect("attached IDs name slots");
+        let slot = self.slots.get_mut(key).expect("attached IDs name slots");
         let reader = slot.reader.take();
         let space = slot.space.take();
         if half_close && !error && slot.local == Local::Open {
@@ -556,7 +561,7 @@ impl Engine {
     /// Fails a sub-stream now (buffered bytes dropped) and detaches it.
     /// Returns whether an End still has to be sent for it.
     fn abort(&mut self, key: Key, kind: io::ErrorKind) -> bool {
-        let Some(slot) = self.slots.get_mut(&key) else {
+        let Some(slot) = self.slots.get_mut(key) else {
             return false;
         };
         if slot.attached && self.ids.get(&slot.id) == Some(&key) {
@@ -586,7 +591,7 @@ impl Engine {
         waker: &Waker,
     ) -> Poll<io::Result<usize>> {
         let limit = self.settings.receive_buffer;
-        let Some(slot) = self.slots.get_mut(&key) else {
+        let Some(slot) = self.slots.get_mut(key) else {
             return Poll::Ready(Ok(0));
         };
         if let Some(Fault::Reset(kind)) = slot.fault {
@@ -616,7 +621,7 @@ impl Engine {
 
     /// Fails when `key` can no longer send.
     pub fn check_writable(&self, key: Key) -> io::Result<SessionId> {
-        let Some(slot) = self.slots.get(&key) else {
+        let Some(slot) = self.slots.get(key) else {
             return Err(connection_closed());
         };
         match slot.fault {
@@ -684,7 +689,7 @@ impl Engine {
     /// sessions have no half-close, as in V2Ray); after the peer's
     /// half-close: a plain End that completes the close.
     pub fn shutdown(&mut self, key: Key) {
-        let Some(slot) = self.slots.get_mut(&key) else {
+        let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
         if !slot.is_live() || slot.local != Local::Open {
@@ -714,7 +719,7 @@ impl Engine {
     /// after either side's half-close a plain End ends it without
     /// discarding what the peer has yet to read.
     pub fn release(&mut self, key: Key) {
-        let Some(mut slot) = self.slots.remove(&key) else {
+        let Some(mut slot) = self.slots.remove(key) else {
             return;
         };
         self.recv_buffered -= slot.recv.len();
@@ -767,11 +772,11 @@ impl Engine {
     }
 }
 
-/// Wakers to wake once the engine is let go: the first few inline, so
-/// that the common case (one reader or writer) allocates nothing.
+/// Wakers to wake once the engine is let go: the first two inline, so
+/// that the common case (a reader, a writer) allocates nothing.
 #[derive(Default)]
 pub struct Wakes {
-    inline: [Option<Waker>; 4],
+    inline: [Option<Waker>; 2],
     len: usize,
     more: Vec<Waker>,
 }
@@ -813,6 +818,72 @@ impl ReadInto for Vec<u8> {
 
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
+    }
+}
+
+/// The sub-streams by [`Key`]: a slab, so that the lookups every read and
+/// write makes index a vector instead of hashing. A key is the slot's
+/// index (low 32 bits) and its generation (high 32 bits), which moves on
+/// each release so an old key names nothing.
+#[derive(Default)]
+struct Slots {
+    entries: Vec<Entry>,
+    /// Indexes of empty entries, reused before the vector grows.
+    free: Vec<u32>,
+}
+
+#[derive(Default)]
+struct Entry {
+    generation: u32,
+    slot: Option<Slot>,
+}
+
+impl Slots {
+    fn split(key: Key) -> (usize, u32) {
+        ((key & u64::from(u32::MAX)) as usize, (key >> 32) as u32)
+    }
+
+    fn insert(&mut self, slot: Slot) -> Key {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.entries.push(Entry::default());
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let entry = &mut self.entries[index as usize];
+        entry.slot = Some(slot);
+        u64::from(entry.generation) << 32 | u64::from(index)
+    }
+
+    fn get(&self, key: Key) -> Option<&Slot> {
+        let (index, generation) = Slots::split(key);
+        let entry = self.entries.get(index)?;
+        (entry.generation == generation).then_some(entry.slot.as_ref())?
+    }
+
+    fn get_mut(&mut self, key: Key) -> Option<&mut Slot> {
+        let (index, generation) = Slots::split(key);
+        let entry = self.entries.get_mut(index)?;
+        (entry.generation == generation).then_some(entry.slot.as_mut())?
+    }
+
+    fn remove(&mut self, key: Key) -> Option<Slot> {
+        let (index, generation) = Slots::split(key);
+        let entry = self.entries.get_mut(index)?;
+        if entry.generation != generation {
+            return None;
+        }
+        let slot = entry.slot.take()?;
+        entry.generation = entry.generation.wrapping_add(1);
+        self.free.push(index as u32);
+        Some(slot)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.entries
+            .iter_mut()
+            .filter_map(|entry| entry.slot.as_mut())
     }
 }
 
