@@ -408,32 +408,17 @@ impl SendQueue {
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::Wake;
 
     use bytes::Bytes;
     use rayback_core::{Address, Network};
+    use rayback_testkit::doubles::WakeCount;
 
     use super::*;
     use crate::frame::{FrameCodec, FrameKind};
 
     const LIMIT: usize = 256 * 1024;
     const FRAME: usize = 60 * 1024;
-
-    /// A waker that counts its wakes.
-    struct Counter(AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn counter() -> (Arc<Counter>, Waker) {
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
-        (Arc::clone(&counter), Waker::from(counter))
-    }
 
     fn destination() -> Destination {
         Destination {
@@ -571,7 +556,8 @@ mod tests {
     fn many_bulk_sessions_on_one_thread_all_get_their_turn() {
         const SESSIONS: u16 = 50;
         let mut queue = SendQueue::new(LIMIT, FRAME);
-        let mut wakers: Vec<(Arc<Counter>, Waker)> = (0..SESSIONS).map(|_| counter()).collect();
+        let mut wakers: Vec<(Arc<WakeCount>, Waker)> =
+            (0..SESSIONS).map(|_| WakeCount::waker()).collect();
         let mut order: Vec<SessionId> = (0..SESSIONS).collect();
         let mut sent = vec![0usize; SESSIONS as usize];
         for _ in 0..200 {
@@ -593,7 +579,7 @@ mod tests {
                 "everyone waited, everyone is woken"
             );
             // Fresh wakers, as a task that re-registers would have.
-            wakers = (0..SESSIONS).map(|_| counter()).collect();
+            wakers = (0..SESSIONS).map(|_| WakeCount::waker()).collect();
         }
         let most = *sent.iter().max().unwrap();
         let least = *sent.iter().min().unwrap();
@@ -654,9 +640,9 @@ mod tests {
     fn waiters_are_woken_starved_first_then_oldest_first() {
         let mut queue = SendQueue::new(LIMIT, FRAME);
         fill(&mut queue, 1, MAX_WRITE);
-        let (first, first_waker) = counter();
-        let (second, second_waker) = counter();
-        let (third, third_waker) = counter();
+        let (first, first_waker) = WakeCount::waker();
+        let (second, second_waker) = WakeCount::waker();
+        let (third, third_waker) = WakeCount::waker();
         queue.wait(1, &first_waker);
         queue.wait(2, &second_waker);
         queue.wait(1, &first_waker);
@@ -670,7 +656,7 @@ mod tests {
         assert!(woken[2].will_wake(&first_waker));
         woken.into_iter().for_each(Waker::wake);
         for waiter in [first, second, third] {
-            assert_eq!(waiter.0.load(Ordering::SeqCst), 1);
+            assert_eq!(waiter.count(), 1);
         }
         // Nothing queued: nothing taken, no one woken.
         assert!(take(&mut queue).1.is_empty());
@@ -679,11 +665,11 @@ mod tests {
     #[test]
     fn a_replaced_waker_is_woken_not_lost() {
         let mut queue = SendQueue::new(LIMIT, FRAME);
-        let (old, old_waker) = counter();
-        let (_new, new_waker) = counter();
+        let (old, old_waker) = WakeCount::waker();
+        let (_new, new_waker) = WakeCount::waker();
         queue.wait(4, &old_waker);
         queue.wait(4, &new_waker);
-        assert_eq!(old.0.load(Ordering::SeqCst), 1);
+        assert_eq!(old.count(), 1);
     }
 
     #[test]
@@ -694,11 +680,11 @@ mod tests {
             queue.push_end(id, false, false);
         }
         assert!(queue.answers_full());
-        let (reader, reader_waker) = counter();
+        let (reader, reader_waker) = WakeCount::waker();
         queue.wait_reader(&reader_waker);
         let (_, woken) = take(&mut queue);
         woken.into_iter().for_each(Waker::wake);
-        assert_eq!(reader.0.load(Ordering::SeqCst), 1);
+        assert_eq!(reader.count(), 1);
         assert!(!queue.answers_full());
     }
 
@@ -730,14 +716,14 @@ mod tests {
     fn closing_drops_everything_and_wakes_everyone() {
         let mut queue = SendQueue::new(LIMIT, FRAME);
         fill(&mut queue, 1, MAX_WRITE);
-        let (waiter, waker) = counter();
+        let (waiter, waker) = WakeCount::waker();
         queue.wait(1, &waker);
         queue.wait_writer(&waker);
         let mut woken = Vec::new();
         queue.close(&mut woken);
         assert_eq!(woken.len(), 2);
         woken.into_iter().for_each(Waker::wake);
-        assert_eq!(waiter.0.load(Ordering::SeqCst), 2);
+        assert_eq!(waiter.count(), 2);
         assert_eq!(queue.len(), 0);
         assert_eq!(queue.push_stream(1, b"x"), Push::Closed);
         assert!(queue.push_new(2, &destination()).is_err());

@@ -7,31 +7,16 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Poll, Wake, Waker};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rayback_core::{Address, Destination, Network};
 use rayback_mux::engine::{Engine, Fault, Incoming, Key, Local, Remote, Role, Transmit};
 use rayback_mux::{Frame, FrameCodec, FrameKind, MuxError, MuxSettings, SessionId};
+use rayback_testkit::doubles::WakeCount;
 
 // ---------------------------------------------------------------- helpers
-
-/// A waker that counts its wakes.
-struct Counter(AtomicUsize);
-
-impl Wake for Counter {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn counter() -> (Arc<Counter>, Waker) {
-    let counter = Arc::new(Counter(AtomicUsize::new(0)));
-    (Arc::clone(&counter), Waker::from(counter))
-}
 
 fn noop() -> &'static Waker {
     Waker::noop()
@@ -593,7 +578,7 @@ fn a_full_buffer_waits_and_reading_makes_room() {
     let mut engine = Engine::new(Role::Server, settings(16, 1024), 4);
     let key = accept(&mut engine, 1, tcp(), &[1; 10]);
     let data = Bytes::from_static(&[2; 10]);
-    let (space, waker) = counter();
+    let (space, waker) = WakeCount::waker();
     assert_eq!(engine.deliver(key, &data, t0, &waker), Poll::Pending);
     assert_eq!(engine.next_timeout(), Some(t0 + Duration::from_secs(30)));
     // Asking again later keeps the first deadline.
@@ -605,7 +590,7 @@ fn a_full_buffer_waits_and_reading_makes_room() {
         Poll::Ready(vec![1; 4])
     );
     engine.take_wakes().into_iter().for_each(Waker::wake);
-    assert_eq!(space.0.load(Ordering::SeqCst), 1);
+    assert_eq!(space.count(), 1);
     assert_eq!(engine.deliver(key, &data, later, &waker), Poll::Ready(()));
     assert_eq!(engine.next_timeout(), None);
     assert_eq!(
@@ -621,7 +606,7 @@ fn a_stall_past_the_timeout_ends_the_sub_stream_with_end_and_error() {
     let key = accept(&mut engine, 5, tcp(), &[1; 16]);
     let other = accept(&mut engine, 6, tcp(), b"");
     let data = Bytes::from_static(b"one more");
-    let (space, space_waker) = counter();
+    let (space, space_waker) = WakeCount::waker();
     assert_eq!(engine.deliver(key, &data, t0, &space_waker), Poll::Pending);
     let deadline = t0 + Duration::from_secs(30);
     assert_eq!(engine.next_timeout(), Some(deadline));
@@ -646,7 +631,7 @@ fn a_stall_past_the_timeout_ends_the_sub_stream_with_end_and_error() {
         None
     );
     engine.take_wakes().into_iter().for_each(Waker::wake);
-    assert_eq!(space.0.load(Ordering::SeqCst), 1);
+    assert_eq!(space.count(), 1);
     assert_eq!(read_error(&mut engine, key), io::ErrorKind::TimedOut);
     assert_eq!(
         engine.deliver(key, &data, deadline, noop()),
@@ -685,11 +670,11 @@ fn close_hands_out_buffered_bytes_then_fails_and_wakes_everyone() {
     assert_eq!(sent(&mut engine).len(), 2);
     receive(&mut engine, 1, full, b"kept");
     // A reader, a writer held by the full send queue, the writer task.
-    let (_, reader) = counter();
+    let (_, reader) = WakeCount::waker();
     assert!(engine
         .read(waiting, &mut Vec::with_capacity(8), &reader)
         .is_pending());
-    let (_, writer) = counter();
+    let (_, writer) = WakeCount::waker();
     assert!(matches!(
         engine.write_stream(full, &[0; 100], &writer),
         Poll::Ready(Ok(100))
@@ -737,7 +722,7 @@ fn close_hands_out_buffered_bytes_then_fails_and_wakes_everyone() {
 #[test]
 fn close_wakes_the_idle_writer_task() {
     let mut engine = server();
-    let (_, task) = counter();
+    let (_, task) = WakeCount::waker();
     let (mut first, mut second) = (BytesMut::new(), BytesMut::new());
     assert_eq!(
         engine.poll_transmit(&mut first, &mut second, &task),
@@ -844,7 +829,7 @@ fn buffered_bytes_returns_to_zero_after_reads_and_releases() {
 #[test]
 fn answers_past_the_slack_stop_the_reader_until_the_writer_takes_them() {
     let mut engine = server();
-    let (_, reader) = counter();
+    let (_, reader) = WakeCount::waker();
     let mut answered = 0;
     while engine.poll_read_room(&reader).is_ready() {
         assert_eq!(

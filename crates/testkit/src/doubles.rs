@@ -3,7 +3,8 @@
 //! destination or hands the stream to an outbound; and the two behaviours
 //! on their own ([`echo`], [`relay_to_destination`]) for tests that
 //! implement a crate's own handler trait (mux's `SessionHandler`) around
-//! them.
+//! them; and a [`WakeCount`] waker for sans-IO state machines driven
+//! without a runtime.
 //!
 //! Not here: anything that needs a Rayback crate above `core` (testkit
 //! would import in a circle with the crates that use it as a
@@ -12,7 +13,9 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +28,31 @@ use tokio::net::{TcpStream, UdpSocket};
 /// How long a UDP relay of [`relay_to_destination`] lasts at most (a
 /// test's exchange is over well before).
 const UDP_LIMIT: Duration = Duration::from_secs(5);
+
+/// A waker that counts how often it was woken: what a test of a sans-IO
+/// state machine (mux's engine and send queue) asserts instead of a task
+/// being scheduled.
+#[derive(Debug, Default)]
+pub struct WakeCount(AtomicUsize);
+
+impl WakeCount {
+    /// A fresh count and a waker that adds to it.
+    pub fn waker() -> (Arc<WakeCount>, Waker) {
+        let count = Arc::new(WakeCount::default());
+        (Arc::clone(&count), Waker::from(count))
+    }
+
+    /// Wakes so far.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// What a [`RecordingDispatch`] does with a session after recording it.
 pub enum Then {
