@@ -216,10 +216,6 @@ impl Engine {
         }
     }
 
-    pub fn settings(&self) -> &MuxSettings {
-        &self.settings
-    }
-
     /// The wakers collected since the last call; wake them after letting
     /// go of the engine.
     pub fn take_wakes(&mut self) -> Vec<Waker> {
@@ -663,7 +659,14 @@ impl Engine {
             Ok(id) => id,
             Err(error) => return Poll::Ready(Err(error)),
         };
-        if packet.len() > self.settings.max_packet.min(MAX_DATA) {
+        let max_packet = self.settings.max_packet.min(MAX_DATA);
+        if packet.len() > max_packet {
+            tracing::debug!(
+                id,
+                len = packet.len(),
+                max_packet,
+                "dropping an oversize datagram"
+            );
             return Poll::Ready(Ok(()));
         }
         let push = self.send.push_packet(id, packet);

@@ -70,8 +70,6 @@ struct PacketWriter {
     /// Payload bytes taken so far.
     got: usize,
     payload: Vec<u8>,
-    /// The packet is over `max_packet`: its bytes are taken and dropped.
-    skip: bool,
     /// The payload is whole but not yet queued (the queue was full).
     complete: bool,
 }
@@ -82,7 +80,6 @@ impl PacketWriter {
         self.want = 0;
         self.got = 0;
         self.payload.clear();
-        self.skip = false;
         self.complete = false;
     }
 }
@@ -142,20 +139,15 @@ impl MuxStream {
 
     fn poll_write_packet(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         ready!(self.poll_flush_packet(cx))?;
-        let max_packet = self.conn.with(|engine| engine.settings().max_packet);
-        let (id, key) = (self.id, self.key);
+        let key = self.key;
         let Some(packet) = self.packet.as_mut() else {
             return Poll::Ready(Ok(0));
         };
         // Fast path: a whole packet at the start of `buf` is queued straight
-        // from the caller's bytes.
+        // from the caller's bytes. (The engine drops one over `max_packet`.)
         if packet.header_len == 0 && buf.len() >= 2 {
             let len = u16::from_be_bytes([buf[0], buf[1]]) as usize;
             if buf.len() >= 2 + len {
-                if len > max_packet {
-                    tracing::debug!(id, len, max_packet, "dropping an oversize datagram");
-                    return Poll::Ready(Ok(2 + len));
-                }
                 ready!(self.conn.with(|engine| engine.write_packet(
                     key,
                     &buf[2..2 + len],
@@ -173,35 +165,18 @@ impl MuxStream {
                 consumed += 1;
                 if packet.header_len == 2 {
                     packet.want = u16::from_be_bytes(packet.header) as usize;
-                    packet.skip = packet.want > max_packet;
-                    if packet.skip {
-                        tracing::debug!(
-                            id,
-                            len = packet.want,
-                            max_packet,
-                            "dropping an oversize datagram"
-                        );
-                    }
                 } else {
                     continue;
                 }
             } else {
                 let take = (packet.want - packet.got).min(buf.len() - consumed);
-                if !packet.skip {
-                    packet
-                        .payload
-                        .extend_from_slice(&buf[consumed..consumed + take]);
-                }
+                packet
+                    .payload
+                    .extend_from_slice(&buf[consumed..consumed + take]);
                 packet.got += take;
                 consumed += take;
             }
-            if packet.got == packet.want {
-                if packet.skip {
-                    packet.reset();
-                } else {
-                    packet.complete = true;
-                }
-            }
+            packet.complete = packet.got == packet.want;
         }
         // Queue it now if there is room; otherwise it goes at the next
         // write or flush (the waker is registered either way).
