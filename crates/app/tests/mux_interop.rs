@@ -64,9 +64,16 @@ async fn v2ray_mux_client_to_rayback_vmess_inbound() {
     });
     let _v2ray = V2Ray::start(&client, &[entry_port]).await.unwrap();
     let entry = SocketAddr::from(([127, 0, 0, 1], entry_port));
-    echo_many(entry, STREAMS, SIZE, 100, Duration::from_secs(120))
-        .await
-        .unwrap();
+    if let Err(error) = echo_many(entry, STREAMS, SIZE, 100, Duration::from_secs(120)).await {
+        // What Rayback saw explains a failure: handshakes refused (and
+        // why), sessions, buffers.
+        let counters = rayback.prometheus();
+        let seen: Vec<&str> = counters
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.ends_with(" 0"))
+            .collect();
+        panic!("{error:#}\nRayback's counters:\n{}", seen.join("\n"));
+    }
     // All of it arrived as mux sub-sessions on few VMess connections.
     let sessions = rayback
         .metrics()

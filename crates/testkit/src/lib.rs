@@ -30,9 +30,24 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A free TCP port on 127.0.0.1 (bound once and released; good enough for
 /// tests that hand the port to another process).
+///
+/// A port is never handed out twice in one process: tests run in parallel
+/// threads, and two of them given the same port would bind it twice (v2ray
+/// sets `SO_REUSEPORT`, so the second bind can even succeed and split the
+/// connections between two processes).
 pub fn free_port() -> u16 {
-    let listener = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until something accepts TCP connections on `addr`.
@@ -83,9 +98,17 @@ impl Daemon {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        let daemon = Daemon { child, _dir: dir };
+        let mut daemon = Daemon { child, _dir: dir };
         for port in ready_ports {
             wait_for_port(SocketAddr::from(([127, 0, 0, 1], *port))).await?;
+        }
+        // Something else may hold a ready port while the child failed to
+        // bind it: a child that already exited is not ready.
+        if let Some(status) = daemon.child.try_wait()? {
+            bail!(
+                "{} exited ({status}) although {ready_ports:?} accept: another process holds a port",
+                program.display()
+            );
         }
         Ok(daemon)
     }
@@ -459,16 +482,23 @@ pub async fn echo_many(
         }));
     }
     let mut failures = Vec::new();
-    for task in tasks {
+    for (index, task) in tasks.into_iter().enumerate() {
         if let Err(error) = task.await? {
-            failures.push(format!("{error:#}"));
+            failures.push(format!("#{index}: {error:#}"));
         }
     }
     if !failures.is_empty() {
+        const SHOWN: usize = 8;
+        let more = failures.len().saturating_sub(SHOWN);
         bail!(
-            "{} of {connections} echoes failed: {}",
+            "{} of {connections} echoes failed: {}{}",
             failures.len(),
-            failures.join("; ")
+            failures[..failures.len().min(SHOWN)].join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())
