@@ -28,6 +28,7 @@ pub mod policy;
 pub mod relay;
 pub mod session;
 pub mod stream;
+pub mod transport;
 
 pub use address::{Address, AddressError, Destination, Network};
 pub use handler::InboundContext;
@@ -40,3 +41,6 @@ pub use policy::Policies;
 pub use policy::Policy;
 pub use session::{SendBudget, Session, Tag, User};
 pub use stream::{AsyncStream, Stream};
+pub use transport::{
+    Pem, StreamSettings, TlsCertificate, TlsSettings, TransportNetwork, WsSettings,
+};

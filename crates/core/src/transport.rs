@@ -1,0 +1,118 @@
+//! `streamSettings`: how a connection travels below its protocol, as V2Ray
+//! 4.34 spells it (`infra/conf/transport_internet.go`). `config` fills
+//! these values; the `transport` crate acts on them (dials, listens,
+//! handshakes). Plain data: nothing here opens a file or a socket.
+//!
+//! | JSON | here |
+//! |---|---|
+//! | `network` `"tcp"` (default) / `"ws"` + `wsSettings` | [`TransportNetwork`] |
+//! | `security` `"tls"` + `tlsSettings` | [`StreamSettings::tls`] |
+//! | `tcpSettings.acceptProxyProtocol`, `wsSettings.acceptProxyProtocol`, `sockopt.acceptProxyProtocol` | [`StreamSettings::accept_proxy_protocol`] |
+
+use std::fmt;
+
+/// One inbound's or outbound's `streamSettings`. The default is plain TCP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamSettings {
+    pub network: TransportNetwork,
+    /// `Some` when `security` is `"tls"`.
+    pub tls: Option<TlsSettings>,
+    /// A listener reads a PROXY protocol header (v1 or v2) before anything
+    /// else; the address in it becomes the connection's source. Ignored
+    /// when dialling, as in V2Ray.
+    pub accept_proxy_protocol: bool,
+}
+
+impl StreamSettings {
+    /// Plain TCP, no TLS, no PROXY protocol: what a missing
+    /// `streamSettings` means.
+    pub fn is_plain_tcp(&self) -> bool {
+        *self == StreamSettings::default()
+    }
+}
+
+/// `network`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TransportNetwork {
+    #[default]
+    Tcp,
+    /// `"ws"` / `"websocket"`.
+    WebSocket(WsSettings),
+}
+
+/// `wsSettings`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsSettings {
+    /// The request path, normalised as V2Ray does: `"/"` when empty, a
+    /// leading `/` added when missing (`path`, or the old key `Path`).
+    pub path: String,
+    /// Request headers a client sends (`headers`), `Host` among them, in
+    /// the order given.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for WsSettings {
+    fn default() -> WsSettings {
+        WsSettings {
+            path: "/".to_owned(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl WsSettings {
+    /// The `Host` header set in `headers`, if any (case-insensitive name).
+    pub fn host(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// `tlsSettings` (with `security: "tls"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `serverName`: the name a client sends (SNI) and verifies; `None`
+    /// means the dialled address.
+    pub server_name: Option<String>,
+    /// `alpn`; empty means V2Ray's default (`h2`, `http/1.1` on TCP;
+    /// `http/1.1` on WebSocket).
+    pub alpn: Vec<String>,
+    /// `allowInsecure`: a client accepts any server certificate.
+    pub allow_insecure: bool,
+    /// `disableSystemRoot`: a client trusts only the listed certificates.
+    pub disable_system_root: bool,
+    /// `certificates` (usage `encipherment`): a server presents them; a
+    /// client trusts them besides the system roots.
+    pub certificates: Vec<TlsCertificate>,
+}
+
+/// One entry of `certificates`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsCertificate {
+    /// The certificate chain, PEM.
+    pub certificate: Pem,
+    /// The private key, PEM (`None` when neither `keyFile` nor `key` is set).
+    pub key: Option<Pem>,
+}
+
+/// PEM text and where it came from, so an error can name the place.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pem {
+    pub text: String,
+    /// The config path of the field, and the file when it came from one:
+    /// `inbounds[0].streamSettings.tlsSettings.certificates[0].certificateFile
+    /// (/etc/rayback/cert.pem)`.
+    pub origin: String,
+}
+
+impl fmt::Debug for Pem {
+    /// The origin only: a key's text must not reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pem")
+            .field("origin", &self.origin)
+            .field("len", &self.text.len())
+            .finish()
+    }
+}
