@@ -18,6 +18,7 @@ use rayback_handlers::{Blackhole, DokodemoSettings, Freedom, FreedomSettings};
 use rayback_mux::{MuxOutbound, MuxSettings, ServerSettings};
 use rayback_reverse::{BridgeSettings, Portal, PortalSettings};
 use rayback_routing::{AssetLocator, BalancerSettings, Router, RoutingSettings, RuleSettings};
+use rayback_transport::Transport;
 use rayback_vmess::{
     OutboundUser, ServerUser, UserId, VmessInboundSettings, VmessMetrics, VmessOutbound,
     VmessOutboundSettings, VmessServer,
@@ -165,6 +166,14 @@ fn outbound(
     metrics: &Arc<VmessMetrics>,
     limits: &config::Limits,
 ) -> Result<Arc<dyn Outbound>> {
+    if !matches!(outbound.settings, config::OutboundSettings::Vmess(_))
+        && !outbound.stream.is_plain_tcp()
+    {
+        bail!(
+            "outbounds[{index}].streamSettings: TLS, WebSocket and the PROXY protocol are \
+             supported on VMess outbounds only so far"
+        );
+    }
     let inner: Arc<dyn Outbound> = match &outbound.settings {
         config::OutboundSettings::Freedom(freedom) => Arc::new(Freedom::new(FreedomSettings {
             domain_strategy: freedom.domain_strategy,
@@ -198,9 +207,12 @@ fn outbound(
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let transport = Transport::client(&outbound.stream)
+                .with_context(|| format!("outbounds[{index}].streamSettings"))?;
             let config = VmessOutboundSettings {
                 servers,
                 connect_timeout: VMESS_CONNECT_TIMEOUT,
+                transport: Arc::new(transport),
             };
             Arc::new(
                 VmessOutbound::new(config, metrics.clone())
@@ -238,6 +250,19 @@ fn inbound_groups(
             .with_context(|| format!("{place}.port"))?;
         let ip = inbound.listen.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let tag = inbound.tag.clone();
+        // One transport for every port of the range: certificates are read
+        // and checked once.
+        let transport = match &inbound.settings {
+            config::InboundSettings::Vmess(_) => Arc::new(
+                Transport::server(&inbound.stream)
+                    .with_context(|| format!("{place}.streamSettings"))?,
+            ),
+            _ if !inbound.stream.is_plain_tcp() => bail!(
+                "{place}.streamSettings: TLS, WebSocket and the PROXY protocol are supported \
+                 on VMess inbounds only so far"
+            ),
+            _ => Arc::new(Transport::tcp()),
+        };
         for port in ports.from..=ports.to {
             let listen = SocketAddr::new(ip, port);
             let plan = match &inbound.settings {
@@ -272,6 +297,7 @@ fn inbound_groups(
                             .collect(),
                         policy: level_zero,
                         disable_insecure_encryption: vmess.disable_insecure_encryption,
+                        transport: transport.clone(),
                     },
                     metrics.clone(),
                     config.rayback.limits.unauthenticated_per_source as usize,

@@ -3,8 +3,16 @@
 //! The output uses the modern form (top-level `rules`, `inbounds`,
 //! `outbounds`), spells every value out (defaults included), and keeps the
 //! Rayback-only keys (`rayback`, `controlDomain`), which V2Ray ignores. It
-//! reveals VMess IDs: the result is a configuration, not a log line.
-//! Parsing the output gives back an equal `Config`.
+//! reveals VMess IDs and inline TLS keys: the result is a configuration,
+//! not a log line. A certificate or key read from a file is written as
+//! that file's name, so it is read again when the output is loaded.
+//!
+//! Parsing the output gives back an equal `Config`, with two exceptions
+//! the JSON cannot carry: WebSocket `headers` come back sorted by name
+//! (a `serde_json::Map` sorts its keys), and a certificate's origin names
+//! its place in the output (`inbounds[i]`), which differs from the input's
+//! when that used the deprecated `inbound`/`inboundDetour` forms or merged
+//! several files.
 
 use serde_json::{json, Map, Value};
 
@@ -71,6 +79,9 @@ fn inbound(inbound: &Inbound) -> Value {
         InboundPort::Env(name) => json!(format!("env:{name}")),
     };
     object.insert("port".into(), port);
+    if !inbound.stream.is_plain_tcp() {
+        object.insert("streamSettings".into(), stream_settings(&inbound.stream));
+    }
     let (protocol, settings) = match &inbound.settings {
         InboundSettings::DokodemoDoor(door) => {
             let mut settings = Map::new();
@@ -133,6 +144,9 @@ fn outbound(outbound: &Outbound) -> Value {
             json!({ "enabled": mux.enabled, "concurrency": mux.concurrency }),
         );
     }
+    if !outbound.stream.is_plain_tcp() {
+        object.insert("streamSettings".into(), stream_settings(&outbound.stream));
+    }
     let (protocol, settings) = match &outbound.settings {
         OutboundSettings::Freedom(freedom) => {
             let strategy = freedom.domain_strategy.v2ray_name();
@@ -181,6 +195,85 @@ fn outbound(outbound: &Outbound) -> Value {
     object.insert("protocol".into(), json!(protocol));
     object.insert("settings".into(), settings);
     Value::Object(object)
+}
+
+/// `streamSettings`. The PROXY protocol flag goes into the transport's own
+/// settings (`tcpSettings`, `wsSettings`): V2Ray 4.34's listeners copy
+/// that flag over `sockopt`'s, so only there does it work in both.
+fn stream_settings(stream: &StreamSettings) -> Value {
+    let mut object = Map::new();
+    match &stream.network {
+        TransportNetwork::Tcp => {
+            object.insert("network".into(), json!("tcp"));
+            if stream.accept_proxy_protocol {
+                object.insert("tcpSettings".into(), json!({ "acceptProxyProtocol": true }));
+            }
+        }
+        TransportNetwork::WebSocket(ws) => {
+            let headers: Map<String, Value> = ws
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), json!(value)))
+                .collect();
+            object.insert("network".into(), json!("ws"));
+            object.insert(
+                "wsSettings".into(),
+                json!({
+                    "path": ws.path,
+                    "headers": headers,
+                    "acceptProxyProtocol": stream.accept_proxy_protocol,
+                }),
+            );
+        }
+    }
+    if let Some(tls) = &stream.tls {
+        object.insert("security".into(), json!("tls"));
+        object.insert("tlsSettings".into(), tls_settings(tls));
+    }
+    Value::Object(object)
+}
+
+fn tls_settings(tls: &TlsSettings) -> Value {
+    let mut object = Map::new();
+    if let Some(name) = &tls.server_name {
+        object.insert("serverName".into(), json!(name));
+    }
+    if !tls.alpn.is_empty() {
+        object.insert("alpn".into(), json!(tls.alpn));
+    }
+    object.insert("allowInsecure".into(), json!(tls.allow_insecure));
+    object.insert("disableSystemRoot".into(), json!(tls.disable_system_root));
+    let certificates: Vec<Value> = tls
+        .certificates
+        .iter()
+        .map(|certificate| {
+            let mut entry = Map::new();
+            pem(
+                &mut entry,
+                &certificate.certificate,
+                "certificateFile",
+                "certificate",
+            );
+            if let Some(key) = &certificate.key {
+                pem(&mut entry, key, "keyFile", "key");
+            }
+            Value::Object(entry)
+        })
+        .collect();
+    object.insert("certificates".into(), Value::Array(certificates));
+    Value::Object(object)
+}
+
+/// A PEM as V2Ray reads it back: the file's name, or the text as lines
+/// (which V2Ray joins with `"\n"`, giving the same text).
+fn pem(entry: &mut Map<String, Value>, pem: &Pem, file_key: &str, lines_key: &str) {
+    match &pem.file {
+        Some(file) => entry.insert(file_key.into(), json!(file)),
+        None => entry.insert(
+            lines_key.into(),
+            json!(pem.text.split('\n').collect::<Vec<_>>()),
+        ),
+    };
 }
 
 fn routing(routing: &Routing) -> Value {

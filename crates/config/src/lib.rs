@@ -5,7 +5,8 @@
 //! ARCHITECTURE.md's picture and depends only on `core` (whose value types,
 //! such as `Network`, `Tag` and the domain strategies, it parses into). It reads
 //! text (the only IO is [`load_file`], which reads a file or standard
-//! input) and returns a [`Config`] plus [`Warning`]s; it starts nothing and
+//! input, and the certificate and key files a `tlsSettings` names, read
+//! while building) and returns a [`Config`] plus [`Warning`]s; it starts nothing and
 //! compiles no matcher (domain, IP and port syntax is the `routing` crate's).
 //!
 //! ```text
@@ -18,7 +19,7 @@
 //! merged like `v2ray -config a -config b`, the deprecated forms. What V2Ray
 //! rejects is rejected with a message naming the file and the JSON path (or
 //! line and column). What V2Ray has and Rayback lacks (other protocols,
-//! transports, TLS, sniffing, ...) is rejected as
+//! transports other than TCP and WebSocket, sniffing, ...) is rejected as
 //! [`ConfigError::Unsupported`], never silently ignored.
 //!
 //! Rayback-only keys, ignored by V2Ray so files stay valid for both: the

@@ -3,7 +3,9 @@
 //! Every value here is validated and has V2Ray 4.34's defaults filled in;
 //! the types say which settings exist (protocols are enums, absent optional
 //! values are `None`). This module holds no parsing; `build` fills these
-//! types and `emit` writes them back as V2Ray JSON.
+//! types and `emit` writes them back as V2Ray JSON. Files a setting names
+//! for its contents (TLS certificates and keys) are already read: the
+//! model holds their text.
 //!
 //! Routing conditions are kept close to the JSON (normalized string lists):
 //! the `routing` crate compiles domain, IP and port syntax, not this crate.
@@ -16,8 +18,9 @@ use std::time::Duration;
 /// Core's value types, which this model uses as they are (one owner per
 /// V2Ray syntax).
 pub use rayback_core::{
-    BlackholeResponse, DomainStrategy, Network, Redirect, ResolveStrategy, RuleNetwork, RuleTarget,
-    Tag, VmessSecurity,
+    BlackholeResponse, DomainStrategy, Network, Pem, Redirect, ResolveStrategy, RuleNetwork,
+    RuleTarget, StreamSettings, Tag, TlsCertificate, TlsSettings, TransportNetwork, VmessSecurity,
+    WsSettings,
 };
 
 /// A complete configuration after merging all sources.
@@ -106,6 +109,10 @@ pub struct Inbound {
     /// Address to listen on; `None` = every interface.
     pub listen: Option<IpAddr>,
     pub port: InboundPort,
+    /// `streamSettings` as a listener reads it: TCP or WebSocket, TLS with
+    /// the certificates it presents (each with its key), the PROXY
+    /// protocol. Plain TCP when absent.
+    pub stream: StreamSettings,
     pub settings: InboundSettings,
 }
 
@@ -254,6 +261,11 @@ pub struct Outbound {
     /// Mux.Cool on this outbound; `None` when absent or disabled by a
     /// negative concurrency.
     pub mux: Option<Mux>,
+    /// `streamSettings` as a dialer reads it: TCP or WebSocket, TLS with
+    /// the certificates it trusts besides the system's roots.
+    /// `accept_proxy_protocol` is always false (it has no effect when
+    /// dialling). Plain TCP when absent.
+    pub stream: StreamSettings,
     pub settings: OutboundSettings,
 }
 

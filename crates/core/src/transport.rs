@@ -103,8 +103,12 @@ pub struct Pem {
     pub text: String,
     /// The config path of the field, and the file when it came from one:
     /// `inbounds[0].streamSettings.tlsSettings.certificates[0].certificateFile
-    /// (/etc/rayback/cert.pem)`.
+    /// (/etc/rayback/cert.pem)`, or `(inline)` for lines in the config.
     pub origin: String,
+    /// The file as the config names it (`certificateFile`, `keyFile`), so
+    /// the configuration can be written back naming the file rather than
+    /// its contents; `None` for inline lines (`certificate`, `key`).
+    pub file: Option<String>,
 }
 
 impl fmt::Debug for Pem {

@@ -84,6 +84,7 @@ async fn rayback_server() -> Result<(SocketAddr, CancellationToken)> {
             }],
             policy: Policy::default(),
             disable_insecure_encryption: false,
+            transport: std::sync::Arc::new(rayback_transport::Transport::tcp()),
         },
         Arc::new(VmessMetrics::new()),
     )
@@ -113,6 +114,7 @@ async fn rayback_client(server: SocketAddr, target: SocketAddr) -> Result<Socket
                 }],
             }],
             connect_timeout: Duration::from_secs(5),
+            transport: std::sync::Arc::new(rayback_transport::Transport::tcp()),
         },
         Arc::new(VmessMetrics::new()),
     )?);

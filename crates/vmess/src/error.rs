@@ -56,11 +56,14 @@ pub enum FailureReason {
     /// The source address already had its limit of connections in their
     /// handshake; this one was closed at once.
     TooManyFromSource,
+    /// The transport's handshake failed (TLS, WebSocket upgrade, PROXY
+    /// header) before any VMess byte.
+    Transport,
 }
 
 impl FailureReason {
     /// Every reason, in metric order.
-    pub const ALL: [FailureReason; 10] = [
+    pub const ALL: [FailureReason; 11] = [
         FailureReason::UnknownUser,
         FailureReason::StaleTimestamp,
         FailureReason::ReplayedAuthId,
@@ -71,6 +74,7 @@ impl FailureReason {
         FailureReason::Timeout,
         FailureReason::ClientLeft,
         FailureReason::TooManyFromSource,
+        FailureReason::Transport,
     ];
 
     /// A short snake_case name for logs and metric labels.
@@ -86,6 +90,7 @@ impl FailureReason {
             FailureReason::Timeout => "timeout",
             FailureReason::ClientLeft => "client_left",
             FailureReason::TooManyFromSource => "too_many_from_source",
+            FailureReason::Transport => "transport",
         }
     }
 

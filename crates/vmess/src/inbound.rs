@@ -1,4 +1,6 @@
-//! [`VmessInbound`]: the VMess server. It listens on TCP, decodes each
+//! [`VmessInbound`]: the VMess server. It listens on TCP, runs the
+//! inbound's transport (TLS, WebSocket, PROXY protocol: `rayback-transport`)
+//! and then decodes each
 //! connection's request header with a [`Validator`], and hands the body as
 //! a [`VmessStream`] to the dispatcher with a [`Session`] naming the inbound
 //! tag, the peer, the user and the decoded destination.
@@ -8,6 +10,11 @@
 //! | 0x01 TCP | TCP to the decoded address |
 //! | 0x02 UDP | UDP to the decoded address; the stream is a packet stream ([`rayback_core::packet`]), one chunk per packet |
 //! | 0x03 Mux | TCP to `v1.mux.cool:0`; the dispatcher starts the Mux.Cool server |
+//!
+//! The transport handshake counts against the same deadline as the VMess
+//! header; a connection that fails it (a stranger's TLS, plain bytes on a
+//! TLS port, a wrong WebSocket path) is closed and counted as
+//! `transport`.
 //!
 //! Anti-probing: whatever is wrong with a handshake (unknown ID, replayed
 //! or stale AuthID, a flipped bit, garbage of any length), the server
@@ -26,7 +33,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rayback_core::{Dispatch, Inbound, InboundContext, Policy, SendBudget, Session, Tag, User};
-use tokio::io::AsyncReadExt;
+use rayback_transport::{Accepted as Connected, Conn, Transport};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +62,8 @@ pub struct VmessInboundSettings {
     pub policy: Policy,
     /// `disableInsecureEncryption`: refuse requests with security none.
     pub disable_insecure_encryption: bool,
+    /// What carries the connections (`streamSettings`).
+    pub transport: Arc<Transport>,
 }
 
 /// A bound VMess server.
@@ -65,6 +75,7 @@ pub struct VmessInbound {
     local_addr: SocketAddr,
     tag: Option<Tag>,
     validator: Validator,
+    transport: Arc<Transport>,
     policy: Policy,
     metrics: Arc<VmessMetrics>,
     /// Connections still in their handshake, per source address.
@@ -107,6 +118,7 @@ impl VmessInbound {
             tag: config.tag,
             validator: Validator::new(config.users)
                 .disable_insecure_encryption(config.disable_insecure_encryption),
+            transport: config.transport,
             policy: config.policy,
             metrics,
             unauthenticated: Arc::new(Mutex::new(HashMap::new())),
@@ -142,17 +154,37 @@ impl VmessInbound {
         self.local_addr
     }
 
-    /// Serves one accepted connection: handshake, then dispatch.
+    /// Serves one accepted connection: transport and VMess handshakes,
+    /// then dispatch.
     async fn serve(
         self: Arc<Self>,
-        mut socket: TcpStream,
+        socket: TcpStream,
         peer: SocketAddr,
         dispatch: Arc<dyn Dispatch>,
         shutdown: CancellationToken,
         admitted: Unauthenticated,
     ) {
-        crate::socket::tune(&socket);
         let deadline = Instant::now() + self.policy.handshake;
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            connected = tokio::time::timeout_at(deadline, self.transport.accept(socket, peer)) => connected,
+        };
+        let Connected {
+            conn: mut socket,
+            source: peer,
+        } = match connected {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(error)) => {
+                self.metrics.record_failure(FailureReason::Transport);
+                tracing::debug!(%peer, %error, "vmess: transport handshake failed");
+                return;
+            }
+            Err(_elapsed) => {
+                self.metrics.record_failure(FailureReason::Timeout);
+                tracing::debug!(%peer, "vmess: transport handshake timed out");
+                return;
+            }
+        };
         let mut buffer = vec![0u8; HANDSHAKE_BUFFER];
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -205,10 +237,10 @@ impl VmessInbound {
 
     fn body_stream(
         &self,
-        socket: TcpStream,
+        socket: Conn,
         accepted: &Accepted,
         already_read: &[u8],
-    ) -> VmessStream<TcpStream> {
+    ) -> VmessStream<Conn> {
         let header = &accepted.header;
         let request_keys = DirectionKeys::request(header);
         let response_keys = DirectionKeys::response(header, accepted.mode);
@@ -297,7 +329,7 @@ fn unix_now() -> i64 {
 /// bytes of `buffer` were read.
 async fn read_request(
     validator: &Validator,
-    socket: &mut TcpStream,
+    socket: &mut (impl AsyncRead + Unpin),
     buffer: &mut [u8],
 ) -> Result<(Accepted, usize), Refusal> {
     let mut decoder = RequestDecoder::new();
@@ -320,7 +352,7 @@ async fn read_request(
 }
 
 /// Reads and discards until the client leaves or `deadline` passes.
-async fn drain(socket: &mut TcpStream, deadline: Instant) {
+async fn drain(socket: &mut (impl AsyncRead + Unpin), deadline: Instant) {
     let mut sink = [0u8; 2048];
     let _ = tokio::time::timeout_at(deadline, async {
         loop {

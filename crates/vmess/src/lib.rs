@@ -37,7 +37,6 @@ pub mod id;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
-pub mod socket;
 pub mod stream;
 pub mod validator;
 

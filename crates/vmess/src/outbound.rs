@@ -1,4 +1,5 @@
-//! [`VmessOutbound`]: the VMess client. It dials a `vnext` server, seals a
+//! [`VmessOutbound`]: the VMess client. It dials a `vnext` server through
+//! its transport (TCP, TLS, WebSocket: `rayback-transport`), seals a
 //! request header the way a 4.34 client does, and returns the body as a
 //! [`VmessStream`].
 //!
@@ -23,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rand::{Rng, RngCore};
 use rayback_core::{Address, Outbound, Session, Stream};
-use tokio::net::TcpStream;
+use rayback_transport::{Conn, Transport};
 
 use crate::body::{BodyFraming, ChunkOpener, ChunkSealer};
 use crate::crypto::AuthIdCipher;
@@ -62,8 +63,11 @@ pub struct VmessServer {
 #[derive(Clone, Debug)]
 pub struct VmessOutboundSettings {
     pub servers: Vec<VmessServer>,
-    /// Bound on each TCP connection attempt.
+    /// Bound on each TCP connection attempt (and again on the transport's
+    /// handshakes).
     pub connect_timeout: Duration,
+    /// What carries the connections (`streamSettings`).
+    pub transport: Arc<Transport>,
 }
 
 struct PreparedUser {
@@ -84,6 +88,7 @@ pub struct VmessOutbound {
     servers: Vec<PreparedServer>,
     next_server: AtomicUsize,
     connect_timeout: Duration,
+    transport: Arc<Transport>,
     metrics: Arc<VmessMetrics>,
 }
 
@@ -128,6 +133,7 @@ impl VmessOutbound {
             servers,
             next_server: AtomicUsize::new(0),
             connect_timeout: config.connect_timeout,
+            transport: config.transport,
             metrics,
         })
     }
@@ -136,7 +142,7 @@ impl VmessOutbound {
     /// `session.destination`, unboxed (for [`VmessStream::budget_watch`]).
     ///
     /// Cancelling the future drops any socket being dialled.
-    pub async fn connect_stream(&self, session: &Session) -> io::Result<VmessStream<TcpStream>> {
+    pub async fn connect_stream(&self, session: &Session) -> io::Result<VmessStream<Conn>> {
         let mut last_error = None;
         for pause in ATTEMPT_PAUSES_MS {
             if pause > 0 {
@@ -144,9 +150,12 @@ impl VmessOutbound {
             }
             let index = self.next_server.fetch_add(1, Ordering::Relaxed) % self.servers.len();
             let server = &self.servers[index];
-            match self.dial(server).await {
+            match self
+                .transport
+                .dial(&server.address, server.port, self.connect_timeout)
+                .await
+            {
                 Ok(socket) => {
-                    crate::socket::tune(&socket);
                     increment(&self.metrics.connections_opened);
                     let user = &server.users[rand::thread_rng().gen_range(0..server.users.len())];
                     return self.wrap(socket, user, session);
@@ -160,35 +169,12 @@ impl VmessOutbound {
         Err(last_error.unwrap_or_else(|| io::Error::other("no vmess server to dial")))
     }
 
-    async fn dial(&self, server: &PreparedServer) -> io::Result<TcpStream> {
-        let connect = async {
-            match &server.address {
-                Address::Domain(domain) => TcpStream::connect((domain.as_str(), server.port)).await,
-                other => match other.ip() {
-                    Some(ip) => TcpStream::connect((ip, server.port)).await,
-                    None => Err(io::Error::other("vmess server without an address")),
-                },
-            }
-        };
-        tokio::time::timeout(self.connect_timeout, connect)
-            .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "connecting to {}:{} took over {:?}",
-                        server.address, server.port, self.connect_timeout
-                    ),
-                )
-            })?
-    }
-
     fn wrap(
         &self,
-        socket: TcpStream,
+        socket: Conn,
         user: &PreparedUser,
         session: &Session,
-    ) -> io::Result<VmessStream<TcpStream>> {
+    ) -> io::Result<VmessStream<Conn>> {
         let mut rng = rand::thread_rng();
         let security = BodySecurity::resolve(user.user.security);
         let command = Command::for_destination(&session.destination);

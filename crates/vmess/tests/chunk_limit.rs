@@ -153,6 +153,7 @@ async fn v2ray_client_reads_chunks_up_to_the_16_bit_limit() {
                     users: server_users(),
                     policy: Policy::default(),
                     disable_insecure_encryption: false,
+                    transport: std::sync::Arc::new(rayback_transport::Transport::tcp()),
                 },
                 Arc::new(VmessMetrics::new()),
             )

@@ -5,12 +5,14 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
-use rayback_testkit::{http_get, seed_configs, Daemon, SeedPorts, V2Ray, BACKEND_PAGE};
+use anyhow::{bail, Context, Result};
+use rayback_testkit::{
+    http_get, seed_configs, v2ray_test, Daemon, SeedPorts, TempDir, V2Ray, BACKEND_PAGE,
+};
 
 /// Which implementation plays a role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +184,22 @@ pub fn with_members(config: &str, members: &str) -> String {
     config.replacen("\n{\n", &format!("\n{{\n  {members},\n"), 1)
 }
 
+/// Adds `"streamSettings": <stream_settings>` (JSON object text) to the
+/// tunnel's VMess handler of a seed config: the bridge's outbound or the
+/// portal's inbound, both tagged `interconn` there.
+pub fn with_tunnel_stream(config: &str, stream_settings: &str) -> Result<String> {
+    const TAG: &str = "\"tag\": \"interconn\"";
+    let count = config.matches(TAG).count();
+    if count != 1 {
+        bail!("expected {TAG} once in the seed config, found it {count} times");
+    }
+    Ok(config.replacen(
+        TAG,
+        &format!("{TAG}, \"streamSettings\": {stream_settings}"),
+        1,
+    ))
+}
+
 /// The seed configs with a fault relay between bridge and portal: the
 /// bridge dials the relay, the relay forwards to the portal's tunnel port.
 pub async fn relayed_configs(
@@ -201,6 +219,35 @@ pub async fn relayed_configs(
         ..ports
     })?;
     Ok((ports, relay, bridge, portal))
+}
+
+/// Runs `-test` on `config` with `kind` (Rayback's `binary`, or the real
+/// v2ray) and fails with its output unless the config is accepted: called
+/// before starting a node, a refused config shows as itself rather than as
+/// a port that never opened.
+pub fn check_config(kind: Kind, binary: &Path, config: &str) -> Result<()> {
+    let (code, output) = match kind {
+        Kind::V2Ray => v2ray_test(config, "config.json")?,
+        Kind::Rayback => {
+            let dir = TempDir::new("check")?;
+            let path = dir.path.join("config.json");
+            std::fs::write(&path, config)?;
+            let output = std::process::Command::new(binary)
+                .arg("-test")
+                .arg("-c")
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .with_context(|| format!("running {} -test", binary.display()))?;
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            (output.status.code().unwrap_or(-1), text)
+        }
+    };
+    if code != 0 {
+        bail!("{kind:?} refused the config (-test exited {code}):\n{output}");
+    }
+    Ok(())
 }
 
 /// Whether the RAYBACK_SOAK=1 tier is on.

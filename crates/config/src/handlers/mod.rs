@@ -28,7 +28,7 @@ use crate::error::ConfigError;
 use crate::model::*;
 use crate::reader::{parse_port_range_text, Cx, Obj};
 
-use self::stream::{check_sniff_protocols, mux, sniffing, stream_settings};
+use self::stream::{check_sniff_protocols, mux, sniffing, stream_settings, Direction};
 
 const SUPPORTED_INBOUNDS: &str = "dokodemo-door, vmess";
 const SUPPORTED_OUTBOUNDS: &str = "freedom, vmess, blackhole";
@@ -107,9 +107,10 @@ pub(crate) fn build_inbound(
     if let Some(node) = object.get("allocate") {
         allocation(cx, node, &object.at("allocate"))?;
     }
-    if let Some(node) = object.get("streamSettings") {
-        stream_settings(cx, node, &object.at("streamSettings"))?;
-    }
+    let stream = match object.get("streamSettings") {
+        Some(node) => stream_settings(cx, node, &object.at("streamSettings"), Direction::Inbound)?,
+        None => StreamSettings::default(),
+    };
     if let Some(node) = object.get("sniffing") {
         sniffing(cx, node, &object.at("sniffing"))?;
     }
@@ -147,6 +148,7 @@ pub(crate) fn build_inbound(
         tag,
         listen,
         port,
+        stream,
         settings,
     })
 }
@@ -179,9 +181,10 @@ pub(crate) fn build_outbound(
         }
         None => None,
     };
-    if let Some(node) = object.get("streamSettings") {
-        stream_settings(cx, node, &object.at("streamSettings"))?;
-    }
+    let stream = match object.get("streamSettings") {
+        Some(node) => stream_settings(cx, node, &object.at("streamSettings"), Direction::Outbound)?,
+        None => StreamSettings::default(),
+    };
     if object.get("proxySettings").is_some() {
         return Err(cx.unsupported(
             &object.at("proxySettings"),
@@ -223,6 +226,7 @@ pub(crate) fn build_outbound(
         tag,
         send_through,
         mux,
+        stream,
         settings,
     })
 }

@@ -67,6 +67,7 @@ pub fn rayback_outbound(security: Security, legacy: bool, server: SocketAddr) ->
                 }],
             }],
             connect_timeout: Duration::from_secs(5),
+            transport: std::sync::Arc::new(rayback_transport::Transport::tcp()),
         },
         Arc::new(VmessMetrics::new()),
     )
@@ -117,6 +118,7 @@ pub async fn start_inbound(handshake: Duration) -> Result<RunningInbound> {
                 ..Policy::default()
             },
             disable_insecure_encryption: false,
+            transport: std::sync::Arc::new(rayback_transport::Transport::tcp()),
         },
         metrics.clone(),
     )

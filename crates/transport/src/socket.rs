@@ -1,5 +1,6 @@
-//! Socket options for VMess connections, which in the reverse proxy are
-//! the long-lived tunnel connections between bridge and portal.
+//! Socket options for the connections a [`crate::Transport`] dials or
+//! accepts: VMess connections, which in the reverse proxy are the
+//! long-lived tunnel connections between bridge and portal.
 //!
 //! TCP keepalive finds a peer that vanished without a FIN on an idle
 //! connection; `TCP_USER_TIMEOUT` (Linux) bounds how long sent data may

@@ -1,0 +1,169 @@
+//! [`Conn`]: one connection after its transport handshake, whatever the
+//! layers (TCP, TLS, WebSocket), as one `AsyncRead + AsyncWrite` type.
+//!
+//! An enum rather than a boxed trait object, so that plain TCP, the common
+//! case, costs one branch per call and keeps vectored writes.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsStream;
+
+use crate::ws::WsStream;
+
+/// The socket, with any bytes read past a PROXY protocol header handed
+/// out first.
+pub struct Base {
+    tcp: TcpStream,
+    /// Bytes already read from `tcp` that belong to the next layer.
+    prefix: Vec<u8>,
+    at: usize,
+}
+
+impl Base {
+    pub(crate) fn new(tcp: TcpStream, prefix: Vec<u8>) -> Base {
+        Base { tcp, prefix, at: 0 }
+    }
+}
+
+/// TCP, or TLS over it.
+pub enum Secured {
+    Tcp(Base),
+    Tls(Box<TlsStream<Base>>),
+}
+
+/// A connection ready for its protocol.
+pub enum Conn {
+    Plain(Secured),
+    Ws(Box<WsStream<Secured>>),
+}
+
+impl Conn {
+    /// Which layers this connection has, for logs: `tcp`, `tls`, `ws`,
+    /// `ws+tls`.
+    pub fn layers(&self) -> &'static str {
+        match self {
+            Conn::Plain(Secured::Tcp(_)) => "tcp",
+            Conn::Plain(Secured::Tls(_)) => "tls",
+            Conn::Ws(ws) => match ws.get_ref() {
+                Secured::Tcp(_) => "ws",
+                Secured::Tls(_) => "ws+tls",
+            },
+        }
+    }
+}
+
+impl AsyncRead for Base {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let n = (this.prefix.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Base {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// Implements `AsyncRead + AsyncWrite` for an enum by handing each call to
+/// the variant's stream.
+macro_rules! delegate_io {
+    ($type:ident { $($variant:ident),+ }) => {
+        impl AsyncRead for $type {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($type::$variant(inner) => Pin::new(inner).poll_read(cx, buf),)+
+                }
+            }
+        }
+
+        impl AsyncWrite for $type {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $($type::$variant(inner) => Pin::new(inner).poll_write(cx, buf),)+
+                }
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $($type::$variant(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),)+
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $($type::$variant(inner) => inner.is_write_vectored(),)+
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($type::$variant(inner) => Pin::new(inner).poll_flush(cx),)+
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($type::$variant(inner) => Pin::new(inner).poll_shutdown(cx),)+
+                }
+            }
+        }
+    };
+}
+
+delegate_io!(Secured { Tcp, Tls });
+delegate_io!(Conn { Plain, Ws });
