@@ -16,10 +16,12 @@ fn workspace_root() -> PathBuf {
 fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     let mut allowed = BTreeMap::new();
     allowed.insert("core", BTreeSet::new());
-    for leaf in ["config", "routing", "mux", "transport", "handlers"] {
+    for leaf in ["config", "routing", "mux", "transport"] {
         allowed.insert(leaf, BTreeSet::from(["core"]));
     }
-    allowed.insert("vmess", BTreeSet::from(["core", "transport"]));
+    for protocol in ["vmess", "handlers"] {
+        allowed.insert(protocol, BTreeSet::from(["core", "transport"]));
+    }
     allowed.insert("reverse", BTreeSet::from(["core", "mux"]));
     allowed.insert(
         "app",

@@ -33,7 +33,8 @@ const VMESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A listener to open.
 pub enum InboundPlan {
-    Dokodemo(DokodemoSettings),
+    /// With the transport of its `streamSettings`.
+    Dokodemo(DokodemoSettings, Arc<Transport>),
     /// The metrics every VMess inbound shares, and the most handshakes
     /// one source address may have open at once.
     Vmess(VmessInboundSettings, Arc<VmessMetrics>, usize),
@@ -166,20 +167,15 @@ fn outbound(
     metrics: &Arc<VmessMetrics>,
     limits: &config::Limits,
 ) -> Result<Arc<dyn Outbound>> {
-    if !matches!(outbound.settings, config::OutboundSettings::Vmess(_))
-        && !outbound.stream.is_plain_tcp()
-    {
-        bail!(
-            "outbounds[{index}].streamSettings: TLS, WebSocket and the PROXY protocol are \
-             supported on VMess outbounds only so far"
-        );
-    }
     let inner: Arc<dyn Outbound> = match &outbound.settings {
-        config::OutboundSettings::Freedom(freedom) => Arc::new(Freedom::new(FreedomSettings {
-            domain_strategy: freedom.domain_strategy,
-            redirect: freedom.redirect.clone(),
-            ..FreedomSettings::default()
-        })),
+        config::OutboundSettings::Freedom(freedom) => Arc::new(
+            Freedom::new(FreedomSettings {
+                domain_strategy: freedom.domain_strategy,
+                redirect: freedom.redirect.clone(),
+                ..FreedomSettings::default()
+            })
+            .with_transport(client_transport(index, outbound)?),
+        ),
         config::OutboundSettings::Blackhole(blackhole) => {
             Arc::new(Blackhole::new(blackhole.response))
         }
@@ -207,12 +203,10 @@ fn outbound(
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let transport = Transport::client(&outbound.stream)
-                .with_context(|| format!("outbounds[{index}].streamSettings"))?;
             let config = VmessOutboundSettings {
                 servers,
                 connect_timeout: VMESS_CONNECT_TIMEOUT,
-                transport: Arc::new(transport),
+                transport: client_transport(index, outbound)?,
             };
             Arc::new(
                 VmessOutbound::new(config, metrics.clone())
@@ -229,6 +223,14 @@ fn outbound(
         }
         _ => inner,
     })
+}
+
+/// The dialling side of an outbound's `streamSettings` (a blackhole never
+/// dials; V2Ray ignores them there).
+fn client_transport(index: usize, outbound: &config::Outbound) -> Result<Arc<Transport>> {
+    Ok(Arc::new(Transport::client(&outbound.stream).with_context(
+        || format!("outbounds[{index}].streamSettings"),
+    )?))
 }
 
 fn inbound_groups(
@@ -252,17 +254,10 @@ fn inbound_groups(
         let tag = inbound.tag.clone();
         // One transport for every port of the range: certificates are read
         // and checked once.
-        let transport = match &inbound.settings {
-            config::InboundSettings::Vmess(_) => Arc::new(
-                Transport::server(&inbound.stream)
-                    .with_context(|| format!("{place}.streamSettings"))?,
-            ),
-            _ if !inbound.stream.is_plain_tcp() => bail!(
-                "{place}.streamSettings: TLS, WebSocket and the PROXY protocol are supported \
-                 on VMess inbounds only so far"
-            ),
-            _ => Arc::new(Transport::tcp()),
-        };
+        let transport = Arc::new(
+            Transport::server(&inbound.stream)
+                .with_context(|| format!("{place}.streamSettings"))?,
+        );
         for port in ports.from..=ports.to {
             let listen = SocketAddr::new(ip, port);
             let plan = match &inbound.settings {
@@ -279,7 +274,7 @@ fn inbound_groups(
                     settings.networks = door.network.clone();
                     settings.follow_redirect = door.follow_redirect;
                     settings.user_level = door.user_level;
-                    InboundPlan::Dokodemo(settings)
+                    InboundPlan::Dokodemo(settings, transport.clone())
                 }
                 config::InboundSettings::Vmess(vmess) => InboundPlan::Vmess(
                     VmessInboundSettings {

@@ -237,11 +237,12 @@ async fn bind_group(
     let mut addrs = Vec::new();
     for plan in group.plans {
         match plan {
-            InboundPlan::Dokodemo(settings) => {
+            InboundPlan::Dokodemo(settings, transport) => {
                 let listen = settings.listen;
                 let door = DokodemoDoor::bind(settings)
                     .await
-                    .with_context(|| format!("{}: listening on {listen}", group.place))?;
+                    .with_context(|| format!("{}: listening on {listen}", group.place))?
+                    .with_transport(transport);
                 addrs.push(door.local_addr());
                 inbounds.push(Arc::new(door));
             }

@@ -2,8 +2,8 @@
 //! v2ray, both directions, as plain proxying (not the reverse proxy):
 //!
 //! ```text
-//! (a) client ─▶ Rayback dokodemo ─▶ Rayback VMess outbound ═ ws / tls / ws+tls ═▶ v2ray VMess inbound ─▶ freedom ─▶ echo
-//! (b) client ─▶ v2ray dokodemo ─▶ v2ray VMess outbound ═ ws / tls / ws+tls ═▶ Rayback VMess inbound ─▶ freedom ─▶ echo
+//! (a) client ─▶ Rayback dokodemo ─▶ Rayback VMess outbound ═ ws / tls / ws+tls / http ═▶ v2ray VMess inbound ─▶ freedom ─▶ echo
+//! (b) client ─▶ v2ray dokodemo ─▶ v2ray VMess outbound ═ ws / tls / ws+tls / http ═▶ Rayback VMess inbound ─▶ freedom ─▶ echo
 //! ```
 //!
 //! Each cell moves 16 concurrent connections × 4 MiB of seeded data both
@@ -13,7 +13,10 @@
 //! 127.0.0.1 and comes in two families: the client skips verification
 //! (`allowInsecure`), or it verifies `serverName: "localhost"` against the
 //! certificate listed in its own `certificates` (V2Ray 4.34 adds listed
-//! certificates to the trusted roots).
+//! certificates to the trusted roots). The TCP HTTP header disguise comes
+//! with V2Ray's default heads, and with a configured request (method,
+//! two paths, headers) and response (status, reason, headers), once over
+//! TLS.
 //!
 //! Beside the cells: a verifying Rayback client refuses the self-signed
 //! v2ray server, and a Rayback WebSocket client with the wrong path gets
@@ -67,15 +70,57 @@ enum Transport {
     Tls(Trust),
     /// WebSocket inside TLS, ALPN `http/1.1` on both sides.
     WsTls(Trust),
+    /// `tcpSettings.header` `http`: V2Ray's default heads, or configured
+    /// ones; optionally inside TLS.
+    Http { configured: bool, tls: bool },
 }
 
-const ALL_TRANSPORTS: [Transport; 5] = [
+const ALL_TRANSPORTS: [Transport; 8] = [
     Transport::Ws,
     Transport::Tls(Trust::Insecure),
     Transport::Tls(Trust::Listed),
     Transport::WsTls(Trust::Insecure),
     Transport::WsTls(Trust::Listed),
+    Transport::Http {
+        configured: false,
+        tls: false,
+    },
+    Transport::Http {
+        configured: true,
+        tls: false,
+    },
+    Transport::Http {
+        configured: true,
+        tls: true,
+    },
 ];
+
+/// `tcpSettings.header` of type `http`, the same on both sides (as V2Ray
+/// wants it: the server accepts only the request's paths).
+fn http_header(configured: bool) -> Value {
+    if !configured {
+        return json!({"type": "http"});
+    }
+    json!({
+        "type": "http",
+        "request": {
+            "version": "1.1",
+            "method": "POST",
+            "path": ["/upload", "/api/v2/sync"],
+            "headers": {
+                "Host": ["cdn.example", "static.example"],
+                "User-Agent": "curl/7.88.1",
+                "Accept": ["*/*"]
+            }
+        },
+        "response": {
+            "version": "1.1",
+            "status": "206",
+            "reason": "Partial Content",
+            "headers": {"Content-Type": ["video/mp4"], "Server": ["nginx"]}
+        }
+    })
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
@@ -92,8 +137,12 @@ fn stream_settings(transport: Transport, side: Side, certificate: &SelfSigned) -
         Transport::Ws => (true, None),
         Transport::Tls(trust) => (false, Some(trust)),
         Transport::WsTls(trust) => (true, Some(trust)),
+        Transport::Http { tls, .. } => (false, tls.then_some(Trust::Insecure)),
     };
     let mut settings = json!({"network": if ws { "ws" } else { "tcp" }});
+    if let Transport::Http { configured, .. } = transport {
+        settings["tcpSettings"] = json!({"header": http_header(configured)});
+    }
     if ws {
         settings["wsSettings"] = match side {
             Side::Client => json!({"path": WS_PATH, "headers": {"Host": "localhost"}}),
@@ -250,6 +299,49 @@ async fn rayback_client_to_v2ray_server_over_ws_tls_insecure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rayback_client_to_v2ray_server_over_ws_tls_listed_certificate() {
     rayback_client_to_v2ray_server(Transport::WsTls(Trust::Listed), 1400).await;
+}
+
+const HTTP_DEFAULT: Transport = Transport::Http {
+    configured: false,
+    tls: false,
+};
+const HTTP_CONFIGURED: Transport = Transport::Http {
+    configured: true,
+    tls: false,
+};
+const HTTP_CONFIGURED_TLS: Transport = Transport::Http {
+    configured: true,
+    tls: true,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rayback_client_to_v2ray_server_over_http_header() {
+    rayback_client_to_v2ray_server(HTTP_DEFAULT, 1500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rayback_client_to_v2ray_server_over_configured_http_header() {
+    rayback_client_to_v2ray_server(HTTP_CONFIGURED, 1600).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rayback_client_to_v2ray_server_over_http_header_in_tls() {
+    rayback_client_to_v2ray_server(HTTP_CONFIGURED_TLS, 1700).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2ray_client_to_rayback_server_over_http_header() {
+    v2ray_client_to_rayback_server(HTTP_DEFAULT, 2500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2ray_client_to_rayback_server_over_configured_http_header() {
+    v2ray_client_to_rayback_server(HTTP_CONFIGURED, 2600).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2ray_client_to_rayback_server_over_http_header_in_tls() {
+    v2ray_client_to_rayback_server(HTTP_CONFIGURED_TLS, 2700).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,4 +524,70 @@ fn v2ray_accepts_the_generated_configs() {
         }
     }
     assert_eq!(checked, 2 * ALL_TRANSPORTS.len());
+}
+
+// ------------------------------------------------ dokodemo-door and freedom
+
+/// A dokodemo-door on `port` with `stream` toward `target`, relayed by a
+/// freedom outbound.
+fn door_server(port: u16, target: SocketAddr, stream: Value) -> Value {
+    json!({
+        "inbounds": [{
+            "tag": "door", "listen": "127.0.0.1", "port": port, "protocol": "dokodemo-door",
+            "settings": {"address": "127.0.0.1", "port": target.port(), "network": "tcp"},
+            "streamSettings": stream
+        }],
+        "outbounds": [{"protocol": "freedom", "tag": "direct"}]
+    })
+}
+
+/// A plain dokodemo-door on `entry_port` toward the door on `door_port`,
+/// dialled by a freedom outbound with `stream`.
+fn freedom_client(entry_port: u16, door_port: u16, stream: Value) -> Value {
+    json!({
+        "inbounds": [{
+            "tag": "in", "listen": "127.0.0.1", "port": entry_port, "protocol": "dokodemo-door",
+            "settings": {"address": "127.0.0.1", "port": door_port, "network": "tcp"}
+        }],
+        "outbounds": [{"protocol": "freedom", "tag": "direct", "streamSettings": stream}]
+    })
+}
+
+/// `streamSettings` apply to every inbound and outbound, not only VMess:
+/// a v2ray freedom outbound dials a Rayback dokodemo-door over ws+tls and
+/// over the HTTP disguise, and a Rayback freedom outbound dials a v2ray
+/// dokodemo-door over the same, 16 × 4 MiB each, SHA-256 compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dokodemo_door_and_freedom_carry_the_transports_both_ways() {
+    let certificate = SelfSigned::localhost().unwrap();
+    let echo = echo_server().await.unwrap();
+    let transports = [Transport::WsTls(Trust::Listed), HTTP_CONFIGURED_TLS];
+    for (index, transport) in transports.into_iter().enumerate() {
+        let server = stream_settings(transport, Side::Server, &certificate);
+        let client = stream_settings(transport, Side::Client, &certificate);
+
+        // v2ray's freedom → Rayback's door.
+        let (entry_port, door_port) = (free_port(), free_port());
+        let rayback =
+            start_rayback("door.json", &door_server(door_port, echo, server.clone())).await;
+        let _v2ray = V2Ray::start(
+            &freedom_client(entry_port, door_port, client.clone()),
+            &[entry_port],
+        )
+        .await
+        .unwrap();
+        echo_through(loopback(entry_port), 7000 + 100 * index as u64, &rayback).await;
+
+        // Rayback's freedom → v2ray's door.
+        let (entry_port, door_port) = (free_port(), free_port());
+        let _v2ray = V2Ray::start(&door_server(door_port, echo, server), &[door_port])
+            .await
+            .unwrap();
+        let rayback = start_rayback(
+            "freedom.json",
+            &freedom_client(entry_port, door_port, client),
+        )
+        .await;
+        echo_through(loopback(entry_port), 7050 + 100 * index as u64, &rayback).await;
+    }
 }

@@ -205,8 +205,15 @@ fn stream_settings(stream: &StreamSettings) -> Value {
     match &stream.network {
         TransportNetwork::Tcp => {
             object.insert("network".into(), json!("tcp"));
+            let mut tcp = Map::new();
             if stream.accept_proxy_protocol {
-                object.insert("tcpSettings".into(), json!({ "acceptProxyProtocol": true }));
+                tcp.insert("acceptProxyProtocol".into(), json!(true));
+            }
+            if let Some(disguise) = &stream.http_disguise {
+                tcp.insert("header".into(), http_disguise(disguise));
+            }
+            if !tcp.is_empty() {
+                object.insert("tcpSettings".into(), Value::Object(tcp));
             }
         }
         TransportNetwork::WebSocket(ws) => {
@@ -231,6 +238,37 @@ fn stream_settings(stream: &StreamSettings) -> Value {
         object.insert("tlsSettings".into(), tls_settings(tls));
     }
     Value::Object(object)
+}
+
+/// `tcpSettings.header` of type `http`. Headers are written only when
+/// they are not V2Ray's defaults: configured ones replace the defaults and
+/// come back sorted by name, which the defaults are not.
+fn http_disguise(disguise: &HttpDisguise) -> Value {
+    fn headers(list: &[(String, Vec<String>)]) -> Value {
+        Value::Object(
+            list.iter()
+                .map(|(name, values)| (name.clone(), json!(values)))
+                .collect(),
+        )
+    }
+    let (request, response) = (&disguise.request, &disguise.response);
+    let mut request_json = json!({
+        "version": request.version,
+        "method": request.method,
+        "path": request.paths,
+    });
+    if request.headers != HttpRequestHead::default().headers {
+        request_json["headers"] = headers(&request.headers);
+    }
+    let mut response_json = json!({
+        "version": response.version,
+        "status": response.status,
+        "reason": response.reason,
+    });
+    if response.headers != HttpResponseHead::default().headers {
+        response_json["headers"] = headers(&response.headers);
+    }
+    json!({ "type": "http", "request": request_json, "response": response_json })
 }
 
 fn tls_settings(tls: &TlsSettings) -> Value {

@@ -18,9 +18,9 @@ use std::time::Duration;
 /// Core's value types, which this model uses as they are (one owner per
 /// V2Ray syntax).
 pub use rayback_core::{
-    BlackholeResponse, DomainStrategy, Network, Pem, Redirect, ResolveStrategy, RuleNetwork,
-    RuleTarget, StreamSettings, Tag, TlsCertificate, TlsSettings, TransportNetwork, VmessSecurity,
-    WsSettings,
+    BlackholeResponse, DomainStrategy, HttpDisguise, HttpRequestHead, HttpResponseHead, Network,
+    Pem, Redirect, ResolveStrategy, RuleNetwork, RuleTarget, StreamSettings, Tag, TlsCertificate,
+    TlsSettings, TransportNetwork, VmessSecurity, WsSettings,
 };
 
 /// A complete configuration after merging all sources.

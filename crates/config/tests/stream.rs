@@ -3,8 +3,9 @@
 //! `to_v2ray_json`. Each field as V2Ray 4.34 reads it
 //! (`infra/conf/transport_internet.go`), each error with its path.
 //!
-//! The other transports, socket options and the HTTP header disguise are
-//! in `validation.rs`'s `stream_settings`.
+//! The HTTP header disguise (`tcpSettings.header`) is here too; the other
+//! transports and socket options are in `validation.rs`'s
+//! `stream_settings`.
 
 use rayback_config::*;
 use rayback_testkit::TempDir;
@@ -192,6 +193,7 @@ fn settings_of_the_transport_not_selected_are_ignored() {
     ));
     let stream = &loaded.config.inbounds[0].stream;
     assert!(!stream.accept_proxy_protocol);
+    assert!(stream.http_disguise.is_none());
     assert_eq!(ws(stream).path, "/");
     assert_eq!(
         warnings_at(&loaded, WarningKind::Ignored, &format!("{IN}.tcpSettings")),
@@ -201,12 +203,6 @@ fn settings_of_the_transport_not_selected_are_ignored() {
         warnings_at(&loaded, WarningKind::Ignored, &format!("{IN}.kcpSettings")),
         ["kcpSettings is ignored: the network is ws"]
     );
-
-    let error = error_at(
-        &inbound(r#"{"tcpSettings": {"header": {"type": "http"}}}"#),
-        &format!("{IN}.tcpSettings.header.type"),
-    );
-    assert!(error.is_unsupported(), "{error}");
 }
 
 // ---------------------------------------------------------------- acceptProxyProtocol
@@ -595,4 +591,87 @@ fn plain_tcp_prints_no_stream_settings() {
         json["outbounds"][0].get("streamSettings").is_none(),
         "{json}"
     );
+}
+
+#[test]
+fn the_http_disguise_starts_from_v2rays_defaults() {
+    let stream = outbound_stream(r#"{"tcpSettings": {"header": {"type": "http"}}}"#);
+    let disguise = stream.http_disguise.expect("http disguise");
+    assert_eq!(disguise, HttpDisguise::default());
+    assert_eq!(disguise.request.method, "GET");
+    assert_eq!(disguise.request.paths, ["/"]);
+    assert_eq!(disguise.request.headers[0].0, "Host");
+    assert_eq!(disguise.response.status, "200");
+    assert_eq!(disguise.response.reason, "OK");
+    let none = outbound_stream(r#"{"tcpSettings": {"header": {"type": "none"}}}"#);
+    assert!(none.http_disguise.is_none());
+    assert!(none.is_plain_tcp());
+}
+
+#[test]
+fn configured_http_heads_replace_the_defaults_with_headers_sorted_by_name() {
+    let stream = inbound_stream(
+        r#"{"tcpSettings": {"header": {"type": "http",
+            "request": {"method": "POST", "path": ["/a", "/b"], "version": "1.0",
+                        "headers": {"User-Agent": "x", "Host": ["h1", "h2"]}},
+            "response": {"status": "206", "headers": {"Server": "nginx"}}}}}"#,
+    );
+    let disguise = stream.http_disguise.expect("http disguise");
+    let request = &disguise.request;
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.version, "1.0");
+    assert_eq!(request.paths, ["/a", "/b"]);
+    assert_eq!(
+        request.headers,
+        [
+            ("Host".to_owned(), vec!["h1".to_owned(), "h2".to_owned()]),
+            ("User-Agent".to_owned(), vec!["x".to_owned()]),
+        ]
+    );
+    let response = &disguise.response;
+    // A status without a reason keeps V2Ray's reason.
+    assert_eq!(
+        (response.status.as_str(), response.reason.as_str()),
+        ("206", "OK")
+    );
+    assert_eq!(
+        response.headers,
+        [("Server".to_owned(), vec!["nginx".to_owned()])]
+    );
+}
+
+#[test]
+fn an_http_header_without_a_value_is_refused_with_its_path() {
+    let error = error_at(
+        &outbound(
+            r#"{"tcpSettings": {"header": {"type": "http", "request": {"headers": {"Host": null}}}}}"#,
+        ),
+        "outbounds[0].streamSettings.tcpSettings.header.request.headers.Host",
+    );
+    assert!(
+        error.to_string().contains("empty HTTP header value"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_http_disguise_round_trips_through_v2ray_json() {
+    for header in [
+        r#"{"type": "http"}"#,
+        r#"{"type": "http", "request": {"path": ["/x", "/y"], "headers": {"Host": ["a", "b"], "Accept": "*/*"}},
+            "response": {"status": "404", "reason": "Not Found", "headers": {"Server": ["nginx"]}}}"#,
+    ] {
+        let text = outbound(&format!(r#"{{"tcpSettings": {{"header": {header}}}}}"#));
+        let config = load(&text).config;
+        let json = config.to_v2ray_json();
+        let again = load(&json.to_string()).config;
+        assert_eq!(
+            again.outbounds[0].stream, config.outbounds[0].stream,
+            "{header}"
+        );
+        assert_eq!(
+            json["outbounds"][0]["streamSettings"]["tcpSettings"]["header"]["type"],
+            "http"
+        );
+    }
 }

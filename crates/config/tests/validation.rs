@@ -950,11 +950,6 @@ fn stream_settings() {
         path,
         "unknown transport protocol \"raw\"",
     );
-    unsupported(
-        &stream(r#"{"tcpSettings": {"header": {"type": "http"}}}"#),
-        "outbounds[0].streamSettings.tcpSettings.header.type",
-        "HTTP header",
-    );
     rejects(
         &stream(r#"{"tcpSettings": {"header": {"type": "srtp"}}}"#),
         "outbounds[0].streamSettings.tcpSettings.header.type",

@@ -42,5 +42,6 @@ pub use policy::Policy;
 pub use session::{SendBudget, Session, Tag, User};
 pub use stream::{AsyncStream, Stream};
 pub use transport::{
-    Pem, StreamSettings, TlsCertificate, TlsSettings, TransportNetwork, WsSettings,
+    HttpDisguise, HttpRequestHead, HttpResponseHead, Pem, StreamSettings, TlsCertificate,
+    TlsSettings, TransportNetwork, WsSettings,
 };

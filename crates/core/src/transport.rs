@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `network` `"tcp"` (default) / `"ws"` + `wsSettings` | [`TransportNetwork`] |
 //! | `security` `"tls"` + `tlsSettings` | [`StreamSettings::tls`] |
+//! | `tcpSettings.header` `type: "http"` | [`StreamSettings::http_disguise`] |
 //! | `tcpSettings.acceptProxyProtocol`, `wsSettings.acceptProxyProtocol`, `sockopt.acceptProxyProtocol` | [`StreamSettings::accept_proxy_protocol`] |
 
 use std::fmt;
@@ -21,6 +22,9 @@ pub struct StreamSettings {
     /// else; the address in it becomes the connection's source. Ignored
     /// when dialling, as in V2Ray.
     pub accept_proxy_protocol: bool,
+    /// `tcpSettings.header` with `type: "http"` (TCP only): the HTTP
+    /// request and response heads each connection starts with.
+    pub http_disguise: Option<HttpDisguise>,
 }
 
 impl StreamSettings {
@@ -118,5 +122,96 @@ impl fmt::Debug for Pem {
             .field("origin", &self.origin)
             .field("len", &self.text.len())
             .finish()
+    }
+}
+
+/// `tcpSettings.header` with `type: "http"`: the heads a connection
+/// pretends to be HTTP with. Defaults are V2Ray 4.34's
+/// (`infra/conf/transport_authenticators.go`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpDisguise {
+    pub request: HttpRequestHead,
+    pub response: HttpResponseHead,
+}
+
+/// `header.request`: what a client sends first; a server accepts only
+/// these paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequestHead {
+    /// `version`, without `HTTP/` (default `1.1`).
+    pub version: String,
+    /// `method` (default `GET`).
+    pub method: String,
+    /// `path`: a client picks one at random; a server accepts any of them
+    /// (default `["/"]`).
+    pub paths: Vec<String>,
+    /// `headers`: a client sends each name with one of its values, picked
+    /// at random. Configured headers replace the defaults and are sorted
+    /// by name, as V2Ray sorts them.
+    pub headers: Vec<(String, Vec<String>)>,
+}
+
+/// `header.response`: what a server sends first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponseHead {
+    /// `version`, without `HTTP/` (default `1.1`).
+    pub version: String,
+    /// `status` (default `200`).
+    pub status: String,
+    /// `reason` (default `OK`).
+    pub reason: String,
+    /// `headers`, as for the request (a `Date` is added unless named).
+    pub headers: Vec<(String, Vec<String>)>,
+}
+
+fn header_list(entries: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+    entries
+        .iter()
+        .map(|(name, values)| {
+            (
+                (*name).to_owned(),
+                values.iter().map(|value| (*value).to_owned()).collect(),
+            )
+        })
+        .collect()
+}
+
+impl Default for HttpRequestHead {
+    fn default() -> HttpRequestHead {
+        HttpRequestHead {
+            version: "1.1".to_owned(),
+            method: "GET".to_owned(),
+            paths: vec!["/".to_owned()],
+            headers: header_list(&[
+                ("Host", &["www.baidu.com", "www.bing.com"]),
+                (
+                    "User-Agent",
+                    &[
+                        "Mozilla/5.0 (Windows NT 10.0; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/53.0.2785.143 Safari/537.36",
+                        "Mozilla/5.0 (iPhone; CPU iPhone OS 10_0_2 like Mac OS X) AppleWebKit/601.1 (KHTML, like Gecko) CriOS/53.0.2785.109 Mobile/14A456 Safari/601.1.46",
+                    ],
+                ),
+                ("Accept-Encoding", &["gzip, deflate"]),
+                ("Connection", &["keep-alive"]),
+                ("Pragma", &["no-cache"]),
+            ]),
+        }
+    }
+}
+
+impl Default for HttpResponseHead {
+    fn default() -> HttpResponseHead {
+        HttpResponseHead {
+            version: "1.1".to_owned(),
+            status: "200".to_owned(),
+            reason: "OK".to_owned(),
+            headers: header_list(&[
+                ("Content-Type", &["application/octet-stream", "video/mpeg"]),
+                ("Transfer-Encoding", &["chunked"]),
+                ("Connection", &["keep-alive"]),
+                ("Pragma", &["no-cache"]),
+                ("Cache-Control", &["private", "no-cache"]),
+            ]),
+        }
     }
 }

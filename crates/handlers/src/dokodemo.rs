@@ -41,6 +41,7 @@ use rayback_core::packet::MAX_PACKET;
 use rayback_core::{
     Address, Destination, Dispatch, Inbound, InboundContext, Network, Session, Tag, User,
 };
+use rayback_transport::{Accepted, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -59,6 +60,9 @@ const RECV_CHUNK: usize = 256 * 1024;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the
 /// loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// The bound on a connection's transport handshake (TLS, WebSocket, PROXY
+/// header), V2Ray's default `policy.handshake`.
+const TRANSPORT_HANDSHAKE: Duration = Duration::from_secs(60);
 
 /// dokodemo-door's settings plus where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +111,8 @@ pub struct DokodemoDoor {
     /// accepting stops, while connections (which hold the door) may still
     /// be open: a stopped door refuses new connections and frees its port.
     tcp: Mutex<Option<TcpListener>>,
+    /// `streamSettings` other than plain TCP: run on each accepted socket.
+    transport: Option<Arc<Transport>>,
     /// Taken by `run`, so that the port is free once it and the sessions
     /// using the socket have ended.
     udp: Mutex<Option<Arc<UdpSocket>>>,
@@ -130,7 +136,7 @@ impl DokodemoDoor {
         }
         let mut local_addr = settings.listen;
         let tcp = if settings.networks.contains(&Network::Tcp) {
-            let listener = bind_tcp(settings.listen)?;
+            let listener = rayback_transport::socket::listen(settings.listen)?;
             local_addr = listener.local_addr()?;
             Some(listener)
         } else {
@@ -146,9 +152,18 @@ impl DokodemoDoor {
         Ok(DokodemoDoor {
             settings,
             tcp: Mutex::new(tcp),
+            transport: None,
             udp: Mutex::new(udp),
             local_addr,
         })
+    }
+
+    /// Runs `transport` (TLS, WebSocket, PROXY protocol) on every accepted
+    /// TCP connection before it is dispatched; the source it reports is
+    /// the session's. Plain TCP needs none.
+    pub fn with_transport(mut self, transport: Arc<Transport>) -> DokodemoDoor {
+        self.transport = (!transport.is_plain_tcp()).then_some(transport);
+        self
     }
 
     /// The bound address (the TCP and UDP listeners share it).
@@ -228,8 +243,18 @@ impl DokodemoDoor {
                 ));
             }
         };
-        let session = self.session(Network::Tcp, address, port, peer);
-        dispatch.dispatch(session, Box::new(socket)).await
+        let Some(transport) = &self.transport else {
+            let session = self.session(Network::Tcp, address, port, peer);
+            return dispatch.dispatch(session, Box::new(socket)).await;
+        };
+        let Accepted { conn, source } =
+            tokio::time::timeout(TRANSPORT_HANDSHAKE, transport.accept(socket, peer))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "transport handshake timed out")
+                })??;
+        let session = self.session(Network::Tcp, address, port, source);
+        dispatch.dispatch(session, Box::new(conn)).await
     }
 
     async fn udp_loop(self: &Arc<Self>, socket: &Arc<UdpSocket>, context: &InboundContext) {
@@ -356,21 +381,6 @@ impl Inbound for DokodemoDoor {
         tokio::join!(tcp, udp);
         Ok(())
     }
-}
-
-/// A TCP listener as Go (and so V2Ray) opens one: `SO_REUSEADDR`, and a
-/// wildcard IPv6 address that also accepts IPv4.
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        socket.set_only_v6(false)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket.into())
 }
 
 /// An IPv4-mapped IPv6 peer (a dual-stack listener's IPv4 client) as the

@@ -16,12 +16,14 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rayback_core::{
     Address, Destination, Network, Outbound, Redirect, ResolveStrategy, Session, Stream,
 };
+use rayback_transport::Transport;
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::datagram::ConnectedDatagrams;
@@ -55,11 +57,23 @@ impl Default for FreedomSettings {
 #[derive(Clone, Debug, Default)]
 pub struct Freedom {
     settings: FreedomSettings,
+    /// `streamSettings` other than plain TCP (TLS, WebSocket toward the
+    /// destination), for TCP sessions, as V2Ray dials them.
+    transport: Option<Arc<Transport>>,
 }
 
 impl Freedom {
     pub fn new(settings: FreedomSettings) -> Freedom {
-        Freedom { settings }
+        Freedom {
+            settings,
+            transport: None,
+        }
+    }
+
+    /// Dials TCP destinations through `transport`.
+    pub fn with_transport(mut self, transport: Arc<Transport>) -> Freedom {
+        self.transport = (!transport.is_plain_tcp()).then_some(transport);
+        self
     }
 
     pub fn settings(&self) -> &FreedomSettings {
@@ -111,6 +125,17 @@ impl Freedom {
     async fn dial(&self, destination: &Destination) -> io::Result<Stream> {
         let attempt = async {
             match destination.network {
+                Network::Tcp if self.transport.is_some() => {
+                    let transport = self.transport.as_ref().expect("checked");
+                    let conn = transport
+                        .dial(
+                            &destination.address,
+                            destination.port,
+                            self.settings.connect_timeout,
+                        )
+                        .await?;
+                    Ok(Box::new(conn) as Stream)
+                }
                 Network::Tcp => {
                     let stream = match destination.socket_addr() {
                         Some(addr) => TcpStream::connect(addr).await?,

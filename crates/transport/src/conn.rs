@@ -1,5 +1,5 @@
 //! [`Conn`]: one connection after its transport handshake, whatever the
-//! layers (TCP, TLS, WebSocket), as one `AsyncRead + AsyncWrite` type.
+//! layers (TCP, TLS, the HTTP disguise, WebSocket), as one `AsyncRead + AsyncWrite` type.
 //!
 //! An enum rather than a boxed trait object, so that plain TCP, the common
 //! case, costs one branch per call and keeps vectored writes.
@@ -12,20 +12,23 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 
+use crate::http::Disguised;
+use crate::prefix::ReadAhead;
 use crate::ws::WsStream;
 
 /// The socket, with any bytes read past a PROXY protocol header handed
 /// out first.
 pub struct Base {
     tcp: TcpStream,
-    /// Bytes already read from `tcp` that belong to the next layer.
-    prefix: Vec<u8>,
-    at: usize,
+    prefix: ReadAhead,
 }
 
 impl Base {
     pub(crate) fn new(tcp: TcpStream, prefix: Vec<u8>) -> Base {
-        Base { tcp, prefix, at: 0 }
+        Base {
+            tcp,
+            prefix: ReadAhead::new(prefix),
+        }
     }
 }
 
@@ -38,6 +41,8 @@ pub enum Secured {
 /// A connection ready for its protocol.
 pub enum Conn {
     Plain(Secured),
+    /// Behind the TCP HTTP header disguise.
+    Http(Box<Disguised<Secured>>),
     Ws(Box<WsStream<Secured>>),
 }
 
@@ -48,6 +53,10 @@ impl Conn {
         match self {
             Conn::Plain(Secured::Tcp(_)) => "tcp",
             Conn::Plain(Secured::Tls(_)) => "tls",
+            Conn::Http(http) => match http.get_ref() {
+                Secured::Tcp(_) => "tcp+http",
+                Secured::Tls(_) => "tls+http",
+            },
             Conn::Ws(ws) => match ws.get_ref() {
                 Secured::Tcp(_) => "ws",
                 Secured::Tls(_) => "ws+tls",
@@ -63,14 +72,7 @@ impl AsyncRead for Base {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.at < this.prefix.len() {
-            let n = (this.prefix.len() - this.at).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.at..this.at + n]);
-            this.at += n;
-            if this.at == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.at = 0;
-            }
+        if this.prefix.read_into(buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.tcp).poll_read(cx, buf)
@@ -166,4 +168,4 @@ macro_rules! delegate_io {
 }
 
 delegate_io!(Secured { Tcp, Tls });
-delegate_io!(Conn { Plain, Ws });
+delegate_io!(Conn { Plain, Http, Ws });

@@ -6,17 +6,19 @@
 //!
 //! | side | order of layers |
 //! |---|---|
-//! | dial | TCP connect (socket tuned) → TLS client → WebSocket upgrade |
-//! | accept | socket tuned → PROXY header (`acceptProxyProtocol`) → TLS server → WebSocket upgrade |
+//! | dial | TCP connect (socket tuned) → TLS client → WebSocket upgrade or HTTP disguise |
+//! | accept | socket tuned → PROXY header (`acceptProxyProtocol`) → TLS server → WebSocket upgrade or HTTP disguise |
 //!
 //! The libraries do the protocols: rustls (ring) through tokio-rustls,
-//! tungstenite, ppp. This crate chooses and orders them, and reports what
+//! tungstenite, ppp, httparse. This crate chooses and orders them, and reports what
 //! went wrong with enough context for a log line.
 //!
 //! Not here: the protocols above (`rayback-vmess`) nor the JSON
 //! (`rayback-config` fills [`rayback_core::StreamSettings`]).
 
 pub mod conn;
+pub mod http;
+mod prefix;
 pub mod proxy;
 pub mod socket;
 pub mod tls;
@@ -27,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rayback_core::{Address, StreamSettings, TransportNetwork, WsSettings};
+use rayback_core::{Address, HttpDisguise, StreamSettings, TransportNetwork, WsSettings};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
@@ -38,6 +40,7 @@ pub use tls::TlsError;
 /// How connections of one inbound or outbound are carried.
 pub struct Transport {
     ws: Option<WsSettings>,
+    http: Option<HttpDisguise>,
     tls_client: Option<ClientTls>,
     tls_server: Option<TlsAcceptor>,
     accept_proxy_protocol: bool,
@@ -67,6 +70,7 @@ impl Transport {
     pub fn tcp() -> Transport {
         Transport {
             ws: None,
+            http: None,
             tls_client: None,
             tls_server: None,
             accept_proxy_protocol: false,
@@ -89,6 +93,7 @@ impl Transport {
         };
         Ok(Transport {
             ws,
+            http: settings.http_disguise.clone(),
             tls_client,
             ..Transport::tcp()
         })
@@ -106,6 +111,7 @@ impl Transport {
         };
         Ok(Transport {
             ws,
+            http: settings.http_disguise.clone(),
             tls_server,
             accept_proxy_protocol: settings.accept_proxy_protocol,
             ..Transport::tcp()
@@ -144,6 +150,12 @@ impl Transport {
             }
             None => Secured::Tcp(base),
         };
+        if let Some(disguise) = &self.http {
+            return Ok(Conn::Http(Box::new(http::connect(
+                secured,
+                &disguise.request,
+            ))));
+        }
         match &self.ws {
             Some(ws) => {
                 let tls = self.tls_client.is_some();
@@ -181,6 +193,13 @@ impl Transport {
             }
             None => Secured::Tcp(base),
         };
+        if let Some(disguise) = &self.http {
+            let disguised = http::accept(secured, &disguise.request, &disguise.response).await?;
+            return Ok(Accepted {
+                conn: Conn::Http(Box::new(disguised)),
+                source,
+            });
+        }
         let conn = match &self.ws {
             Some(settings) => {
                 let (ws, forwarded) = ws::accept(secured, settings).await?;
@@ -205,6 +224,9 @@ impl Transport {
             (true, true) => "ws+tls",
         }
         .to_owned();
+        if self.http.is_some() {
+            text.push_str("+http");
+        }
         if self.accept_proxy_protocol {
             text.push_str("+proxy");
         }
@@ -214,6 +236,7 @@ impl Transport {
     /// No TLS, no WebSocket, no PROXY header: the socket is the stream.
     pub fn is_plain_tcp(&self) -> bool {
         self.ws.is_none()
+            && self.http.is_none()
             && self.tls_client.is_none()
             && self.tls_server.is_none()
             && !self.accept_proxy_protocol

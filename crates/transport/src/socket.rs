@@ -16,10 +16,12 @@
 //! bytes in flight, so it costs nothing on long paths. None of these
 //! changes a byte on the wire.
 
+use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Idle time before the first keepalive probe.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
@@ -53,4 +55,22 @@ pub fn tune(socket: &TcpStream) {
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = (USER_TIMEOUT, NOTSENT_LOWAT);
+}
+
+/// A TCP listener as Go (and so V2Ray) opens one: `SO_REUSEADDR`, and a
+/// wildcard IPv6 address that also accepts IPv4; a backlog of 1024, so a
+/// burst of connects (a flood of probes, many bridges redialling) does not
+/// overflow the accept queue and delay real clients by a SYN retry
+/// (tokio's default backlog is 128).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }

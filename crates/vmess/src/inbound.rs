@@ -110,7 +110,7 @@ impl VmessInbound {
         config: VmessInboundSettings,
         metrics: Arc<VmessMetrics>,
     ) -> io::Result<VmessInbound> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = rayback_transport::socket::listen(config.listen)?;
         let local_addr = listener.local_addr()?;
         Ok(VmessInbound {
             listener: std::sync::Mutex::new(Some(listener)),

@@ -2,10 +2,10 @@
 //! `streamSettings` (with `tcpSettings`, `wsSettings`, `tlsSettings` and
 //! `sockopt`), an inbound's `sniffing` and an outbound's `mux`.
 //!
-//! `streamSettings` becomes a [`StreamSettings`]: plain TCP or WebSocket,
-//! optionally TLS, and on a listener optionally the PROXY protocol. The
-//! other transports (mKCP, HTTP/2, domain socket, QUIC), the HTTP header
-//! disguise, certificate usages other than `encipherment`, socket marks,
+//! `streamSettings` becomes a [`StreamSettings`]: plain TCP (optionally
+//! with the HTTP header disguise) or WebSocket, optionally TLS, and on a
+//! listener optionally the PROXY protocol. The
+//! other transports (mKCP, HTTP/2, domain socket, QUIC), certificate usages other than `encipherment`, socket marks,
 //! TCP Fast Open, transparent proxying and enabled sniffing are rejected as
 //! unsupported with the field's path. Settings with no effect warn: those
 //! of a transport that is not selected, `tlsSettings` without TLS, the PROXY
@@ -120,6 +120,7 @@ pub(super) fn stream_settings(
     }
 
     // Only the selected transport's settings count; the other's warn.
+    let mut http_disguise = None;
     let (network, transport_proxy) = match selected {
         Selected::Tcp => {
             if ws.is_some() {
@@ -130,13 +131,7 @@ pub(super) fn stream_settings(
                 );
             }
             let tcp = tcp.unwrap_or_default();
-            if let Some(type_path) = tcp.http_header {
-                return Err(cx.unsupported(
-                    &type_path,
-                    "the HTTP header disguise",
-                    "only \"none\" is",
-                ));
-            }
+            http_disguise = tcp.http_disguise;
             (TransportNetwork::Tcp, tcp.accept_proxy_protocol)
         }
         Selected::WebSocket => {
@@ -184,6 +179,7 @@ pub(super) fn stream_settings(
         network,
         tls,
         accept_proxy_protocol,
+        http_disguise,
     })
 }
 
@@ -370,8 +366,8 @@ fn file_or_lines(
 /// the selected transport's settings do.
 #[derive(Default)]
 struct TcpRequest {
-    /// The path of `header.type` when it is `"http"`.
-    http_header: Option<String>,
+    /// `header` with `type: "http"`.
+    http_disguise: Option<HttpDisguise>,
     /// The path of `acceptProxyProtocol` when it is true.
     accept_proxy_protocol: Option<String>,
 }
@@ -393,7 +389,7 @@ fn tcp_settings(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<TcpRequest, 
         };
         match name.to_ascii_lowercase().as_str() {
             "none" => {}
-            "http" => request.http_header = Some(type_path),
+            "http" => request.http_disguise = Some(http_disguise(cx, &header)?),
             _ => {
                 return Err(cx.invalid(
                     &type_path,
@@ -406,6 +402,88 @@ fn tcp_settings(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<TcpRequest, 
         request.accept_proxy_protocol = Some(object.at("acceptProxyProtocol"));
     }
     Ok(request)
+}
+
+/// `header` with `type: "http"` (V2Ray's `Authenticator.Build`): each of
+/// `request` and `response` starts from V2Ray's defaults; configured
+/// headers replace the default ones and are sorted by name.
+fn http_disguise(cx: &mut Cx<'_>, header: &Obj<'_>) -> Result<HttpDisguise, ConfigError> {
+    header.warn_unknown(cx, &["type", "request", "response"]);
+    let mut disguise = HttpDisguise::default();
+    if let Some(node) = header.get("request") {
+        let path = header.at("request");
+        let object = cx.object(node, &path)?;
+        object.warn_unknown(cx, &["version", "method", "path", "headers"]);
+        let request = &mut disguise.request;
+        if let Some(version) = non_empty(cx, &object, "version")? {
+            request.version = version;
+        }
+        if let Some(method) = non_empty(cx, &object, "method")? {
+            request.method = method;
+        }
+        if let Some(node) = object.get("path") {
+            let paths = cx.string_list(node, &object.at("path"))?;
+            if !paths.is_empty() {
+                request.paths = paths;
+            }
+        }
+        if let Some(headers) = http_headers(cx, &object)? {
+            request.headers = headers;
+        }
+    }
+    if let Some(node) = header.get("response") {
+        let path = header.at("response");
+        let object = cx.object(node, &path)?;
+        object.warn_unknown(cx, &["version", "status", "reason", "headers"]);
+        let response = &mut disguise.response;
+        if let Some(version) = non_empty(cx, &object, "version")? {
+            response.version = version;
+        }
+        if let Some(status) = non_empty(cx, &object, "status")? {
+            response.status = status;
+        }
+        if let Some(reason) = non_empty(cx, &object, "reason")? {
+            response.reason = reason;
+        }
+        if let Some(headers) = http_headers(cx, &object)? {
+            response.headers = headers;
+        }
+    }
+    Ok(disguise)
+}
+
+fn non_empty(cx: &Cx<'_>, object: &Obj<'_>, key: &str) -> Result<Option<String>, ConfigError> {
+    Ok(optional_string(cx, object, key)?.filter(|text| !text.is_empty()))
+}
+
+/// A disguise head's headers: each name with the values to pick from.
+type HeadHeaders = Vec<(String, Vec<String>)>;
+
+/// `headers` of a disguise head: name → a string or a list of strings;
+/// `None` when absent or empty (the defaults stay).
+fn http_headers(cx: &Cx<'_>, object: &Obj<'_>) -> Result<Option<HeadHeaders>, ConfigError> {
+    let Some(node) = object.get("headers") else {
+        return Ok(None);
+    };
+    let path = object.at("headers");
+    let headers = cx.object(node, &path)?;
+    let mut list: HeadHeaders = Vec::new();
+    for (name, value) in headers.entries() {
+        let value_path = headers.at(name);
+        if matches!(value, Node::Null) {
+            return Err(cx.invalid(&value_path, format!("empty HTTP header value: {name}")));
+        }
+        let values = cx.string_list(value, &value_path)?;
+        match list.iter_mut().find(|(known, _)| known == name) {
+            Some(entry) => entry.1 = values,
+            None => list.push((name.clone(), values)),
+        }
+    }
+    if list.is_empty() {
+        return Ok(None);
+    }
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Some(list))
 }
 
 /// What `wsSettings` asks for.
