@@ -12,6 +12,19 @@
 //!
 //! Each backend answers `GET /` with its own page, so a request that
 //! reaches the wrong service fails the test.
+//!
+//! The tunnel over WebSocket in TLS (`--ws`, `--tls-cert`/`--tls-key` on
+//! the portal; `--ws`, `--ca`, `--server-name` on the bridge), with a fresh
+//! self-signed certificate for `localhost` and 127.0.0.1:
+//!
+//! ```text
+//! client ─▶ portal --public 127.0.0.1:A ─┐
+//!           portal --tunnel 127.0.0.1:T --ws /t --tls-cert C --tls-key K
+//!               ◀══ wss://127.0.0.1:T/t ══ bridge --ws /t --ca C [--server-name localhost] ─▶ backend
+//! ```
+//!
+//! Rayback on both sides; the printed files through `v2ray -test`; and the
+//! real v2ray on either side, started from the other's printed file.
 
 mod common;
 
@@ -22,7 +35,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use common::portal_binary;
-use rayback_testkit::{free_port, http_get, wait_for_port, workspace_root, TempDir, V2Ray};
+use rayback_testkit::tls::SelfSigned;
+use rayback_testkit::{
+    free_port, http_get, v2ray_test, wait_for_port, workspace_root, TempDir, V2Ray,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -191,6 +207,74 @@ impl Services {
     }
 }
 
+/// The page behind the WebSocket-in-TLS tunnel.
+const WS_TLS_PAGE: &str = "the service behind WebSocket and TLS\n";
+
+/// One service whose tunnel is WebSocket on `/t` inside TLS.
+struct WsTls {
+    /// The portal's certificate, which the bridge trusts with `--ca`.
+    certificate: SelfSigned,
+    backend: SocketAddr,
+    public: u16,
+    tunnel: u16,
+}
+
+impl WsTls {
+    async fn new() -> Result<WsTls> {
+        Ok(WsTls {
+            certificate: SelfSigned::localhost()?,
+            backend: page_server(WS_TLS_PAGE).await?,
+            public: free_port(),
+            tunnel: free_port(),
+        })
+    }
+
+    fn portal_args(&self) -> Vec<String> {
+        vec![
+            "--tunnel".to_owned(),
+            loopback(self.tunnel).to_string(),
+            "--public".to_owned(),
+            loopback(self.public).to_string(),
+            "--id".to_owned(),
+            ID.to_owned(),
+            "--ws".to_owned(),
+            "/t".to_owned(),
+            "--tls-cert".to_owned(),
+            self.certificate.cert_path.display().to_string(),
+            "--tls-key".to_owned(),
+            self.certificate.key_path.display().to_string(),
+        ]
+    }
+
+    /// With `server_name`, `--server-name localhost`; without, the
+    /// certificate is verified against the portal's IP, 127.0.0.1.
+    fn bridge_args(&self, server_name: bool) -> Vec<String> {
+        let mut args = vec![
+            "--portal".to_owned(),
+            loopback(self.tunnel).to_string(),
+            "--to".to_owned(),
+            self.backend.to_string(),
+            "--id".to_owned(),
+            ID.to_owned(),
+            "--ws".to_owned(),
+            "/t".to_owned(),
+            "--ca".to_owned(),
+            self.certificate.cert_path.display().to_string(),
+        ];
+        if server_name {
+            args.extend(["--server-name".to_owned(), "localhost".to_owned()]);
+        }
+        args
+    }
+
+    async fn check(&self, what: &str, logs: impl Fn() -> String) {
+        let took = wait_page(loopback(self.public), WS_TLS_PAGE, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|error| panic!("{what}: {error:#}\n{}", logs()));
+        eprintln!("{what}: serving after {took:?}");
+    }
+}
+
 async fn wait_ports(ports: &[u16], process: &Flagged) {
     for port in ports {
         if let Err(error) = wait_for_port(loopback(*port)).await {
@@ -330,6 +414,142 @@ async fn v2ray_runs_the_printed_bridge() {
     .expect("the test ran over its time");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_and_tls_from_flags_alone() {
+    // Outside the time bound: building the bridge may wait for cargo's lock.
+    let bridge_binary = bridge_binary();
+    tokio::time::timeout(TEST_LIMIT, async {
+        let setup = WsTls::new().await.unwrap();
+        let portal = Flagged::start(&portal_binary(), &setup.portal_args()).unwrap();
+        wait_ports(&[setup.public, setup.tunnel], &portal).await;
+        let bridge = Flagged::start(&bridge_binary, &setup.bridge_args(true)).unwrap();
+        setup
+            .check("quick portal + quick bridge over ws+tls", || {
+                format!("portal:\n{}\nbridge:\n{}", portal.output(), bridge.output())
+            })
+            .await;
+    })
+    .await
+    .expect("the test ran over its time");
+}
+
+/// Both sides' `--print-config` with the transport flags, through
+/// `v2ray -test`; and the certificate paths are written absolute, so the
+/// portal's file is the same whether it was printed with relative paths
+/// from the certificate's directory or with absolute ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_ws_and_tls_configs_pass_v2ray_test() {
+    let setup = WsTls::new().await.unwrap();
+    let configs = [
+        (
+            "portal",
+            print_config(&portal_binary(), &setup.portal_args()),
+        ),
+        (
+            "bridge",
+            print_config(&bridge_binary(), &setup.bridge_args(true)),
+        ),
+        (
+            "bridge",
+            print_config(&bridge_binary(), &setup.bridge_args(false)),
+        ),
+    ];
+    for (role, config) in &configs {
+        assert!(
+            config.contains(r#""network": "ws""#) && config.contains(r#""security": "tls""#),
+            "{role}: {config}"
+        );
+        let (code, output) = v2ray_test(config, &format!("{role}.json")).unwrap();
+        assert_eq!(
+            code, 0,
+            "v2ray -test refused the {role}'s {config}\n{output}"
+        );
+    }
+    let cert = setup.certificate.cert_path.display().to_string();
+    assert!(configs[0]
+        .1
+        .contains(&format!(r#""certificateFile": "{cert}""#)));
+    assert!(configs[1].1.contains(r#""serverName": "localhost""#));
+    assert!(configs[2].1.contains(r#""serverName": "127.0.0.1""#));
+
+    let relative: Vec<String> = setup
+        .portal_args()
+        .into_iter()
+        .map(|arg| {
+            let path = Path::new(&arg);
+            match path.file_name() {
+                Some(name) if path.parent() == setup.certificate.cert_path.parent() => {
+                    name.to_string_lossy().into_owned()
+                }
+                _ => arg,
+            }
+        })
+        .chain(["--print-config".to_owned()])
+        .collect();
+    assert!(relative.contains(&"cert.pem".to_owned()), "{relative:?}");
+    let output = Command::new(portal_binary())
+        .args(&relative)
+        .current_dir(setup.certificate.cert_path.parent().unwrap())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), configs[0].1);
+}
+
+/// The bridge's printed ws+tls file run by the real v2ray against a quick
+/// Rayback portal: with `--server-name localhost`, and without it (the
+/// file names the portal's IP, which V2Ray's TLS over TCP would
+/// otherwise lack; over WebSocket it names the host itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2ray_runs_the_printed_ws_and_tls_bridge() {
+    let bridge_binary = bridge_binary();
+    tokio::time::timeout(TEST_LIMIT, async {
+        for server_name in [true, false] {
+            let setup = WsTls::new().await.unwrap();
+            let portal = Flagged::start(&portal_binary(), &setup.portal_args()).unwrap();
+            wait_ports(&[setup.public, setup.tunnel], &portal).await;
+            let config = print_config(&bridge_binary, &setup.bridge_args(server_name));
+            let _bridge = V2Ray::start_text(&config, &[]).await.unwrap();
+            setup
+                .check(
+                    &format!("Rayback portal + v2ray bridge (printed, server name {server_name})"),
+                    || format!("bridge config:\n{config}\nportal:\n{}", portal.output()),
+                )
+                .await;
+        }
+    })
+    .await
+    .expect("the test ran over its time");
+}
+
+/// The portal's printed ws+tls file run by the real v2ray, a quick Rayback
+/// bridge dialling it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2ray_runs_the_printed_ws_and_tls_portal() {
+    let bridge_binary = bridge_binary();
+    tokio::time::timeout(TEST_LIMIT, async {
+        let setup = WsTls::new().await.unwrap();
+        let config = print_config(&portal_binary(), &setup.portal_args());
+        let _portal = V2Ray::start_text(&config, &[setup.public, setup.tunnel])
+            .await
+            .unwrap();
+        let bridge = Flagged::start(&bridge_binary, &setup.bridge_args(true)).unwrap();
+        setup
+            .check(
+                "v2ray portal (printed) + Rayback bridge over ws+tls",
+                || format!("portal config:\n{config}\nbridge:\n{}", bridge.output()),
+            )
+            .await;
+    })
+    .await
+    .expect("the test ran over its time");
+}
+
 #[test]
 fn quick_flags_pass_test() {
     let output = run(
@@ -433,6 +653,41 @@ fn wrong_combinations_exit_2_and_say_why() {
                 "--tunnel", "1024", "--public", "80", "--public", "80", "--id", ID,
             ],
             "0.0.0.0:80 is given twice",
+        ),
+        (
+            "portal",
+            &[
+                "--tunnel",
+                "1024",
+                "--public",
+                "80",
+                "--id",
+                ID,
+                "--tls-key",
+                "key.pem",
+            ],
+            "--tls-key needs --tls-cert",
+        ),
+        (
+            "bridge",
+            &[
+                "--portal",
+                "h.example:443",
+                "--to",
+                "127.0.0.1:80",
+                "--id",
+                ID,
+                "--ca",
+                "ca.pem",
+                "--insecure",
+            ],
+            "--insecure accepts any certificate",
+        ),
+        ("bridge", &["--ws", "/a?b"], "is not a WebSocket path"),
+        (
+            "bridge",
+            &["--tls-cert", "c.pem"],
+            "--tls-cert is a portal flag",
         ),
     ];
     let portal = portal_binary();

@@ -14,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::builder::TypedValueParser as _;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -22,7 +23,10 @@ use clap_complete::Shell;
 use rayback_config::Format;
 use uuid::Uuid;
 
-use super::quick::{self, BridgeFlags, HostPort, PortalFlags, QuickStart, Security};
+use super::quick::{
+    self, BridgeFlags, ClientTls, ClientTlsFlags, HostPort, PortalFlags, QuickStart, Security,
+    ServerTls, WebSocket, WsPath,
+};
 use super::Role;
 
 /// `--log-format`.
@@ -52,13 +56,21 @@ pub struct Args {
     /// Portal quick start.
     pub tunnel: Option<SocketAddr>,
     pub public: Vec<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Bridge quick start.
     pub portal: Option<HostPort>,
     pub to: Vec<HostPort>,
     pub security: Option<Security>,
+    pub ws_host: Option<String>,
+    pub tls: bool,
+    pub server_name: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub insecure: bool,
     /// Quick start, both roles.
     pub id: Option<Uuid>,
     pub domain: Option<String>,
+    pub ws: Option<WsPath>,
     pub metrics: Option<SocketAddr>,
     pub print_config: bool,
     pub log_format: LogFormat,
@@ -109,6 +121,15 @@ struct PortalQuickFlags {
     /// The tunnel's name, equal on both sides; never resolved [default: rayback.internal]
     #[arg(long, value_name = "DOMAIN", value_parser = parse_domain, help_heading = QUICK)]
     domain: Option<String>,
+    /// Carry the tunnel over WebSocket on PATH (bridges give the same --ws)
+    #[arg(long, value_name = "PATH", value_parser = parse_ws_path, help_heading = QUICK)]
+    ws: Option<WsPath>,
+    /// Serve the tunnel over TLS with this certificate (PEM; needs --tls-key)
+    #[arg(long, value_name = "FILE", help_heading = QUICK)]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", help_heading = QUICK)]
+    tls_key: Option<PathBuf>,
 }
 
 /// The bridge's quick start.
@@ -135,6 +156,24 @@ struct BridgeQuickFlags {
             .map(|name: String| Security::parse(&name).unwrap_or_default())
     )]
     security: Option<Security>,
+    /// Dial the tunnel over WebSocket on PATH (the portal's --ws)
+    #[arg(long, value_name = "PATH", value_parser = parse_ws_path, help_heading = QUICK)]
+    ws: Option<WsPath>,
+    /// The WebSocket request's Host header (needs --ws) [default: the --portal host]
+    #[arg(long, value_name = "HOST", value_parser = parse_ws_host, help_heading = QUICK)]
+    ws_host: Option<String>,
+    /// Dial the tunnel over TLS, the portal's certificate checked against the system's roots
+    #[arg(long, help_heading = QUICK)]
+    tls: bool,
+    /// The name the portal's certificate must bear, sent as SNI (implies --tls)
+    #[arg(long, value_name = "NAME", value_parser = parse_server_name, help_heading = QUICK)]
+    server_name: Option<String>,
+    /// Also trust this certificate (PEM), e.g. a self-signed portal's --tls-cert (implies --tls)
+    #[arg(long, value_name = "FILE", help_heading = QUICK)]
+    ca: Option<PathBuf>,
+    /// Accept any portal certificate: encrypted but not authenticated (implies --tls)
+    #[arg(long, help_heading = QUICK)]
+    insecure: bool,
 }
 
 /// Output, observability and packaging.
@@ -186,6 +225,9 @@ impl Args {
                 args.public = quick.public;
                 args.id = quick.id;
                 args.domain = quick.domain;
+                args.ws = quick.ws;
+                args.tls_cert = quick.tls_cert;
+                args.tls_key = quick.tls_key;
             }
             Role::Bridge => {
                 let quick = BridgeQuickFlags::from_arg_matches(matches)?;
@@ -194,6 +236,12 @@ impl Args {
                 args.id = quick.id;
                 args.domain = quick.domain;
                 args.security = quick.security;
+                args.ws = quick.ws;
+                args.ws_host = quick.ws_host;
+                args.tls = quick.tls;
+                args.server_name = quick.server_name;
+                args.ca = quick.ca;
+                args.insecure = quick.insecure;
             }
         }
         Ok(args)
@@ -221,6 +269,18 @@ fn parse_domain(text: &str) -> Result<String, quick::QuickError> {
     quick::check_domain(text).map(|()| text.to_owned())
 }
 
+fn parse_ws_path(text: &str) -> Result<WsPath, quick::QuickError> {
+    text.parse()
+}
+
+fn parse_ws_host(text: &str) -> Result<String, quick::QuickError> {
+    quick::check_ws_host(text).map(|()| text.to_owned())
+}
+
+fn parse_server_name(text: &str) -> Result<String, quick::QuickError> {
+    quick::check_server_name(text).map(|()| text.to_owned())
+}
+
 /// Example command lines for `--help` and the man page.
 pub(super) fn examples(role: Role) -> &'static [&'static str] {
     match role {
@@ -230,12 +290,15 @@ pub(super) fn examples(role: Role) -> &'static [&'static str] {
             "portal --tunnel 0.0.0.0:1024 --public 0.0.0.0:8080 --id $(portal --new-id)",
             "portal --tunnel 1024 --public 80 --public 443 --id UUID    # two services",
             "portal --tunnel 1024 --public 80 --id UUID --print-config > portal.json",
+            "portal --tunnel 443 --public 80 --id UUID --ws /tunnel --tls-cert cert.pem --tls-key key.pem",
         ],
         Role::Bridge => &[
             "bridge -config /etc/rayback/bridge.json",
             "bridge --portal portal.example.com:1024 --id UUID --to 127.0.0.1:80",
             "bridge --portal 203.0.113.7:1024 --id UUID --to 127.0.0.1:80 --to 127.0.0.1:443",
             "bridge --portal HOST:1024 --id UUID --to 127.0.0.1:80 --print-config > bridge.json",
+            "bridge --portal portal.example.com:443 --id UUID --to 127.0.0.1:80 --ws /tunnel --tls",
+            "bridge --portal HOST:443 --id UUID --to 127.0.0.1:80 --ws /tunnel --ca cert.pem --server-name localhost",
         ],
     }
 }
@@ -424,6 +487,14 @@ impl Args {
             ("--id", self.id.is_some()),
             ("--domain", self.domain.is_some()),
             ("--security", self.security.is_some()),
+            ("--ws", self.ws.is_some()),
+            ("--ws-host", self.ws_host.is_some()),
+            ("--tls-cert", self.tls_cert.is_some()),
+            ("--tls-key", self.tls_key.is_some()),
+            ("--tls", self.tls),
+            ("--server-name", self.server_name.is_some()),
+            ("--ca", self.ca.is_some()),
+            ("--insecure", self.insecure),
         ];
         given
             .into_iter()
@@ -496,6 +567,12 @@ impl Args {
                             id,
                             domain,
                             metrics: self.metrics,
+                            ws: self.ws.clone(),
+                            tls: ServerTls::from_flags(
+                                self.tls_cert.as_deref(),
+                                self.tls_key.as_deref(),
+                            )
+                            .map_err(|error| error.to_string())?,
                         })
                     }
                     _ => return Err(missing_message(role, &missing)),
@@ -520,6 +597,15 @@ impl Args {
                             domain,
                             security: self.security.unwrap_or_default(),
                             metrics: self.metrics,
+                            ws: WebSocket::from_flags(self.ws.as_ref(), self.ws_host.as_deref())
+                                .map_err(|error| error.to_string())?,
+                            tls: ClientTls::from_flags(ClientTlsFlags {
+                                tls: self.tls,
+                                server_name: self.server_name.as_deref(),
+                                ca: self.ca.as_deref(),
+                                insecure: self.insecure,
+                            })
+                            .map_err(|error| error.to_string())?,
                         })
                     }
                     _ => return Err(missing_message(role, &missing)),
@@ -650,6 +736,139 @@ mod tests {
             parse(Role::Bridge, &[]).unwrap().quick_start(Role::Bridge),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn transport_flags_reach_the_quick_start() {
+        let args = parse(
+            Role::Portal,
+            &[
+                "--tunnel",
+                "443",
+                "--public",
+                "80",
+                "--id",
+                ID,
+                "-ws",
+                "tunnel",
+                "--tls-cert",
+                "cert.pem",
+                "--tls-key",
+                "key.pem",
+            ],
+        )
+        .unwrap();
+        let Some(QuickStart::Portal(portal)) = args.quick_start(Role::Portal).unwrap() else {
+            panic!("not a portal quick start");
+        };
+        assert_eq!(portal.ws.unwrap().as_str(), "/tunnel");
+        assert!(portal.tls.unwrap().key_file.ends_with("/key.pem"));
+
+        let bridge = |extra: &[&str]| {
+            let mut args = vec![
+                "--portal",
+                "127.0.0.1:443",
+                "--to",
+                "127.0.0.1:80",
+                "--id",
+                ID,
+            ];
+            args.extend_from_slice(extra);
+            let args = parse(Role::Bridge, &args).unwrap();
+            match args.quick_start(Role::Bridge).unwrap() {
+                Some(QuickStart::Bridge(bridge)) => bridge,
+                _ => panic!("not a bridge quick start"),
+            }
+        };
+        let plain = bridge(&[]);
+        assert_eq!((plain.ws, plain.tls), (None, None));
+        let tls = bridge(&[
+            "--ws",
+            "/t",
+            "--ws-host",
+            "cdn.example",
+            "--server-name",
+            "localhost",
+        ]);
+        assert_eq!(tls.ws.unwrap().host.as_deref(), Some("cdn.example"));
+        let tls = tls.tls.unwrap();
+        assert_eq!(tls.server_name.as_deref(), Some("localhost"));
+        assert_eq!(tls.trust, quick::Trust::SystemRoots);
+        assert_eq!(
+            bridge(&["--insecure"]).tls.unwrap().trust,
+            quick::Trust::Anything
+        );
+        assert!(matches!(
+            bridge(&["--ca", "/etc/ca.pem"]).tls.unwrap().trust,
+            quick::Trust::AlsoFile(file) if file == "/etc/ca.pem"
+        ));
+        assert!(bridge(&["--tls"]).tls.is_some());
+    }
+
+    #[test]
+    fn wrong_transport_flags_say_what_is_wrong() {
+        let portal = ["--tunnel", "443", "--public", "80", "--id", ID];
+        let bridge = [
+            "--portal",
+            "h.example:443",
+            "--to",
+            "127.0.0.1:80",
+            "--id",
+            ID,
+        ];
+        let with = |base: &[&'static str], extra: &[&'static str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            args
+        };
+        let cases: [(Role, Vec<&str>, &str); 8] = [
+            (
+                Role::Portal,
+                with(&portal, &["--tls-key", "k.pem"]),
+                "--tls-key needs --tls-cert",
+            ),
+            (
+                Role::Portal,
+                with(&portal, &["--tls-cert", "c.pem"]),
+                "--tls-cert needs --tls-key",
+            ),
+            (
+                Role::Portal,
+                with(&portal, &["--tls"]),
+                "--tls is a bridge flag (a portal serves TLS with --tls-cert and --tls-key)",
+            ),
+            (
+                Role::Bridge,
+                with(&bridge, &["--tls-cert", "c.pem"]),
+                "--tls-cert is a portal flag",
+            ),
+            (
+                Role::Bridge,
+                with(&bridge, &["--ws-host", "cdn.example"]),
+                "--ws-host needs --ws PATH",
+            ),
+            (
+                Role::Bridge,
+                with(&bridge, &["--ca", "c.pem", "--insecure"]),
+                "--insecure accepts any certificate",
+            ),
+            (
+                Role::Bridge,
+                with(&bridge, &["--ws", "/a b"]),
+                "is not a WebSocket path",
+            ),
+            (
+                Role::Bridge,
+                with(&bridge, &["--server-name", "a_b c"]),
+                "is not a TLS server name",
+            ),
+        ];
+        for (role, args, expected) in cases {
+            let message = error(role, &args);
+            assert!(message.contains(expected), "{args:?}: {message}");
+        }
+        let message = error(Role::Portal, &["--ws", "/t", "--id", ID]);
+        assert!(message.contains("missing: --tunnel, --public"), "{message}");
     }
 
     #[test]

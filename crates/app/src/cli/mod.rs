@@ -19,7 +19,7 @@
 //! |---|---|
 //! | `-config`/`-c FILE` (repeatable), `-confdir DIR`, `-format json\|toml` | V2Ray's configuration sources |
 //! | `-test`, `-version` | V2Ray's check and version |
-//! | `--tunnel`, `--public` (portal); `--portal`, `--to`, `--security` (bridge); `--id`, `--domain` | the quick start, exclusive with the file flags |
+//! | `--tunnel`, `--public`, `--tls-cert`, `--tls-key` (portal); `--portal`, `--to`, `--security`, `--ws-host`, `--tls`, `--server-name`, `--ca`, `--insecure` (bridge); `--id`, `--domain`, `--ws` | the quick start, exclusive with the file flags |
 //! | `--metrics ADDR` | Prometheus endpoint (`rayback.metrics`), with a file or a quick start |
 //! | `--print-config` | print the configuration as V2Ray JSON and exit |
 //! | `--log-format text\|json` | log lines for people or machines |
@@ -84,8 +84,17 @@ impl Role {
     /// this role's command, and refused with a pointer to the right ones.
     fn foreign_flags(self) -> &'static [&'static str] {
         match self {
-            Role::Bridge => &["tunnel", "public"],
-            Role::Portal => &["portal", "to", "security"],
+            Role::Bridge => &["tunnel", "public", "tls-cert", "tls-key"],
+            Role::Portal => &[
+                "portal",
+                "to",
+                "security",
+                "ws-host",
+                "tls",
+                "server-name",
+                "ca",
+                "insecure",
+            ],
         }
     }
 
@@ -95,7 +104,14 @@ impl Role {
             Role::Bridge => "portal",
             Role::Portal => "bridge",
         };
-        format!("{flag} is a {other} flag; {}", self.quick_usage())
+        // The bridge's TLS flags name what a portal does another way.
+        let hint = match (self, flag) {
+            (Role::Portal, "--tls" | "--server-name" | "--ca" | "--insecure") => {
+                " (a portal serves TLS with --tls-cert and --tls-key)"
+            }
+            _ => "",
+        };
+        format!("{flag} is a {other} flag{hint}; {}", self.quick_usage())
     }
 
     /// One line on what the quick start of this role needs.

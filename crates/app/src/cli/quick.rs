@@ -15,19 +15,39 @@
 //! port to the i-th freedom redirect. A marker no `--to` claims goes to a
 //! blackhole rather than to the wrong service.
 //!
-//! | flag (portal)     | JSON                                                          |
-//! |-------------------|---------------------------------------------------------------|
-//! | `--tunnel A:P`    | inbound `interconn`: vmess on A:P, `clients: [{id}]`          |
-//! | `--public A:P` #i | inbound `external[-i]`: dokodemo-door on A:P → 127.0.0.1:i    |
-//! | `--domain D`      | `reverse.portals: [{tag: portal, domain: D}]`                 |
-//! | (always)          | rules: public inbounds → `portal`; `interconn` → `portal`     |
+//! | flag (portal)     | JSON                                                           |
+//! |-------------------|----------------------------------------------------------------|
+//! | `--tunnel A:P`    | inbound `interconn`: vmess on A:P, `clients: [{id}]`           |
+//! | `--public A:P` #i | inbound `external[-i]`: dokodemo-door on A:P → 127.0.0.1:i     |
+//! | `--domain D`      | `reverse.portals: [{tag: portal, domain: D}]`                  |
+//! | `--ws PATH`       | `interconn`: `network: ws`, `wsSettings: {path: PATH}`         |
+//! | `--tls-cert C`    | `interconn`: `security: tls`,                                  |
+//! | `--tls-key K`     | `tlsSettings.certificates: [{certificateFile: C, keyFile: K}]` |
+//! | (always)          | rules: public inbounds → `portal`; `interconn` → `portal`      |
 //!
-//! | flag (bridge)     | JSON                                                          |
-//! |-------------------|---------------------------------------------------------------|
-//! | `--portal H:P`    | outbound `interconn`: vmess to H:P, `users: [{id, security}]` |
-//! | `--to H:P` #i     | outbound `out[-i]`: freedom, `redirect: H:P`                  |
-//! | `--domain D`      | `reverse.bridges: [{tag: bridge, domain: D}]`                 |
+//! | flag (bridge)     | JSON                                                             |
+//! |-------------------|------------------------------------------------------------------|
+//! | `--portal H:P`    | outbound `interconn`: vmess to H:P, `users: [{id, security}]`    |
+//! | `--to H:P` #i     | outbound `out[-i]`: freedom, `redirect: H:P`                     |
+//! | `--domain D`      | `reverse.bridges: [{tag: bridge, domain: D}]`                    |
+//! | `--ws PATH`       | `interconn`: `network: ws`, `wsSettings: {path: PATH}`           |
+//! | `--ws-host H`     | `wsSettings.headers: {Host: H}` (needs `--ws`)                   |
+//! | `--tls`           | `interconn`: `security: tls`; the system's roots verify          |
+//! | `--server-name N` | `tlsSettings.serverName: N` (implies `--tls`)                    |
+//! | `--ca F`          | `tlsSettings.certificates: [{certificateFile: F}]`, trusted too  |
+//! | `--insecure`      | `tlsSettings.allowInsecure: true` (not with `--ca`)              |
 //! | (always)          | rules: `full:D` → `interconn`; port i → `out-i` (or all → `out`) |
+//!
+//! `--tls-cert` and `--tls-key` come together; `--server-name`, `--ca`
+//! and `--insecure` each imply `--tls`. Without the transport flags there
+//! is no `streamSettings` (VMess over plain TCP, as in the guide). A `--ws`
+//! path is normalised as V2Ray does (a leading `/` added); file paths are
+//! written absolute, so a printed file runs from any directory. A TLS
+//! bridge dialling an IP portal with neither `--server-name` nor
+//! `--insecure` gets `serverName: <that IP>`: Rayback verifies an IP
+//! portal's certificate against the IP anyway, while V2Ray's TLS over TCP
+//! (Go's `tls.Client`) fails every handshake without a name (checked
+//! against v2ray 4.34; its WebSocket dialler fills in the host itself).
 //!
 //! With one service the tags and rules are the guide's own (`external`,
 //! `out`, a catch-all rule), so a quick bridge also serves a hand-written
@@ -36,6 +56,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::str::FromStr;
 
 use rayback_config::{Config, ConfigError};
@@ -73,6 +94,26 @@ pub enum QuickError {
     TunnelIsPublic(SocketAddr),
     #[error("{count} services: at most {max} pairs of --public/--to are supported")]
     TooManyServices { count: usize, max: usize },
+    #[error("{0:?} is not a WebSocket path (visible ASCII without '?', '#' or '%', e.g. /tunnel)")]
+    NotWsPath(String),
+    #[error("{0:?} is not a Host header (HOST or HOST:PORT)")]
+    NotWsHost(String),
+    #[error("{0:?} is not a TLS server name (a domain name or an IP address)")]
+    NotServerName(String),
+    #[error("{flag} {path:?}: {reason}")]
+    NotAFile {
+        flag: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("--tls-cert needs --tls-key, the certificate's private key")]
+    TlsCertWithoutKey,
+    #[error("--tls-key needs --tls-cert, the certificate the key belongs to")]
+    TlsKeyWithoutCert,
+    #[error("--ws-host needs --ws PATH: the Host header is the WebSocket request's")]
+    WsHostWithoutWs,
+    #[error("--insecure accepts any certificate, so --ca would change nothing; give one of them")]
+    InsecureWithCa,
 }
 
 /// The most services one quick start carries: marker ports are 1..=N,
@@ -168,6 +209,252 @@ pub fn security_values() -> [clap::builder::PossibleValue; 4] {
     ]
 }
 
+/// A WebSocket path (`wsSettings.path`), normalised as V2Ray's
+/// `GetNormalizedPath` does: a leading `/` added when missing, `/` for an
+/// empty path. Only visible ASCII without `?`, `#` and `%`: V2Ray's
+/// listener compares the decoded path alone, so a query, a fragment or an
+/// escape would make every request miss.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsPath(String);
+
+impl WsPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for WsPath {
+    type Err = QuickError;
+
+    fn from_str(text: &str) -> Result<WsPath, QuickError> {
+        let fits = text
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && !matches!(byte, b'?' | b'#' | b'%'));
+        if !fits {
+            return Err(QuickError::NotWsPath(text.to_owned()));
+        }
+        Ok(WsPath(if text.starts_with('/') {
+            text.to_owned()
+        } else {
+            format!("/{text}")
+        }))
+    }
+}
+
+/// Checks a TLS server name: a domain name or an IP address.
+pub fn check_server_name(name: &str) -> Result<(), QuickError> {
+    if name.parse::<IpAddr>().is_ok() || check_domain(name).is_ok() {
+        Ok(())
+    } else {
+        Err(QuickError::NotServerName(name.to_owned()))
+    }
+}
+
+/// Checks a WebSocket `Host` header: a server name, or `HOST:PORT`.
+pub fn check_ws_host(host: &str) -> Result<(), QuickError> {
+    if check_server_name(host).is_ok() || host.parse::<HostPort>().is_ok() {
+        Ok(())
+    } else {
+        Err(QuickError::NotWsHost(host.to_owned()))
+    }
+}
+
+/// `path` made absolute against the current directory (without touching
+/// the file system), as the UTF-8 text JSON holds: a printed
+/// configuration then names the same file from any directory.
+fn absolute_file(flag: &'static str, path: &Path) -> Result<String, QuickError> {
+    let refuse = |reason: String| QuickError::NotAFile {
+        flag,
+        path: path.display().to_string(),
+        reason,
+    };
+    let absolute = std::path::absolute(path).map_err(|error| refuse(error.to_string()))?;
+    absolute
+        .into_os_string()
+        .into_string()
+        .map_err(|_| refuse("the path is not UTF-8, which JSON cannot hold".to_owned()))
+}
+
+/// The bridge's WebSocket: the path, and the `Host` header when it is not
+/// the `--portal` host (V2Ray's default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSocket {
+    pub path: WsPath,
+    pub host: Option<String>,
+}
+
+impl WebSocket {
+    /// From `--ws` and `--ws-host`; `--ws-host` alone is refused.
+    pub fn from_flags(
+        path: Option<&WsPath>,
+        host: Option<&str>,
+    ) -> Result<Option<WebSocket>, QuickError> {
+        match (path, host) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(QuickError::WsHostWithoutWs),
+            (Some(path), host) => {
+                if let Some(host) = host {
+                    check_ws_host(host)?;
+                }
+                Ok(Some(WebSocket {
+                    path: path.clone(),
+                    host: host.map(str::to_owned),
+                }))
+            }
+        }
+    }
+
+    fn to_json(&self) -> Json {
+        let mut settings = Json::object([("path", self.path.as_str().into())]);
+        if let Some(host) = &self.host {
+            settings.push("headers", Json::object([("Host", host.as_str().into())]));
+        }
+        settings
+    }
+}
+
+/// The portal's TLS: the certificate it presents and its private key,
+/// absolute paths of PEM files (`certificateFile`, `keyFile`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    pub certificate_file: String,
+    pub key_file: String,
+}
+
+impl ServerTls {
+    /// From `--tls-cert` and `--tls-key`: both or neither. The files are
+    /// read later, with the rest of the configuration.
+    pub fn from_flags(
+        certificate: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Option<ServerTls>, QuickError> {
+        match (certificate, key) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(QuickError::TlsCertWithoutKey),
+            (None, Some(_)) => Err(QuickError::TlsKeyWithoutCert),
+            (Some(certificate), Some(key)) => Ok(Some(ServerTls {
+                certificate_file: absolute_file("--tls-cert", certificate)?,
+                key_file: absolute_file("--tls-key", key)?,
+            })),
+        }
+    }
+
+    fn to_json(&self) -> Json {
+        let certificate = Json::object([
+            ("certificateFile", self.certificate_file.as_str().into()),
+            ("keyFile", self.key_file.as_str().into()),
+        ]);
+        Json::object([("certificates", Json::Array(vec![certificate]))])
+    }
+}
+
+/// Which portal certificates a TLS bridge accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Those the system's roots vouch for (`--tls` alone).
+    SystemRoots,
+    /// Those, and the certificate in this file (`--ca`, an absolute path):
+    /// V2Ray adds an outbound's listed certificates to its roots.
+    AlsoFile(String),
+    /// Any (`--insecure`, `allowInsecure`): encrypted, not authenticated.
+    Anything,
+}
+
+/// The bridge's TLS flags as given, before they are checked.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientTlsFlags<'a> {
+    /// `--tls`.
+    pub tls: bool,
+    /// `--server-name`.
+    pub server_name: Option<&'a str>,
+    /// `--ca`.
+    pub ca: Option<&'a Path>,
+    /// `--insecure`.
+    pub insecure: bool,
+}
+
+/// The bridge's TLS toward the portal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The name sent (SNI) and verified; `None`: the `--portal` host.
+    pub server_name: Option<String>,
+    pub trust: Trust,
+}
+
+impl ClientTls {
+    /// From the bridge's TLS flags: any of them turns TLS on.
+    pub fn from_flags(flags: ClientTlsFlags<'_>) -> Result<Option<ClientTls>, QuickError> {
+        if !(flags.tls || flags.server_name.is_some() || flags.ca.is_some() || flags.insecure) {
+            return Ok(None);
+        }
+        if let Some(name) = flags.server_name {
+            check_server_name(name)?;
+        }
+        let trust = match (flags.ca, flags.insecure) {
+            (Some(_), true) => return Err(QuickError::InsecureWithCa),
+            (Some(ca), false) => Trust::AlsoFile(absolute_file("--ca", ca)?),
+            (None, true) => Trust::Anything,
+            (None, false) => Trust::SystemRoots,
+        };
+        Ok(Some(ClientTls {
+            server_name: flags.server_name.map(str::to_owned),
+            trust,
+        }))
+    }
+
+    /// `tlsSettings` for dialling `portal`; `None` when it would be empty.
+    fn to_json(&self, portal: &HostPort) -> Option<Json> {
+        let server_name = match (&self.server_name, &self.trust) {
+            (Some(name), _) => Some(name.as_str()),
+            (None, Trust::Anything) => None,
+            // V2Ray names only a dialled domain and Go's TLS refuses to
+            // verify without a name; Rayback verifies the IP, so say so.
+            (None, _) => portal
+                .host
+                .parse::<IpAddr>()
+                .is_ok()
+                .then_some(portal.host.as_str()),
+        };
+        let mut settings = Json::Object(Vec::new());
+        if let Some(name) = server_name {
+            settings.push("serverName", name);
+        }
+        match &self.trust {
+            Trust::SystemRoots => {}
+            Trust::AlsoFile(file) => {
+                let certificate = Json::object([("certificateFile", file.as_str().into())]);
+                settings.push("certificates", Json::Array(vec![certificate]));
+            }
+            Trust::Anything => settings.push("allowInsecure", true),
+        }
+        match &settings {
+            Json::Object(fields) if fields.is_empty() => None,
+            _ => Some(settings),
+        }
+    }
+}
+
+/// The tunnel handler's `streamSettings`; `None` for VMess over plain
+/// TCP, V2Ray's default, which the guide leaves out. `tls` is `Some` for
+/// `security: tls`, with `tlsSettings` when it holds anything.
+fn stream_settings(ws: Option<Json>, tls: Option<Option<Json>>) -> Option<Json> {
+    if ws.is_none() && tls.is_none() {
+        return None;
+    }
+    let mut stream = Json::Object(Vec::new());
+    if let Some(ws) = ws {
+        stream.push("network", "ws");
+        stream.push("wsSettings", ws);
+    }
+    if let Some(tls) = tls {
+        stream.push("security", "tls");
+        if let Some(settings) = tls {
+            stream.push("tlsSettings", settings);
+        }
+    }
+    Some(stream)
+}
+
 /// A portal from flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortalFlags {
@@ -178,6 +465,10 @@ pub struct PortalFlags {
     pub id: Uuid,
     pub domain: String,
     pub metrics: Option<SocketAddr>,
+    /// `--ws`: the tunnel listener speaks WebSocket on this path.
+    pub ws: Option<WsPath>,
+    /// `--tls-cert`/`--tls-key`: the tunnel listener speaks TLS.
+    pub tls: Option<ServerTls>,
 }
 
 /// A bridge from flags.
@@ -191,6 +482,10 @@ pub struct BridgeFlags {
     pub domain: String,
     pub security: Security,
     pub metrics: Option<SocketAddr>,
+    /// `--ws`, `--ws-host`: the tunnel is dialled over WebSocket.
+    pub ws: Option<WebSocket>,
+    /// `--tls` and its companions: the tunnel is dialled over TLS.
+    pub tls: Option<ClientTls>,
 }
 
 /// A quick start of either role.
@@ -309,6 +604,12 @@ impl From<u16> for Json {
     }
 }
 
+impl From<bool> for Json {
+    fn from(value: bool) -> Json {
+        Json::Scalar(Value::from(value))
+    }
+}
+
 impl From<usize> for Json {
     fn from(number: usize) -> Json {
         Json::Scalar(Value::from(number))
@@ -417,6 +718,14 @@ impl PortalFlags {
             "settings",
             Json::object([("clients", Json::Array(vec![client]))]),
         );
+        let ws = self
+            .ws
+            .as_ref()
+            .map(|path| Json::object([("path", path.as_str().into())]));
+        let tls = self.tls.as_ref().map(|tls| Some(tls.to_json()));
+        if let Some(stream) = stream_settings(ws, tls) {
+            tunnel.push("streamSettings", stream);
+        }
         inbounds.push(tunnel);
 
         let portal = Json::object([
@@ -491,14 +800,20 @@ impl BridgeFlags {
             ("port", self.portal.port.into()),
             ("users", Json::Array(vec![user])),
         ]);
-        outbounds.push(Json::object([
+        let mut tunnel = Json::object([
             ("tag", TUNNEL_TAG.into()),
             ("protocol", "vmess".into()),
             (
                 "settings",
                 Json::object([("vnext", Json::Array(vec![server]))]),
             ),
-        ]));
+        ]);
+        let ws = self.ws.as_ref().map(WebSocket::to_json);
+        let tls = self.tls.as_ref().map(|tls| tls.to_json(&self.portal));
+        if let Some(stream) = stream_settings(ws, tls) {
+            tunnel.push("streamSettings", stream);
+        }
+        outbounds.push(tunnel);
         if count > 1 {
             // A marker no service claims (the portal has more --public
             // than this bridge has --to) is closed, not misdelivered.
@@ -557,7 +872,10 @@ impl QuickStart {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rayback_core::TransportNetwork;
+    use rayback_testkit::tls::SelfSigned;
     use rayback_testkit::{v2ray_test, workspace_root};
+    use serde_json::json;
 
     const ID: &str = "27848739-7e62-4138-9fd3-098a63964b6b";
 
@@ -576,6 +894,8 @@ mod tests {
             id: ID.parse().unwrap(),
             domain: "test.v2ray.com".into(),
             metrics: None,
+            ws: None,
+            tls: None,
         }
     }
 
@@ -587,6 +907,8 @@ mod tests {
             domain: "test.v2ray.com".into(),
             security: Security::Auto,
             metrics: None,
+            ws: None,
+            tls: None,
         }
     }
 
@@ -650,6 +972,308 @@ mod tests {
             quick.config().unwrap();
             let (code, output) = v2ray_test(&quick.to_text(), "quick.json").unwrap();
             assert_eq!(code, 0, "v2ray -test refused {}: {output}", quick.to_text());
+        }
+    }
+
+    /// The tunnel handler's `streamSettings`: the portal's last inbound,
+    /// the bridge's last outbound but the blackhole (one service here).
+    fn tunnel_stream(quick: &QuickStart) -> Value {
+        let json = quick.to_json().to_value();
+        let handlers = match quick {
+            QuickStart::Portal(_) => &json["inbounds"],
+            QuickStart::Bridge(_) => &json["outbounds"],
+        };
+        let tunnel = handlers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|handler| handler["tag"] == TUNNEL_TAG)
+            .unwrap();
+        tunnel.get("streamSettings").cloned().unwrap_or(Value::Null)
+    }
+
+    fn v2ray_accepts(quick: &QuickStart) {
+        let text = quick.to_text();
+        let (code, output) = v2ray_test(&text, "quick.json").unwrap();
+        assert_eq!(code, 0, "v2ray -test refused {text}: {output}");
+    }
+
+    fn client_tls(flags: ClientTlsFlags<'_>) -> Option<ClientTls> {
+        ClientTls::from_flags(flags).unwrap()
+    }
+
+    #[test]
+    fn without_transport_flags_there_are_no_stream_settings() {
+        for quick in [
+            QuickStart::Portal(guide_portal()),
+            QuickStart::Bridge(guide_bridge()),
+        ] {
+            assert_eq!(tunnel_stream(&quick), Value::Null);
+            assert!(!quick.to_text().contains("streamSettings"));
+        }
+    }
+
+    #[test]
+    fn portal_ws_and_tls_flags_write_the_tunnel_stream_settings() {
+        let certificate = SelfSigned::localhost().unwrap();
+        let cert = certificate.cert_path.to_str().unwrap();
+        let key = certificate.key_path.to_str().unwrap();
+        let mut portal = guide_portal();
+        portal.ws = Some("t".parse().unwrap());
+        portal.tls =
+            ServerTls::from_flags(Some(&certificate.cert_path), Some(&certificate.key_path))
+                .unwrap();
+        let quick = QuickStart::Portal(portal.clone());
+        assert_eq!(
+            tunnel_stream(&quick),
+            json!({
+                "network": "ws",
+                "wsSettings": {"path": "/t"},
+                "security": "tls",
+                "tlsSettings": {"certificates": [{"certificateFile": cert, "keyFile": key}]}
+            })
+        );
+        // Key order as printed: the transport, then its security.
+        let text = quick.to_text();
+        let order: Vec<usize> = [
+            "\"network\"",
+            "\"wsSettings\"",
+            "\"security\"",
+            "\"tlsSettings\"",
+        ]
+        .iter()
+        .map(|key| text.find(key).unwrap())
+        .collect();
+        assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "{text}");
+
+        let config = quick.config().unwrap();
+        let stream = &config.inbounds[1].stream;
+        let TransportNetwork::WebSocket(ws) = &stream.network else {
+            panic!("not WebSocket: {stream:?}");
+        };
+        assert_eq!(ws.path, "/t");
+        let tls = stream.tls.as_ref().unwrap();
+        assert_eq!(tls.certificates.len(), 1);
+        assert_eq!(tls.certificates[0].certificate.text, certificate.cert_pem);
+        assert_eq!(
+            tls.certificates[0].key.as_ref().unwrap().text,
+            certificate.key_pem
+        );
+        v2ray_accepts(&quick);
+
+        // Each alone.
+        let mut ws_only = guide_portal();
+        ws_only.ws = Some("/a/b".parse().unwrap());
+        assert_eq!(
+            tunnel_stream(&QuickStart::Portal(ws_only)),
+            json!({"network": "ws", "wsSettings": {"path": "/a/b"}})
+        );
+        let mut tls_only = portal;
+        tls_only.ws = None;
+        let stream = tunnel_stream(&QuickStart::Portal(tls_only));
+        assert_eq!(stream["security"], "tls");
+        assert_eq!(stream.get("network"), None);
+    }
+
+    #[test]
+    fn bridge_ws_and_tls_flags_write_the_tunnel_stream_settings() {
+        let certificate = SelfSigned::localhost().unwrap();
+        let ca = certificate.cert_path.to_str().unwrap();
+        let bridge_with = |portal: &str, ws: Option<WebSocket>, tls: Option<ClientTls>| {
+            let mut bridge = guide_bridge();
+            bridge.portal = host_port(portal);
+            bridge.ws = ws;
+            bridge.tls = tls;
+            QuickStart::Bridge(bridge)
+        };
+        let ws = |path: &str, host: Option<&str>| {
+            WebSocket::from_flags(Some(&path.parse().unwrap()), host).unwrap()
+        };
+
+        // The brief's case: WebSocket, a listed CA, a server name.
+        let quick = bridge_with(
+            "127.0.0.1:1024",
+            ws("/t", None),
+            client_tls(ClientTlsFlags {
+                server_name: Some("localhost"),
+                ca: Some(&certificate.cert_path),
+                ..ClientTlsFlags::default()
+            }),
+        );
+        assert_eq!(
+            tunnel_stream(&quick),
+            json!({
+                "network": "ws",
+                "wsSettings": {"path": "/t"},
+                "security": "tls",
+                "tlsSettings": {"serverName": "localhost", "certificates": [{"certificateFile": ca}]}
+            })
+        );
+        let config = quick.config().unwrap();
+        let stream = &config.outbounds[1].stream;
+        assert!(matches!(&stream.network, TransportNetwork::WebSocket(ws) if ws.path == "/t"));
+        let tls = stream.tls.as_ref().unwrap();
+        assert_eq!(tls.server_name.as_deref(), Some("localhost"));
+        assert!(!tls.allow_insecure);
+        assert_eq!(tls.certificates[0].certificate.text, certificate.cert_pem);
+        assert_eq!(tls.certificates[0].key, None);
+        v2ray_accepts(&quick);
+
+        let cases = [
+            // --ws with --ws-host.
+            (
+                bridge_with("portal.example:80", ws("t", Some("cdn.example")), None),
+                json!({"network": "ws", "wsSettings": {"path": "/t", "headers": {"Host": "cdn.example"}}}),
+            ),
+            // --tls alone to a domain: V2Ray's defaults say the rest.
+            (
+                bridge_with(
+                    "portal.example:443",
+                    None,
+                    client_tls(ClientTlsFlags {
+                        tls: true,
+                        ..ClientTlsFlags::default()
+                    }),
+                ),
+                json!({"security": "tls"}),
+            ),
+            // --tls to an IP: the IP is the name verified.
+            (
+                bridge_with(
+                    "[2001:db8::1]:443",
+                    None,
+                    client_tls(ClientTlsFlags {
+                        tls: true,
+                        ..ClientTlsFlags::default()
+                    }),
+                ),
+                json!({"security": "tls", "tlsSettings": {"serverName": "2001:db8::1"}}),
+            ),
+            // --server-name alone implies --tls.
+            (
+                bridge_with(
+                    "10.0.0.1:443",
+                    None,
+                    client_tls(ClientTlsFlags {
+                        server_name: Some("portal.example"),
+                        ..ClientTlsFlags::default()
+                    }),
+                ),
+                json!({"security": "tls", "tlsSettings": {"serverName": "portal.example"}}),
+            ),
+            // --insecure implies --tls and needs no name.
+            (
+                bridge_with(
+                    "10.0.0.1:443",
+                    ws("/", None),
+                    client_tls(ClientTlsFlags {
+                        insecure: true,
+                        ..ClientTlsFlags::default()
+                    }),
+                ),
+                json!({
+                    "network": "ws", "wsSettings": {"path": "/"},
+                    "security": "tls", "tlsSettings": {"allowInsecure": true}
+                }),
+            ),
+            // --ca to a domain: trusted, the domain verified.
+            (
+                bridge_with(
+                    "localhost:443",
+                    None,
+                    client_tls(ClientTlsFlags {
+                        ca: Some(&certificate.cert_path),
+                        ..ClientTlsFlags::default()
+                    }),
+                ),
+                json!({"security": "tls", "tlsSettings": {"certificates": [{"certificateFile": ca}]}}),
+            ),
+        ];
+        for (quick, expected) in cases {
+            assert_eq!(tunnel_stream(&quick), expected, "{}", quick.to_text());
+            quick.config().unwrap();
+            v2ray_accepts(&quick);
+        }
+    }
+
+    #[test]
+    fn ws_paths_are_normalised_like_v2ray_or_refused() {
+        for (given, path) in [("t", "/t"), ("/t", "/t"), ("", "/"), ("a/b/", "/a/b/")] {
+            assert_eq!(given.parse::<WsPath>().unwrap().as_str(), path);
+        }
+        for bad in ["/a b", "/a?b=1", "/a#b", "/a%20b", "/é"] {
+            assert_eq!(
+                bad.parse::<WsPath>(),
+                Err(QuickError::NotWsPath(bad.to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn transport_flags_come_in_usable_combinations() {
+        let cert = Path::new("cert.pem");
+        let key = Path::new("key.pem");
+        assert_eq!(ServerTls::from_flags(None, None), Ok(None));
+        assert_eq!(
+            ServerTls::from_flags(Some(cert), None),
+            Err(QuickError::TlsCertWithoutKey)
+        );
+        assert_eq!(
+            ServerTls::from_flags(None, Some(key)),
+            Err(QuickError::TlsKeyWithoutCert)
+        );
+        // Relative paths are written absolute.
+        let tls = ServerTls::from_flags(Some(cert), Some(key))
+            .unwrap()
+            .unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(Path::new(&tls.certificate_file), here.join("cert.pem"));
+        assert_eq!(Path::new(&tls.key_file), here.join("key.pem"));
+
+        assert_eq!(ClientTls::from_flags(ClientTlsFlags::default()), Ok(None));
+        assert_eq!(
+            ClientTls::from_flags(ClientTlsFlags {
+                ca: Some(cert),
+                insecure: true,
+                ..ClientTlsFlags::default()
+            }),
+            Err(QuickError::InsecureWithCa)
+        );
+        assert_eq!(
+            client_tls(ClientTlsFlags {
+                ca: Some(cert),
+                ..ClientTlsFlags::default()
+            })
+            .unwrap()
+            .trust,
+            Trust::AlsoFile(here.join("cert.pem").to_str().unwrap().to_owned())
+        );
+        assert_eq!(
+            ClientTls::from_flags(ClientTlsFlags {
+                server_name: Some("a b"),
+                ..ClientTlsFlags::default()
+            }),
+            Err(QuickError::NotServerName("a b".to_owned()))
+        );
+
+        assert_eq!(WebSocket::from_flags(None, None), Ok(None));
+        assert_eq!(
+            WebSocket::from_flags(None, Some("example.com")),
+            Err(QuickError::WsHostWithoutWs)
+        );
+        let path: WsPath = "/t".parse().unwrap();
+        assert_eq!(
+            WebSocket::from_flags(Some(&path), Some("a b")),
+            Err(QuickError::NotWsHost("a b".to_owned()))
+        );
+        for host in ["example.com", "example.com:8443", "127.0.0.1", "[::1]:443"] {
+            assert!(check_ws_host(host).is_ok(), "{host}");
+        }
+        for name in ["localhost", "portal.example", "127.0.0.1", "::1"] {
+            assert!(check_server_name(name).is_ok(), "{name}");
+        }
+        for bad in ["", "a b", "host:443", "[::1]"] {
+            assert!(check_server_name(bad).is_err(), "{bad:?}");
         }
     }
 
