@@ -22,7 +22,10 @@
 //! times: with its tunnel aimed at iperf3, at the web server, and at the
 //! fairness backend, with the seed page's configurations only re-ported
 //! (freedom's `redirect` names one backend). Every setup runs every phase,
-//! `rayback-2t` (Rayback with two runtime threads) included. Cells are
+//! `rayback-2t` (Rayback with two runtime threads) included, and so do
+//! `rayback-wstls` and `v2ray-wstls` (the seed pair with the tunnel over
+//! WebSocket inside TLS; `--quick` leaves these two out unless `--only`
+//! names them, to keep CI's smoke run near a minute). Cells are
 //! medians over the rounds. Results go to
 //! `target/bench/results.md` and `target/bench/chart.svg`; configs and logs
 //! of the last round to `target/bench/work/`.
@@ -112,8 +115,13 @@ impl Options {
         Ok(options)
     }
 
+    /// Whether `kind` runs: the setups `--only` names, else all of them,
+    /// except that `--quick` alone leaves out those not in its plan.
     fn wants(&self, kind: SetupKind) -> bool {
-        self.only.as_ref().is_none_or(|only| only.contains(&kind))
+        match &self.only {
+            Some(only) => only.contains(&kind),
+            None => !self.quick || kind.in_quick_plan(),
+        }
     }
 }
 
@@ -980,6 +988,23 @@ mod tests {
         assert_eq!(both.runs, 2);
         assert_eq!(both.only, Some(vec![SetupKind::Direct, SetupKind::V2Ray]));
         assert!(both.wants(SetupKind::V2Ray) && !both.wants(SetupKind::Rayback));
+    }
+
+    #[test]
+    fn quick_leaves_out_ws_tls_unless_named() {
+        let full = Options::parse(&[]).expect("no arguments");
+        assert!(SetupKind::ALL.into_iter().all(|kind| full.wants(kind)));
+        let quick = Options::parse(&args("--quick --dev-build")).expect("quick");
+        assert!(quick.wants(SetupKind::Rayback) && quick.wants(SetupKind::V2Ray));
+        assert!(!quick.wants(SetupKind::RaybackWsTls) && !quick.wants(SetupKind::V2RayWsTls));
+        let named = Options::parse(&args("--quick --only rayback-wstls,v2ray-wstls"))
+            .expect("ws+tls named");
+        assert_eq!(
+            named.only,
+            Some(vec![SetupKind::RaybackWsTls, SetupKind::V2RayWsTls])
+        );
+        assert!(named.wants(SetupKind::RaybackWsTls) && named.wants(SetupKind::V2RayWsTls));
+        assert!(!named.wants(SetupKind::Rayback));
     }
 
     #[test]

@@ -23,77 +23,14 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    bridge_binary, check_config, configs, portal_binary, public, start_serving, with_tunnel_stream,
-    Kind,
+    bridge_binary, bridge_stream, check_config, configs, portal_binary, portal_stream, public,
+    start_serving, with_tunnel_stream, Kind, TunnelTransport as Transport,
 };
 use rayback_testkit::tls::SelfSigned;
 use rayback_testkit::{backend, echo_many, v2ray_test};
 
 const CONNECTIONS: usize = 16;
 const SIZE: usize = 4 << 20;
-const WS_PATH: &str = "/tunnel";
-
-/// The tunnel's transport.
-#[derive(Clone, Copy, Debug)]
-enum Transport {
-    /// WebSocket on [`WS_PATH`] inside TLS, ALPN `http/1.1`; the bridge
-    /// sends a `Host` header and verifies the listed certificate.
-    WsTls,
-    /// TLS over TCP, default ALPN; the bridge does not verify.
-    Tls,
-}
-
-/// `text` as a JSON string. Paths and PEM lines here need no escapes;
-/// anything that would is refused rather than escaped.
-fn quoted(text: &str) -> String {
-    assert!(
-        !text.contains(['"', '\\']) && !text.contains(|c: char| c.is_control()),
-        "{text:?} needs JSON escapes"
-    );
-    format!("\"{text}\"")
-}
-
-fn lines(pem: &str) -> String {
-    let lines: Vec<String> = pem.lines().map(quoted).collect();
-    format!("[{}]", lines.join(", "))
-}
-
-/// `streamSettings` (JSON text) of the bridge's outbound.
-fn bridge_stream(transport: Transport, certificate: &SelfSigned) -> String {
-    match transport {
-        Transport::WsTls => format!(
-            r#"{{"network": "ws", "wsSettings": {{"path": {path}, "headers": {{"Host": "localhost"}}}},
-                "security": "tls", "tlsSettings": {{"serverName": "localhost", "alpn": ["http/1.1"],
-                "certificates": [{{"certificate": {cert}}}]}}}}"#,
-            path = quoted(WS_PATH),
-            cert = lines(&certificate.cert_pem),
-        ),
-        Transport::Tls => {
-            r#"{"network": "tcp", "security": "tls", "tlsSettings": {"allowInsecure": true}}"#
-                .to_owned()
-        }
-    }
-}
-
-/// `streamSettings` (JSON text) of the portal's inbound.
-fn portal_stream(transport: Transport, certificate: &SelfSigned) -> String {
-    let certificates = format!(
-        r#"[{{"certificateFile": {cert}, "keyFile": {key}}}]"#,
-        cert = quoted(&certificate.cert_path.to_string_lossy()),
-        key = quoted(&certificate.key_path.to_string_lossy()),
-    );
-    match transport {
-        Transport::WsTls => format!(
-            r#"{{"network": "ws", "wsSettings": {{"path": {path}}}, "security": "tls",
-                "tlsSettings": {{"alpn": ["http/1.1"], "certificates": {certificates}}}}}"#,
-            path = quoted(WS_PATH),
-        ),
-        Transport::Tls => format!(
-            r#"{{"network": "tcp", "security": "tls", "tlsSettings": {{"certificates": {certificates}}}}}"#
-        ),
-    }
-}
-
 /// Bridge `bridge` and portal `portal` with the tunnel over `transport`:
 /// waits until a request passes, then 16 × 4 MiB of echoes through the
 /// portal's public port.

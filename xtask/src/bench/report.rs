@@ -8,7 +8,7 @@
 //!
 //! | file | contents |
 //! |---|---|
-//! | `results.md` | how and where it ran, the median table with Rayback/v2ray and Rayback/rathole ratios, every run's numbers, notes |
+//! | `results.md` | how and where it ran, the median table with Rayback/v2ray, Rayback/rathole and Rayback ws+tls/v2ray ws+tls ratios, every run's numbers, notes |
 //! | `chart.svg` | one group of bars per workload, each setup relative to the baseline (v2ray) on a log scale, oriented so that up is better |
 
 use std::collections::BTreeMap;
@@ -251,18 +251,28 @@ pub struct RunInfo {
     pub elapsed_seconds: f64,
 }
 
+/// The ratio columns of the median table, `(numerator, denominator,
+/// header)`: each shown when both setups ran.
+const RATIOS: [(SetupKind, SetupKind, &str); 3] = [
+    (SetupKind::Rayback, SetupKind::V2Ray, "Rayback/v2ray"),
+    (SetupKind::Rayback, SetupKind::Rathole, "Rayback/rathole"),
+    (
+        SetupKind::RaybackWsTls,
+        SetupKind::V2RayWsTls,
+        "Rayback ws+tls/v2ray ws+tls",
+    ),
+];
+
 /// The median table (the part BENCHMARKS.md copies).
 pub fn median_table(results: &Results, setups: &[SetupKind]) -> String {
     let mut table = String::new();
-    let has = |kind| setups.contains(&kind);
+    let ratios: Vec<(SetupKind, SetupKind, &str)> = RATIOS
+        .into_iter()
+        .filter(|(top, bottom, _)| setups.contains(top) && setups.contains(bottom))
+        .collect();
     let mut header = vec!["workload".to_owned(), "better".to_owned()];
     header.extend(setups.iter().map(|setup| setup.title().to_owned()));
-    if has(SetupKind::Rayback) && has(SetupKind::V2Ray) {
-        header.push("Rayback/v2ray".to_owned());
-    }
-    if has(SetupKind::Rayback) && has(SetupKind::Rathole) {
-        header.push("Rayback/rathole".to_owned());
-    }
+    header.extend(ratios.iter().map(|(_, _, title)| (*title).to_owned()));
     let _ = writeln!(table, "| {} |", header.join(" | "));
     let _ = writeln!(table, "|{}", "---|".repeat(header.len()));
     for metric in Metric::ALL {
@@ -276,12 +286,11 @@ pub fn median_table(results: &Results, setups: &[SetupKind]) -> String {
             .to_owned(),
         ];
         row.extend(setups.iter().map(|setup| results.cell(*setup, metric)));
-        if has(SetupKind::Rayback) && has(SetupKind::V2Ray) {
-            row.push(results.ratio(metric, SetupKind::Rayback, SetupKind::V2Ray));
-        }
-        if has(SetupKind::Rayback) && has(SetupKind::Rathole) {
-            row.push(results.ratio(metric, SetupKind::Rayback, SetupKind::Rathole));
-        }
+        row.extend(
+            ratios
+                .iter()
+                .map(|(top, bottom, _)| results.ratio(metric, *top, *bottom)),
+        );
         let _ = writeln!(table, "| {} |", row.join(" | "));
     }
     table
@@ -309,8 +318,9 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
     text.push_str(&median_table(results, &info.setups));
     let _ = writeln!(
         text,
-        "\nRatios are Rayback's median divided by the other's: above 1 is better where higher is better, \
-         below 1 is better where lower is better. \"–\" means not applicable or not measured."
+        "\nRatios are Rayback's median divided by the other's (ws+tls: Rayback ws+tls's divided by v2ray ws+tls's): \
+         above 1 is better where higher is better, below 1 is better where lower is better. \
+         \"–\" means not applicable or not measured."
     );
     if info.runs > 1 {
         let _ = writeln!(text, "\n## Every run\n");
@@ -368,9 +378,10 @@ fn one_line(text: &str) -> String {
         .replace('|', "\\|")
 }
 
-/// Colours of the setups' bars, in `SetupKind::ALL` order.
-const COLOURS: [&str; 6] = [
-    "#9e9e9e", "#d62728", "#ff9896", "#1f77b4", "#2ca02c", "#98df8a",
+/// Colours of the setups' bars, in `SetupKind::ALL` order: ws+tls in a
+/// darker red beside Rayback's and a lighter blue beside v2ray's.
+const COLOURS: [&str; SetupKind::ALL.len()] = [
+    "#9e9e9e", "#d62728", "#ff9896", "#1f77b4", "#8c1c13", "#aec7e8", "#2ca02c", "#98df8a",
 ];
 
 fn colour(setup: SetupKind) -> &'static str {
@@ -628,6 +639,37 @@ mod tests {
             (broken[0].0, broken[0].1),
             (SetupKind::Rayback, Metric::Iperf8)
         );
+    }
+
+    #[test]
+    fn ws_tls_pair_gets_its_own_ratio_column() {
+        let mut results = sample();
+        results.record(SetupKind::RaybackWsTls, Metric::Iperf1, 6.0);
+        results.record(SetupKind::V2RayWsTls, Metric::Iperf1, 2.0);
+        results.record(SetupKind::RaybackWsTls, Metric::CpuPerGiB, 1.0);
+        results.record(SetupKind::V2RayWsTls, Metric::CpuPerGiB, 4.0);
+        let setups = [
+            SetupKind::Rayback,
+            SetupKind::V2Ray,
+            SetupKind::RaybackWsTls,
+            SetupKind::V2RayWsTls,
+        ];
+        let table = median_table(&results, &setups);
+        assert!(
+            table.starts_with(
+                "| workload | better | Rayback | v2ray 4.34 | Rayback ws+tls | v2ray 4.34 ws+tls \
+                 | Rayback/v2ray | Rayback ws+tls/v2ray ws+tls |\n"
+            ),
+            "{table}"
+        );
+        assert!(table.contains(
+            "| iperf3 1 stream Gbit/s | higher | 9.00 | 4.50 | 6.00 | 2.00 | 2.00× | 3.00× |"
+        ));
+        assert!(table
+            .contains("| CPU s per GiB (1 stream) | lower | – | – | 1.00 | 4.00 | – | 0.25× |"));
+        // Without v2ray ws+tls, no such column.
+        let table = median_table(&results, &setups[..3]);
+        assert!(!table.contains("ws+tls/"));
     }
 
     #[test]

@@ -10,8 +10,23 @@
 //! | Rayback | `target/release/portal`, `target/release/bridge` | the seed page's configs, ports moved (`seed_configs`); the default runtime (one thread on 1–2 CPUs, else one per CPU) |
 //! | Rayback 2 threads (`rayback-2t`) | the same | the same plus `"rayback": {"workers": 2}` in both files: two runtime threads on any machine |
 //! | v2ray | `/usr/bin/v2ray` twice | the seed page's two files, unchanged otherwise (no `rayback` key) |
+//! | Rayback ws+tls (`rayback-wstls`) | `target/release/portal`, `target/release/bridge` | the seed page's configs plus `streamSettings` on both `interconn` handlers: WebSocket on `/tunnel` inside TLS, a fresh self-signed `localhost` certificate (testkit's `SelfSigned`) that the bridge trusts |
+//! | v2ray ws+tls (`v2ray-wstls`) | `/usr/bin/v2ray` twice | the same two files as Rayback ws+tls |
 //! | rathole | `rathole` server and client | generated TOML: one service to the backend, TCP transport |
 //! | rathole noise | the same | plus `transport.type = "noise"` (Noise_NK, key from `rathole --genkey`) |
+//!
+//! The ws+tls setups' `streamSettings`, on the portal's VMess inbound and
+//! the bridge's VMess outbound (both tagged `interconn` in the seed files):
+//!
+//! ```text
+//! portal: {"network": "ws", "wsSettings": {"path": "/tunnel"}, "security": "tls",
+//!          "tlsSettings": {"alpn": ["http/1.1"],
+//!                          "certificates": [{"certificateFile": CERT, "keyFile": KEY}]}}
+//! bridge: {"network": "ws", "wsSettings": {"path": "/tunnel", "headers": {"Host": "localhost"}},
+//!          "security": "tls",
+//!          "tlsSettings": {"serverName": "localhost", "alpn": ["http/1.1"],
+//!                          "certificates": [{"certificateFile": CERT}]}}
+//! ```
 //!
 //! It does not judge whether a tunnel works: the workloads find that out.
 
@@ -20,6 +35,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use rayback_testkit::tls::SelfSigned;
 use rayback_testkit::{free_port, seed_configs, wait_for_port, SeedPorts};
 
 use super::system::{cpu_ticks, rss_kib, Daemon};
@@ -31,16 +47,31 @@ pub enum SetupKind {
     Rayback,
     RaybackTwoThreads,
     V2Ray,
+    /// Rayback with the tunnel over WebSocket inside TLS.
+    RaybackWsTls,
+    /// v2ray with the same WebSocket-inside-TLS tunnel.
+    V2RayWsTls,
     Rathole,
     RatholeNoise,
 }
 
+/// What carries the tunnel between the bridge and the portal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelTransport {
+    /// VMess straight on TCP, as the seed page has it.
+    Tcp,
+    /// VMess inside WebSocket (`/tunnel`) inside TLS.
+    WsTls,
+}
+
 impl SetupKind {
-    pub const ALL: [SetupKind; 6] = [
+    pub const ALL: [SetupKind; 8] = [
         SetupKind::Direct,
         SetupKind::Rayback,
         SetupKind::RaybackTwoThreads,
         SetupKind::V2Ray,
+        SetupKind::RaybackWsTls,
+        SetupKind::V2RayWsTls,
         SetupKind::Rathole,
         SetupKind::RatholeNoise,
     ];
@@ -52,6 +83,8 @@ impl SetupKind {
             SetupKind::Rayback => "rayback",
             SetupKind::RaybackTwoThreads => "rayback-2t",
             SetupKind::V2Ray => "v2ray",
+            SetupKind::RaybackWsTls => "rayback-wstls",
+            SetupKind::V2RayWsTls => "v2ray-wstls",
             SetupKind::Rathole => "rathole",
             SetupKind::RatholeNoise => "rathole-noise",
         }
@@ -64,6 +97,8 @@ impl SetupKind {
             SetupKind::Rayback => "Rayback",
             SetupKind::RaybackTwoThreads => "Rayback 2 threads",
             SetupKind::V2Ray => "v2ray 4.34",
+            SetupKind::RaybackWsTls => "Rayback ws+tls",
+            SetupKind::V2RayWsTls => "v2ray 4.34 ws+tls",
             SetupKind::Rathole => "rathole plain",
             SetupKind::RatholeNoise => "rathole noise",
         }
@@ -75,7 +110,26 @@ impl SetupKind {
 
     /// Whether the setup runs Rayback's own binaries.
     pub fn is_rayback(self) -> bool {
-        matches!(self, SetupKind::Rayback | SetupKind::RaybackTwoThreads)
+        matches!(
+            self,
+            SetupKind::Rayback | SetupKind::RaybackTwoThreads | SetupKind::RaybackWsTls
+        )
+    }
+
+    /// Whether `--quick` runs the setup when `--only` does not name it: the
+    /// ws+tls pair would take CI's smoke run well past a minute, and their
+    /// harness is the seed pair's, which the plain setups already check.
+    pub fn in_quick_plan(self) -> bool {
+        self.transport() == TunnelTransport::Tcp
+    }
+
+    /// What carries the tunnel of a portal/bridge setup (TCP for the
+    /// others, which have no VMess tunnel).
+    pub fn transport(self) -> TunnelTransport {
+        match self {
+            SetupKind::RaybackWsTls | SetupKind::V2RayWsTls => TunnelTransport::WsTls,
+            _ => TunnelTransport::Tcp,
+        }
     }
 
     /// Whether the setup has tunnel processes whose memory and CPU count.
@@ -134,7 +188,12 @@ pub struct Programs {
 /// A running tunnel: its public address and its processes (killed on drop).
 pub struct Tunnel {
     pub public: SocketAddr,
+    /// Declared before `_certificate`, so dropped (killed) before the
+    /// certificate's files go.
     daemons: Vec<Daemon>,
+    /// The ws+tls setups' certificate, whose files the configurations
+    /// name: kept (and its temporary folder with it) until the tunnel goes.
+    _certificate: Option<SelfSigned>,
 }
 
 impl Tunnel {
@@ -152,8 +211,9 @@ impl Tunnel {
             SetupKind::Direct => Tunnel {
                 public: SocketAddr::from(([127, 0, 0, 1], backend_port)),
                 daemons: Vec::new(),
+                _certificate: None,
             },
-            SetupKind::Rayback | SetupKind::RaybackTwoThreads => {
+            SetupKind::Rayback | SetupKind::RaybackTwoThreads | SetupKind::RaybackWsTls => {
                 let bin = programs
                     .rayback
                     .as_ref()
@@ -162,16 +222,22 @@ impl Tunnel {
                     SetupKind::RaybackTwoThreads => Some(TWO_THREADS),
                     _ => None,
                 };
-                start_seed_pair(
-                    &bin.join("bridge"),
-                    &bin.join("portal"),
+                let pair = SeedPair {
+                    bridge_program: &bin.join("bridge"),
+                    portal_program: &bin.join("portal"),
                     members,
-                    backend_port,
-                    dir,
-                )?
+                    transport: kind.transport(),
+                };
+                start_seed_pair(&pair, backend_port, dir)?
             }
-            SetupKind::V2Ray => {
-                start_seed_pair(&programs.v2ray, &programs.v2ray, None, backend_port, dir)?
+            SetupKind::V2Ray | SetupKind::V2RayWsTls => {
+                let pair = SeedPair {
+                    bridge_program: &programs.v2ray,
+                    portal_program: &programs.v2ray,
+                    members: None,
+                    transport: kind.transport(),
+                };
+                start_seed_pair(&pair, backend_port, dir)?
             }
             SetupKind::Rathole | SetupKind::RatholeNoise => {
                 let rathole = programs
@@ -237,26 +303,96 @@ pub fn with_members(config: &str, members: &str) -> Result<String> {
     Ok(config.replacen("\n{\n", &format!("\n{{\n  {members},\n"), 1))
 }
 
-/// The seed page's bridge and portal, run by `bridge_program` and
-/// `portal_program` (Rayback's two binaries, or v2ray for both), with
-/// `members` added at the top level of both files when given.
-fn start_seed_pair(
-    bridge_program: &Path,
-    portal_program: &Path,
-    members: Option<&str>,
-    backend_port: u16,
-    dir: &Path,
-) -> Result<Tunnel> {
+/// `config` (a seed file) with `"streamSettings": <stream_settings>`
+/// (JSON object text) added to its tunnel handler: the bridge's VMess
+/// outbound or the portal's VMess inbound, both tagged `interconn`. Text
+/// insertion rather than parsing, because the seed files have comments.
+pub fn with_tunnel_stream(config: &str, stream_settings: &str) -> Result<String> {
+    const TAG: &str = "\"tag\": \"interconn\"";
+    let count = config.matches(TAG).count();
+    if count != 1 {
+        bail!("expected {TAG} once in the seed config, found it {count} times");
+    }
+    Ok(config.replacen(
+        TAG,
+        &format!("{TAG}, \"streamSettings\": {stream_settings}"),
+        1,
+    ))
+}
+
+/// The WebSocket path of the ws+tls tunnel.
+const WS_PATH: &str = "/tunnel";
+
+/// The portal inbound's ws+tls `streamSettings`: it serves `cert` with `key`.
+pub fn portal_ws_tls(cert: &Path, key: &Path) -> String {
+    serde_json::json!({
+        "network": "ws",
+        "wsSettings": {"path": WS_PATH},
+        "security": "tls",
+        "tlsSettings": {
+            "alpn": ["http/1.1"],
+            "certificates": [{
+                "certificateFile": cert.display().to_string(),
+                "keyFile": key.display().to_string(),
+            }],
+        },
+    })
+    .to_string()
+}
+
+/// The bridge outbound's ws+tls `streamSettings`: it expects `localhost`
+/// and trusts `cert` (self-signed, so its own issuer).
+pub fn bridge_ws_tls(cert: &Path) -> String {
+    serde_json::json!({
+        "network": "ws",
+        "wsSettings": {"path": WS_PATH, "headers": {"Host": "localhost"}},
+        "security": "tls",
+        "tlsSettings": {
+            "serverName": "localhost",
+            "alpn": ["http/1.1"],
+            "certificates": [{"certificateFile": cert.display().to_string()}],
+        },
+    })
+    .to_string()
+}
+
+/// How to run the seed page's bridge and portal.
+struct SeedPair<'a> {
+    /// Rayback's `bridge`, or v2ray.
+    bridge_program: &'a Path,
+    /// Rayback's `portal`, or v2ray.
+    portal_program: &'a Path,
+    /// Top-level members added to both files, when given.
+    members: Option<&'a str>,
+    transport: TunnelTransport,
+}
+
+/// Writes the seed page's bridge and portal, changed as `pair` says, into
+/// `dir` and starts them.
+fn start_seed_pair(pair: &SeedPair<'_>, backend_port: u16, dir: &Path) -> Result<Tunnel> {
     let ports = SeedPorts {
         public: free_port(),
         tunnel: free_port(),
         service: backend_port,
     };
     let (mut bridge_config, mut portal_config) = seed_configs(ports)?;
-    if let Some(members) = members {
+    if let Some(members) = pair.members {
         bridge_config = with_members(&bridge_config, members)?;
         portal_config = with_members(&portal_config, members)?;
     }
+    let certificate = match pair.transport {
+        TunnelTransport::Tcp => None,
+        TunnelTransport::WsTls => {
+            let certificate = SelfSigned::localhost()?;
+            bridge_config =
+                with_tunnel_stream(&bridge_config, &bridge_ws_tls(&certificate.cert_path))?;
+            portal_config = with_tunnel_stream(
+                &portal_config,
+                &portal_ws_tls(&certificate.cert_path, &certificate.key_path),
+            )?;
+            Some(certificate)
+        }
+    };
     let bridge_path = dir.join("bridge.json");
     let portal_path = dir.join("portal.json");
     std::fs::write(&bridge_path, bridge_config)?;
@@ -264,14 +400,14 @@ fn start_seed_pair(
     // The portal first, so that the bridge's first dial finds it.
     let portal = Daemon::spawn(
         "portal",
-        portal_program,
+        pair.portal_program,
         &[OsStr::new("-config"), portal_path.as_os_str()],
         &[],
         &dir.join("portal.log"),
     )?;
     let bridge = Daemon::spawn(
         "bridge",
-        bridge_program,
+        pair.bridge_program,
         &[OsStr::new("-config"), bridge_path.as_os_str()],
         &[],
         &dir.join("bridge.log"),
@@ -279,6 +415,7 @@ fn start_seed_pair(
     Ok(Tunnel {
         public: SocketAddr::from(([127, 0, 0, 1], ports.public)),
         daemons: vec![portal, bridge],
+        _certificate: certificate,
     })
 }
 
@@ -343,6 +480,7 @@ fn start_rathole(
     Ok(Tunnel {
         public: SocketAddr::from(([127, 0, 0, 1], public_port)),
         daemons: vec![server, client],
+        _certificate: None,
     })
 }
 
@@ -360,6 +498,33 @@ mod tests {
             SetupKind::parse("rayback-2t"),
             Some(SetupKind::RaybackTwoThreads)
         );
+        assert_eq!(
+            SetupKind::parse("rayback-wstls"),
+            Some(SetupKind::RaybackWsTls)
+        );
+        assert_eq!(SetupKind::parse("v2ray-wstls"), Some(SetupKind::V2RayWsTls));
+        assert_eq!(SetupKind::RaybackWsTls.title(), "Rayback ws+tls");
+        assert_eq!(SetupKind::V2RayWsTls.title(), "v2ray 4.34 ws+tls");
+        assert!(SetupKind::RaybackWsTls.is_rayback() && !SetupKind::V2RayWsTls.is_rayback());
+        let quick: Vec<&str> = SetupKind::ALL
+            .into_iter()
+            .filter(|kind| !kind.in_quick_plan())
+            .map(SetupKind::name)
+            .collect();
+        assert_eq!(quick, ["rayback-wstls", "v2ray-wstls"]);
+    }
+
+    /// A seed file as JSON, its `//` comments stripped.
+    fn parse_seed(config: &str) -> serde_json::Value {
+        let json: String = config
+            .lines()
+            .map(|line| match line.find("//") {
+                Some(at) => &line[..at],
+                None => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        serde_json::from_str(&json).expect("valid JSON")
     }
 
     #[test]
@@ -372,20 +537,64 @@ mod tests {
         let (bridge, portal) = seed_configs(ports).expect("seed configs");
         for config in [bridge, portal] {
             let changed = with_members(&config, TWO_THREADS).expect("members added");
-            // The seed files have comments: strip them to parse the JSON.
-            let json: String = changed
-                .lines()
-                .map(|line| match line.find("//") {
-                    Some(at) => &line[..at],
-                    None => line,
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+            let value = parse_seed(&changed);
             assert_eq!(value["rayback"]["workers"], 2);
             assert!(value.get("reverse").is_some());
         }
         assert!(with_members("{}", TWO_THREADS).is_err());
+    }
+
+    #[test]
+    fn ws_tls_goes_on_both_interconn_handlers_as_valid_json() {
+        let ports = SeedPorts {
+            public: 1001,
+            tunnel: 1002,
+            service: 1003,
+        };
+        let (bridge, portal) = seed_configs(ports).expect("seed configs");
+        let (cert, key) = (
+            Path::new("/tmp/tls/cert.pem"),
+            Path::new("/tmp/tls/key.pem"),
+        );
+        let bridge = with_tunnel_stream(&bridge, &bridge_ws_tls(cert)).expect("bridge");
+        let portal = with_tunnel_stream(&portal, &portal_ws_tls(cert, key)).expect("portal");
+        let (bridge, portal) = (parse_seed(&bridge), parse_seed(&portal));
+
+        let outbound = &bridge["outbounds"][1];
+        assert_eq!(
+            (&outbound["tag"], &outbound["protocol"]),
+            (&"interconn".into(), &"vmess".into())
+        );
+        let stream = &outbound["streamSettings"];
+        assert_eq!(stream["network"], "ws");
+        assert_eq!(stream["wsSettings"]["path"], "/tunnel");
+        assert_eq!(stream["wsSettings"]["headers"]["Host"], "localhost");
+        assert_eq!(stream["security"], "tls");
+        assert_eq!(stream["tlsSettings"]["serverName"], "localhost");
+        assert_eq!(stream["tlsSettings"]["alpn"][0], "http/1.1");
+        let trusted = &stream["tlsSettings"]["certificates"][0];
+        assert_eq!(trusted["certificateFile"], "/tmp/tls/cert.pem");
+        assert!(trusted.get("keyFile").is_none());
+
+        let inbound = &portal["inbounds"][1];
+        assert_eq!(
+            (&inbound["tag"], &inbound["protocol"]),
+            (&"interconn".into(), &"vmess".into())
+        );
+        let stream = &inbound["streamSettings"];
+        assert_eq!(stream["network"], "ws");
+        assert_eq!(stream["wsSettings"]["path"], "/tunnel");
+        assert_eq!(stream["security"], "tls");
+        assert_eq!(stream["tlsSettings"]["alpn"][0], "http/1.1");
+        let served = &stream["tlsSettings"]["certificates"][0];
+        assert_eq!(served["certificateFile"], "/tmp/tls/cert.pem");
+        assert_eq!(served["keyFile"], "/tmp/tls/key.pem");
+        // The public inbound keeps plain TCP.
+        assert!(portal["inbounds"][0].get("streamSettings").is_none());
+
+        let twice = "\"tag\": \"interconn\" \"tag\": \"interconn\"";
+        assert!(with_tunnel_stream(twice, "{}").is_err());
+        assert!(with_tunnel_stream("{}", "{}").is_err());
     }
 
     #[test]

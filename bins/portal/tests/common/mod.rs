@@ -10,6 +10,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rayback_testkit::tls::SelfSigned;
 use rayback_testkit::{
     http_get, seed_configs, v2ray_test, Daemon, SeedPorts, TempDir, V2Ray, BACKEND_PAGE,
 };
@@ -253,4 +254,70 @@ pub fn check_config(kind: Kind, binary: &Path, config: &str) -> Result<()> {
 /// Whether the RAYBACK_SOAK=1 tier is on.
 pub fn soak() -> bool {
     std::env::var("RAYBACK_SOAK").is_ok_and(|value| value == "1")
+}
+
+// ------------------------------------------------ the tunnel over TLS / ws+tls
+
+pub const WS_PATH: &str = "/tunnel";
+
+/// The tunnel's transport in the transport tests (reverse_transport.rs,
+/// battery_hostile_transport.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelTransport {
+    /// WebSocket on [`WS_PATH`] inside TLS, ALPN `http/1.1`; the bridge
+    /// sends a `Host` header and verifies the listed certificate.
+    WsTls,
+    /// TLS over TCP, default ALPN; the bridge does not verify.
+    Tls,
+}
+
+/// `text` as a JSON string. Paths and PEM lines here need no escapes;
+/// anything that would is refused rather than escaped.
+pub fn quoted(text: &str) -> String {
+    assert!(
+        !text.contains(['"', '\\']) && !text.contains(|c: char| c.is_control()),
+        "{text:?} needs JSON escapes"
+    );
+    format!("\"{text}\"")
+}
+
+pub fn lines(pem: &str) -> String {
+    let lines: Vec<String> = pem.lines().map(quoted).collect();
+    format!("[{}]", lines.join(", "))
+}
+
+/// `streamSettings` (JSON text) of the bridge's outbound.
+pub fn bridge_stream(transport: TunnelTransport, certificate: &SelfSigned) -> String {
+    match transport {
+        TunnelTransport::WsTls => format!(
+            r#"{{"network": "ws", "wsSettings": {{"path": {path}, "headers": {{"Host": "localhost"}}}},
+                "security": "tls", "tlsSettings": {{"serverName": "localhost", "alpn": ["http/1.1"],
+                "certificates": [{{"certificate": {cert}}}]}}}}"#,
+            path = quoted(WS_PATH),
+            cert = lines(&certificate.cert_pem),
+        ),
+        TunnelTransport::Tls => {
+            r#"{"network": "tcp", "security": "tls", "tlsSettings": {"allowInsecure": true}}"#
+                .to_owned()
+        }
+    }
+}
+
+/// `streamSettings` (JSON text) of the portal's inbound.
+pub fn portal_stream(transport: TunnelTransport, certificate: &SelfSigned) -> String {
+    let certificates = format!(
+        r#"[{{"certificateFile": {cert}, "keyFile": {key}}}]"#,
+        cert = quoted(&certificate.cert_path.to_string_lossy()),
+        key = quoted(&certificate.key_path.to_string_lossy()),
+    );
+    match transport {
+        TunnelTransport::WsTls => format!(
+            r#"{{"network": "ws", "wsSettings": {{"path": {path}}}, "security": "tls",
+                "tlsSettings": {{"alpn": ["http/1.1"], "certificates": {certificates}}}}}"#,
+            path = quoted(WS_PATH),
+        ),
+        TunnelTransport::Tls => format!(
+            r#"{{"network": "tcp", "security": "tls", "tlsSettings": {{"certificates": {certificates}}}}}"#
+        ),
+    }
 }
