@@ -123,14 +123,14 @@ impl Transport {
     pub async fn dial(&self, address: &Address, port: u16, timeout: Duration) -> io::Result<Conn> {
         let tcp = bounded(timeout, "connecting", address, port, connect(address, port)).await?;
         socket::tune(&tcp);
-        bounded(
-            timeout,
-            "the transport handshake",
-            address,
-            port,
-            self.handshake_client(tcp, address, port),
-        )
-        .await
+        if self.is_plain_tcp() {
+            return Ok(Conn::Plain(Secured::Tcp(Base::new(tcp, Vec::new()))));
+        }
+        // Boxed: the handshakes' state is large, and a caller that holds
+        // this future's space for a connection's life (a relay awaiting
+        // after its dial) should not pay it for plain TCP.
+        let handshake = Box::pin(self.handshake_client(tcp, address, port));
+        bounded(timeout, "the transport handshake", address, port, handshake).await
     }
 
     async fn handshake_client(
@@ -169,8 +169,20 @@ impl Transport {
 
     /// Runs the listening side's handshakes on an accepted socket. The
     /// caller bounds the time (the inbound's handshake policy).
-    pub async fn accept(&self, mut tcp: TcpStream, peer: SocketAddr) -> io::Result<Accepted> {
+    pub async fn accept(&self, tcp: TcpStream, peer: SocketAddr) -> io::Result<Accepted> {
         socket::tune(&tcp);
+        if self.is_plain_tcp() {
+            return Ok(Accepted {
+                conn: Conn::Plain(Secured::Tcp(Base::new(tcp, Vec::new()))),
+                source: peer,
+            });
+        }
+        // Boxed for the same reason as in `dial`: a connection's task keeps
+        // the space of its handshake's future for its whole life.
+        Box::pin(self.accept_layers(tcp, peer)).await
+    }
+
+    async fn accept_layers(&self, mut tcp: TcpStream, peer: SocketAddr) -> io::Result<Accepted> {
         let mut source = peer;
         let mut prefix = Vec::new();
         if self.accept_proxy_protocol {
