@@ -42,12 +42,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use common::{
-    bridge_stream, configs, portal_stream, public, start_serving, wait_serving, with_members,
-    with_tunnel_stream, Kind, TunnelTransport as Transport, WS_PATH,
+    bridge_stream, configs, portal_stream, public, start_serving, wait_serving, with_members, Kind,
 };
 use rayback_testkit::gauge::{alive, metric, rss_kb, scrape};
 use rayback_testkit::peer::connect_from;
-use rayback_testkit::tls::SelfSigned;
+use rayback_testkit::tls::{SelfSigned, TunnelTls as Transport, TUNNEL_WS_PATH as WS_PATH};
+use rayback_testkit::with_tunnel_stream;
 use rayback_testkit::{backend, free_port, http_get, seeded_bytes, BACKEND_PAGE};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};

@@ -41,17 +41,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use common::{
-    bridge_binary, check_config, configs, local_ports_of, portal_binary, public, start_serving,
-    with_members, with_tunnel_stream, End, Kind,
+    bridge_binary, bridge_stream, check_config, configs, local_ports_of, portal_binary, public,
+    start_serving, with_members, End, Kind,
 };
-use rayback_testkit::tls::SelfSigned;
+use rayback_testkit::tls::{SelfSigned, TunnelTls, TUNNEL_WS_PATH as WS_PATH};
+use rayback_testkit::with_tunnel_stream;
 use rayback_testkit::{
     backend, echo_many, free_port, seed_configs, wait_for_port, SeedPorts, TempDir,
 };
 
 const CONNECTIONS: usize = 16;
 const SIZE: usize = 4 << 20;
-const WS_PATH: &str = "/tunnel";
 /// The tunnel's domain in the seed configs: the portal's access line for
 /// a bridge's tunnel session names it as the destination.
 const TUNNEL_DOMAIN: &str = "test.v2ray.com";
@@ -223,19 +223,6 @@ fn quoted(text: &str) -> String {
     format!("\"{text}\"")
 }
 
-/// The bridge's `streamSettings`: ws+tls to nginx, verifying `localhost`
-/// against the listed self-signed certificate.
-fn bridge_stream(certificate: &SelfSigned) -> String {
-    let lines: Vec<String> = certificate.cert_lines().into_iter().map(quoted).collect();
-    format!(
-        r#"{{"network": "ws", "wsSettings": {{"path": {path}, "headers": {{"Host": "localhost"}}}},
-            "security": "tls", "tlsSettings": {{"serverName": "localhost", "alpn": ["http/1.1"],
-            "certificates": [{{"certificate": [{cert}]}}]}}}}"#,
-        path = quoted(WS_PATH),
-        cert = lines.join(", "),
-    )
-}
-
 /// The portal's `streamSettings`: plain ws, with the PROXY protocol behind
 /// the stream front.
 fn portal_stream(front: Front) -> String {
@@ -312,7 +299,11 @@ async fn behind_nginx(front: Front, seed: u64) {
         ),
     );
     let portal_config = with_tunnel_stream(&portal_config, &portal_stream(front)).unwrap();
-    let bridge_config = with_tunnel_stream(&bridge_config, &bridge_stream(&certificate)).unwrap();
+    let bridge_config = with_tunnel_stream(
+        &bridge_config,
+        &bridge_stream(TunnelTls::WsTls, &certificate),
+    )
+    .unwrap();
     check_config(Kind::Rayback, &bridge_binary(), &bridge_config).unwrap();
     check_config(Kind::Rayback, &portal_binary(), &portal_config).unwrap();
 

@@ -24,9 +24,10 @@ use std::time::Duration;
 
 use common::{
     bridge_binary, bridge_stream, check_config, configs, portal_binary, portal_stream, public,
-    start_serving, with_tunnel_stream, Kind, TunnelTransport as Transport,
+    start_serving, Kind,
 };
-use rayback_testkit::tls::SelfSigned;
+use rayback_testkit::tls::{SelfSigned, TunnelTls as Transport};
+use rayback_testkit::with_tunnel_stream;
 use rayback_testkit::{backend, echo_many, v2ray_test};
 
 const CONNECTIONS: usize = 16;

@@ -282,6 +282,24 @@ fn replace_once(text: &str, from: &str, to: &str, file: &str) -> Result<String> 
     Ok(text.replacen(from, to, 1))
 }
 
+/// Adds `"streamSettings": <stream_settings>` (JSON object text) to the
+/// tunnel's VMess handler of a seed config ([`seed_configs`]): the
+/// bridge's outbound or the portal's inbound, both tagged `interconn`
+/// there. Text insertion rather than parsing, because the seed files have
+/// comments.
+pub fn with_tunnel_stream(config: &str, stream_settings: &str) -> Result<String> {
+    const TAG: &str = "\"tag\": \"interconn\"";
+    let count = config.matches(TAG).count();
+    if count != 1 {
+        bail!("expected {TAG} once in the seed config, found it {count} times");
+    }
+    Ok(config.replacen(
+        TAG,
+        &format!("{TAG}, \"streamSettings\": {stream_settings}"),
+        1,
+    ))
+}
+
 /// The seed page's bridge and portal configurations from
 /// `config-examples/seed/` (legacy form, comments kept), with only ports
 /// moved and the portal's listeners bound to 127.0.0.1.

@@ -7,9 +7,10 @@
 //! client using only the system roots refuses it. Not a CA: it signs
 //! nothing else.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use serde_json::json;
 
 use crate::TempDir;
 
@@ -64,6 +65,68 @@ impl SelfSigned {
     pub fn key_lines(&self) -> Vec<&str> {
         self.key_pem.lines().collect()
     }
+}
+
+/// The WebSocket path of a seed tunnel over ws+tls.
+pub const TUNNEL_WS_PATH: &str = "/tunnel";
+
+/// How a seed tunnel ([`crate::with_tunnel_stream`]) runs over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelTls {
+    /// WebSocket on [`TUNNEL_WS_PATH`] inside TLS, ALPN `http/1.1`; the
+    /// bridge sends `Host: localhost` and verifies `serverName: localhost`
+    /// against the certificate it lists (V2Ray 4.34 trusts listed
+    /// certificates).
+    WsTls,
+    /// TLS over TCP, default ALPN; the bridge does not verify
+    /// (`allowInsecure`).
+    Tls,
+}
+
+/// The bridge outbound's `streamSettings` (JSON text) toward a portal
+/// serving the certificate at `cert`.
+pub fn tunnel_bridge_stream(tunnel: TunnelTls, cert: &Path) -> String {
+    match tunnel {
+        TunnelTls::WsTls => json!({
+            "network": "ws",
+            "wsSettings": {"path": TUNNEL_WS_PATH, "headers": {"Host": "localhost"}},
+            "security": "tls",
+            "tlsSettings": {
+                "serverName": "localhost",
+                "alpn": ["http/1.1"],
+                "certificates": [{"certificateFile": cert.display().to_string()}],
+            },
+        }),
+        TunnelTls::Tls => json!({
+            "network": "tcp",
+            "security": "tls",
+            "tlsSettings": {"allowInsecure": true},
+        }),
+    }
+    .to_string()
+}
+
+/// The portal inbound's `streamSettings` (JSON text): it serves `cert`
+/// with `key`.
+pub fn tunnel_portal_stream(tunnel: TunnelTls, cert: &Path, key: &Path) -> String {
+    let certificates = json!([{
+        "certificateFile": cert.display().to_string(),
+        "keyFile": key.display().to_string(),
+    }]);
+    match tunnel {
+        TunnelTls::WsTls => json!({
+            "network": "ws",
+            "wsSettings": {"path": TUNNEL_WS_PATH},
+            "security": "tls",
+            "tlsSettings": {"alpn": ["http/1.1"], "certificates": certificates},
+        }),
+        TunnelTls::Tls => json!({
+            "network": "tcp",
+            "security": "tls",
+            "tlsSettings": {"certificates": certificates},
+        }),
+    }
+    .to_string()
 }
 
 #[cfg(test)]

@@ -35,8 +35,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use rayback_testkit::tls::SelfSigned;
-use rayback_testkit::{free_port, seed_configs, wait_for_port, SeedPorts};
+use rayback_testkit::tls::{tunnel_bridge_stream, tunnel_portal_stream, SelfSigned, TunnelTls};
+use rayback_testkit::{free_port, seed_configs, wait_for_port, with_tunnel_stream, SeedPorts};
 
 use super::system::{cpu_ticks, rss_kib, Daemon};
 
@@ -303,59 +303,6 @@ pub fn with_members(config: &str, members: &str) -> Result<String> {
     Ok(config.replacen("\n{\n", &format!("\n{{\n  {members},\n"), 1))
 }
 
-/// `config` (a seed file) with `"streamSettings": <stream_settings>`
-/// (JSON object text) added to its tunnel handler: the bridge's VMess
-/// outbound or the portal's VMess inbound, both tagged `interconn`. Text
-/// insertion rather than parsing, because the seed files have comments.
-pub fn with_tunnel_stream(config: &str, stream_settings: &str) -> Result<String> {
-    const TAG: &str = "\"tag\": \"interconn\"";
-    let count = config.matches(TAG).count();
-    if count != 1 {
-        bail!("expected {TAG} once in the seed config, found it {count} times");
-    }
-    Ok(config.replacen(
-        TAG,
-        &format!("{TAG}, \"streamSettings\": {stream_settings}"),
-        1,
-    ))
-}
-
-/// The WebSocket path of the ws+tls tunnel.
-const WS_PATH: &str = "/tunnel";
-
-/// The portal inbound's ws+tls `streamSettings`: it serves `cert` with `key`.
-pub fn portal_ws_tls(cert: &Path, key: &Path) -> String {
-    serde_json::json!({
-        "network": "ws",
-        "wsSettings": {"path": WS_PATH},
-        "security": "tls",
-        "tlsSettings": {
-            "alpn": ["http/1.1"],
-            "certificates": [{
-                "certificateFile": cert.display().to_string(),
-                "keyFile": key.display().to_string(),
-            }],
-        },
-    })
-    .to_string()
-}
-
-/// The bridge outbound's ws+tls `streamSettings`: it expects `localhost`
-/// and trusts `cert` (self-signed, so its own issuer).
-pub fn bridge_ws_tls(cert: &Path) -> String {
-    serde_json::json!({
-        "network": "ws",
-        "wsSettings": {"path": WS_PATH, "headers": {"Host": "localhost"}},
-        "security": "tls",
-        "tlsSettings": {
-            "serverName": "localhost",
-            "alpn": ["http/1.1"],
-            "certificates": [{"certificateFile": cert.display().to_string()}],
-        },
-    })
-    .to_string()
-}
-
 /// How to run the seed page's bridge and portal.
 struct SeedPair<'a> {
     /// Rayback's `bridge`, or v2ray.
@@ -384,11 +331,17 @@ fn start_seed_pair(pair: &SeedPair<'_>, backend_port: u16, dir: &Path) -> Result
         TunnelTransport::Tcp => None,
         TunnelTransport::WsTls => {
             let certificate = SelfSigned::localhost()?;
-            bridge_config =
-                with_tunnel_stream(&bridge_config, &bridge_ws_tls(&certificate.cert_path))?;
+            bridge_config = with_tunnel_stream(
+                &bridge_config,
+                &tunnel_bridge_stream(TunnelTls::WsTls, &certificate.cert_path),
+            )?;
             portal_config = with_tunnel_stream(
                 &portal_config,
-                &portal_ws_tls(&certificate.cert_path, &certificate.key_path),
+                &tunnel_portal_stream(
+                    TunnelTls::WsTls,
+                    &certificate.cert_path,
+                    &certificate.key_path,
+                ),
             )?;
             Some(certificate)
         }
@@ -556,8 +509,11 @@ mod tests {
             Path::new("/tmp/tls/cert.pem"),
             Path::new("/tmp/tls/key.pem"),
         );
-        let bridge = with_tunnel_stream(&bridge, &bridge_ws_tls(cert)).expect("bridge");
-        let portal = with_tunnel_stream(&portal, &portal_ws_tls(cert, key)).expect("portal");
+        let bridge = with_tunnel_stream(&bridge, &tunnel_bridge_stream(TunnelTls::WsTls, cert))
+            .expect("bridge");
+        let portal =
+            with_tunnel_stream(&portal, &tunnel_portal_stream(TunnelTls::WsTls, cert, key))
+                .expect("portal");
         let (bridge, portal) = (parse_seed(&bridge), parse_seed(&portal));
 
         let outbound = &bridge["outbounds"][1];

@@ -185,22 +185,6 @@ pub fn with_members(config: &str, members: &str) -> String {
     config.replacen("\n{\n", &format!("\n{{\n  {members},\n"), 1)
 }
 
-/// Adds `"streamSettings": <stream_settings>` (JSON object text) to the
-/// tunnel's VMess handler of a seed config: the bridge's outbound or the
-/// portal's inbound, both tagged `interconn` there.
-pub fn with_tunnel_stream(config: &str, stream_settings: &str) -> Result<String> {
-    const TAG: &str = "\"tag\": \"interconn\"";
-    let count = config.matches(TAG).count();
-    if count != 1 {
-        bail!("expected {TAG} once in the seed config, found it {count} times");
-    }
-    Ok(config.replacen(
-        TAG,
-        &format!("{TAG}, \"streamSettings\": {stream_settings}"),
-        1,
-    ))
-}
-
 /// The seed configs with a fault relay between bridge and portal: the
 /// bridge dials the relay, the relay forwards to the portal's tunnel port.
 pub async fn relayed_configs(
@@ -258,66 +242,18 @@ pub fn soak() -> bool {
 
 // ------------------------------------------------ the tunnel over TLS / ws+tls
 
-pub const WS_PATH: &str = "/tunnel";
-
-/// The tunnel's transport in the transport tests (reverse_transport.rs,
-/// battery_hostile_transport.rs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TunnelTransport {
-    /// WebSocket on [`WS_PATH`] inside TLS, ALPN `http/1.1`; the bridge
-    /// sends a `Host` header and verifies the listed certificate.
-    WsTls,
-    /// TLS over TCP, default ALPN; the bridge does not verify.
-    Tls,
-}
-
-/// `text` as a JSON string. Paths and PEM lines here need no escapes;
-/// anything that would is refused rather than escaped.
-pub fn quoted(text: &str) -> String {
-    assert!(
-        !text.contains(['"', '\\']) && !text.contains(|c: char| c.is_control()),
-        "{text:?} needs JSON escapes"
-    );
-    format!("\"{text}\"")
-}
-
-pub fn lines(pem: &str) -> String {
-    let lines: Vec<String> = pem.lines().map(quoted).collect();
-    format!("[{}]", lines.join(", "))
-}
+use rayback_testkit::tls::TunnelTls;
 
 /// `streamSettings` (JSON text) of the bridge's outbound.
-pub fn bridge_stream(transport: TunnelTransport, certificate: &SelfSigned) -> String {
-    match transport {
-        TunnelTransport::WsTls => format!(
-            r#"{{"network": "ws", "wsSettings": {{"path": {path}, "headers": {{"Host": "localhost"}}}},
-                "security": "tls", "tlsSettings": {{"serverName": "localhost", "alpn": ["http/1.1"],
-                "certificates": [{{"certificate": {cert}}}]}}}}"#,
-            path = quoted(WS_PATH),
-            cert = lines(&certificate.cert_pem),
-        ),
-        TunnelTransport::Tls => {
-            r#"{"network": "tcp", "security": "tls", "tlsSettings": {"allowInsecure": true}}"#
-                .to_owned()
-        }
-    }
+pub fn bridge_stream(transport: TunnelTls, certificate: &SelfSigned) -> String {
+    rayback_testkit::tls::tunnel_bridge_stream(transport, &certificate.cert_path)
 }
 
 /// `streamSettings` (JSON text) of the portal's inbound.
-pub fn portal_stream(transport: TunnelTransport, certificate: &SelfSigned) -> String {
-    let certificates = format!(
-        r#"[{{"certificateFile": {cert}, "keyFile": {key}}}]"#,
-        cert = quoted(&certificate.cert_path.to_string_lossy()),
-        key = quoted(&certificate.key_path.to_string_lossy()),
-    );
-    match transport {
-        TunnelTransport::WsTls => format!(
-            r#"{{"network": "ws", "wsSettings": {{"path": {path}}}, "security": "tls",
-                "tlsSettings": {{"alpn": ["http/1.1"], "certificates": {certificates}}}}}"#,
-            path = quoted(WS_PATH),
-        ),
-        TunnelTransport::Tls => format!(
-            r#"{{"network": "tcp", "security": "tls", "tlsSettings": {{"certificates": {certificates}}}}}"#
-        ),
-    }
+pub fn portal_stream(transport: TunnelTls, certificate: &SelfSigned) -> String {
+    rayback_testkit::tls::tunnel_portal_stream(
+        transport,
+        &certificate.cert_path,
+        &certificate.key_path,
+    )
 }
