@@ -124,9 +124,8 @@ impl Freedom {
     /// One attempt at `destination`.
     async fn dial(&self, destination: &Destination) -> io::Result<Stream> {
         let attempt = async {
-            match destination.network {
-                Network::Tcp if self.transport.is_some() => {
-                    let transport = self.transport.as_ref().expect("checked");
+            match (destination.network, &self.transport) {
+                (Network::Tcp, Some(transport)) => {
                     let conn = transport
                         .dial(
                             &destination.address,
@@ -136,7 +135,7 @@ impl Freedom {
                         .await?;
                     Ok(Box::new(conn) as Stream)
                 }
-                Network::Tcp => {
+                (Network::Tcp, None) => {
                     let stream = match destination.socket_addr() {
                         Some(addr) => TcpStream::connect(addr).await?,
                         None => {
@@ -147,7 +146,7 @@ impl Freedom {
                     stream.set_nodelay(true)?;
                     Ok(Box::new(stream) as Stream)
                 }
-                Network::Udp => {
+                (Network::Udp, _) => {
                     let addr = match destination.socket_addr() {
                         Some(addr) => addr,
                         None => {

@@ -46,25 +46,6 @@ pub enum Conn {
     Ws(Box<WsStream<Secured>>),
 }
 
-impl Conn {
-    /// Which layers this connection has, for logs: `tcp`, `tls`, `ws`,
-    /// `ws+tls`.
-    pub fn layers(&self) -> &'static str {
-        match self {
-            Conn::Plain(Secured::Tcp(_)) => "tcp",
-            Conn::Plain(Secured::Tls(_)) => "tls",
-            Conn::Http(http) => match http.get_ref() {
-                Secured::Tcp(_) => "tcp+http",
-                Secured::Tls(_) => "tls+http",
-            },
-            Conn::Ws(ws) => match ws.get_ref() {
-                Secured::Tcp(_) => "ws",
-                Secured::Tls(_) => "ws+tls",
-            },
-        }
-    }
-}
-
 impl AsyncRead for Base {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -114,31 +114,49 @@ fn http_date(now: SystemTime) -> String {
     )
 }
 
-/// Reads up to and including the blank line that ends a head. Returns the
-/// head and what was read past it.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut buffer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
+/// A head being read: bytes collect until the blank line that ends it.
+#[derive(Default)]
+struct HeadScan {
+    scanned: Vec<u8>,
+}
+
+impl HeadScan {
+    /// Adds `bytes`; once the blank line has come, the head and what was
+    /// read past it. An error past [`MAX_HEAD`] bytes or at EOF (`bytes`
+    /// empty).
+    fn feed(&mut self, bytes: &[u8]) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if bytes.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the connection ended inside the HTTP head",
             ));
         }
-        let searched_from = buffer.len().saturating_sub(END.len() - 1);
-        buffer.extend_from_slice(&chunk[..n]);
-        if let Some(at) = find(&buffer[searched_from..], END) {
-            let end = searched_from + at + END.len();
-            let rest = buffer.split_off(end);
-            return Ok((buffer, rest));
+        let searched_from = self.scanned.len().saturating_sub(END.len() - 1);
+        self.scanned.extend_from_slice(bytes);
+        if let Some(at) = find(&self.scanned[searched_from..], END) {
+            let mut head = std::mem::take(&mut self.scanned);
+            let rest = head.split_off(searched_from + at + END.len());
+            return Ok(Some((head, rest)));
         }
-        if buffer.len() > MAX_HEAD {
+        if self.scanned.len() > MAX_HEAD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("HTTP head longer than {MAX_HEAD} bytes"),
             ));
+        }
+        Ok(None)
+    }
+}
+
+/// Reads up to and including the blank line that ends a head. Returns the
+/// head and what was read past it.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut scan = HeadScan::default();
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if let Some(found) = scan.feed(&chunk[..n])? {
+            return Ok(found);
         }
     }
 }
@@ -191,8 +209,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         inner: stream,
         out: response_head(response),
         out_at: 0,
-        skip_head: false,
-        scanned: Vec::new(),
+        skipping: None,
         read_ahead: ReadAhead::new(rest),
     })
 }
@@ -204,8 +221,7 @@ pub fn connect<S>(stream: S, request: &HttpRequestHead) -> Disguised<S> {
         inner: stream,
         out: request_head(request),
         out_at: 0,
-        skip_head: true,
-        scanned: Vec::new(),
+        skipping: Some(HeadScan::default()),
         read_ahead: ReadAhead::default(),
     }
 }
@@ -216,18 +232,11 @@ pub struct Disguised<S> {
     /// Our head, sent before the first byte written.
     out: Vec<u8>,
     out_at: usize,
-    /// Client: the server's head is still to be read and dropped.
-    skip_head: bool,
-    /// Client: what was read of the server's head so far.
-    scanned: Vec<u8>,
+    /// Client: the server's head, while it is still being read (to be
+    /// dropped).
+    skipping: Option<HeadScan>,
     /// Bytes read past the peer's head, handed out first.
     read_ahead: ReadAhead,
-}
-
-impl<S> Disguised<S> {
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncWrite + Unpin> Disguised<S> {
@@ -255,31 +264,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Disguised<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        while this.skip_head {
-            // Read the response head into `read_ahead`, then keep what
-            // follows it.
+        while let Some(scan) = &mut this.skipping {
             let mut chunk = [0u8; 2048];
             let mut chunk_buf = ReadBuf::new(&mut chunk);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk_buf))?;
-            let got = chunk_buf.filled();
-            if got.is_empty() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the connection ended inside the server's HTTP head",
-                )));
-            }
-            let searched_from = this.scanned.len().saturating_sub(END.len() - 1);
-            this.scanned.extend_from_slice(got);
-            if let Some(at) = find(&this.scanned[searched_from..], END) {
-                let rest = this.scanned.split_off(searched_from + at + END.len());
-                this.scanned = Vec::new();
+            if let Some((_head, rest)) = scan.feed(chunk_buf.filled())? {
                 this.read_ahead = ReadAhead::new(rest);
-                this.skip_head = false;
-            } else if this.scanned.len() > MAX_HEAD {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the server's HTTP head is longer than {MAX_HEAD} bytes"),
-                )));
+                this.skipping = None;
             }
         }
         if this.read_ahead.read_into(buf) {
@@ -397,13 +388,10 @@ mod tests {
         assert_eq!(&client_side.await.unwrap(), b"pong");
     }
 
-    #[tokio::test]
-    async fn a_path_not_listed_is_answered_404() {
+    /// What a server answers `sent` before refusing it.
+    async fn refusal_of(sent: &[u8]) -> Vec<u8> {
         let (mut client, server) = tokio::io::duplex(1 << 16);
-        client
-            .write_all(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        client.write_all(sent).await.unwrap();
         let refused = accept(
             server,
             &HttpRequestHead::default(),
@@ -413,22 +401,18 @@ mod tests {
         assert!(refused.is_err());
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_path_not_listed_is_answered_404() {
+        let answer = refusal_of(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(answer.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
     }
 
     #[tokio::test]
     async fn garbage_is_answered_400() {
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        client.write_all(&[0x16; 9000]).await.unwrap();
-        let refused = accept(
-            server,
-            &HttpRequestHead::default(),
-            &HttpResponseHead::default(),
-        )
-        .await;
-        assert!(refused.is_err());
-        let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.unwrap();
+        let answer = refusal_of(&[0x16; 9000]).await;
         assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
     }
 }

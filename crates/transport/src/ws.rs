@@ -42,12 +42,6 @@ pub struct WsStream<S> {
     reading: Bytes,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
-    }
-}
-
 /// Dials the WebSocket of `settings` over `stream`, which reaches
 /// `address:port`; `tls` says whether `stream` is TLS (for the default
 /// port of the `Host` header).

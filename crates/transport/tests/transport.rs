@@ -94,6 +94,19 @@ async fn serve_one(listener: TcpListener, server: Transport) -> std::io::Result<
     Ok(source)
 }
 
+/// A loopback listener served once by `server` ([`serve_one`]): its
+/// address and the task's outcome.
+async fn listening(
+    server: Transport,
+) -> (
+    SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<SocketAddr>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (addr, tokio::spawn(serve_one(listener, server)))
+}
+
 #[tokio::test]
 async fn every_layer_combination_carries_bytes_both_ways() {
     let certificate = SelfSigned::localhost().unwrap();
@@ -106,9 +119,8 @@ async fn every_layer_combination_carries_bytes_both_ways() {
             tls.then(|| client_tls(&certificate, "localhost")),
         ))
         .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let served = tokio::spawn(serve_one(listener, server));
+        let (addr, served) = listening(server).await;
+        let port = addr.port();
         let mut conn = client
             .dial(&Address::parse("127.0.0.1").unwrap(), port, TIMEOUT)
             .await
@@ -175,9 +187,8 @@ async fn a_wrong_server_name_fails_the_dial_with_a_clear_error() {
         Some(client_tls(&certificate, "wrong.example")),
     ))
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let served = tokio::spawn(serve_one(listener, server));
+    let (addr, served) = listening(server).await;
+    let port = addr.port();
     let error = match client
         .dial(&Address::parse("127.0.0.1").unwrap(), port, TIMEOUT)
         .await
@@ -196,9 +207,7 @@ async fn plain_bytes_on_a_tls_port_are_refused_at_once() {
     let certificate = SelfSigned::localhost().unwrap();
     let server =
         Transport::server(&settings(false, false, Some(server_tls(&certificate)))).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = tokio::spawn(serve_one(listener, server));
+    let (addr, served) = listening(server).await;
     let mut socket = TcpStream::connect(addr).await.unwrap();
     socket
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -218,9 +227,7 @@ async fn a_proxy_header_and_x_forwarded_for_name_the_visitor() {
     let mut proxied = settings(false, false, None);
     proxied.accept_proxy_protocol = true;
     let server = Transport::server(&proxied).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = tokio::spawn(serve_one(listener, server));
+    let (addr, served) = listening(server).await;
     let mut socket = TcpStream::connect(addr).await.unwrap();
     socket
         .write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 40001 443\r\nhello")
@@ -235,9 +242,7 @@ async fn a_proxy_header_and_x_forwarded_for_name_the_visitor() {
 
     // A connection without the header on such a listener is refused.
     let server = Transport::server(&proxied).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = tokio::spawn(serve_one(listener, server));
+    let (addr, served) = listening(server).await;
     let mut socket = TcpStream::connect(addr).await.unwrap();
     socket
         .write_all(b"hello, no header here\r\n")
@@ -248,9 +253,7 @@ async fn a_proxy_header_and_x_forwarded_for_name_the_visitor() {
 
     // X-Forwarded-For on a WebSocket upgrade.
     let server = Transport::server(&settings(true, false, None)).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = tokio::spawn(serve_one(listener, server));
+    let (addr, served) = listening(server).await;
     let mut socket = TcpStream::connect(addr).await.unwrap();
     socket
         .write_all(
@@ -271,9 +274,7 @@ async fn a_proxy_header_and_x_forwarded_for_name_the_visitor() {
 #[tokio::test]
 async fn a_websocket_upgrade_to_another_path_gets_404() {
     let server = Transport::server(&settings(true, false, None)).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = tokio::spawn(serve_one(listener, server));
+    let (addr, served) = listening(server).await;
     let mut socket = TcpStream::connect(addr).await.unwrap();
     socket
         .write_all(

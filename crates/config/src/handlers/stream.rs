@@ -465,20 +465,17 @@ fn http_headers(cx: &Cx<'_>, object: &Obj<'_>) -> Result<Option<HeadHeaders>, Co
     let Some(node) = object.get("headers") else {
         return Ok(None);
     };
-    let path = object.at("headers");
-    let headers = cx.object(node, &path)?;
-    let mut list: HeadHeaders = Vec::new();
-    for (name, value) in headers.entries() {
-        let value_path = headers.at(name);
-        if matches!(value, Node::Null) {
-            return Err(cx.invalid(&value_path, format!("empty HTTP header value: {name}")));
-        }
-        let values = cx.string_list(value, &value_path)?;
-        match list.iter_mut().find(|(known, _)| known == name) {
-            Some(entry) => entry.1 = values,
-            None => list.push((name.clone(), values)),
-        }
-    }
+    let mut list: HeadHeaders = header_map(
+        cx,
+        node,
+        &object.at("headers"),
+        |name, value, value_path| {
+            if matches!(value, Node::Null) {
+                return Err(cx.invalid(value_path, format!("empty HTTP header value: {name}")));
+            }
+            cx.string_list(value, value_path)
+        },
+    )?;
     if list.is_empty() {
         return Ok(None);
     }
@@ -543,19 +540,30 @@ fn normalized_ws_path(path: String) -> String {
 
 /// `headers`, a string-to-string object (a Go map), in document order.
 fn ws_headers(cx: &Cx<'_>, node: &Node, path: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    let object = cx.object(node, path)?;
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for (name, value) in object.entries() {
+    header_map(cx, node, path, |_name, value, value_path| match value {
         // Go decodes `null` into a map entry as the empty string.
-        let value = match value {
-            Node::Null => String::new(),
-            other => cx.string(other, &object.at(name))?,
-        };
-        // A repeated name (compared exactly, as map keys are) keeps its
-        // first place and takes the last value.
+        Node::Null => Ok(String::new()),
+        other => cx.string(other, value_path),
+    })
+}
+
+/// A headers object (a Go map: name → value), each value read by `value`
+/// (given the name, the node and its path), in
+/// document order. A repeated name (compared exactly, as map keys are)
+/// keeps its first place and takes the last value.
+fn header_map<T>(
+    cx: &Cx<'_>,
+    node: &Node,
+    path: &str,
+    value: impl Fn(&str, &Node, &str) -> Result<T, ConfigError>,
+) -> Result<Vec<(String, T)>, ConfigError> {
+    let object = cx.object(node, path)?;
+    let mut headers: Vec<(String, T)> = Vec::new();
+    for (name, node) in object.entries() {
+        let read = value(name, node, &object.at(name))?;
         match headers.iter_mut().find(|(known, _)| known == name) {
-            Some(entry) => entry.1 = value,
-            None => headers.push((name.clone(), value)),
+            Some(entry) => entry.1 = read,
+            None => headers.push((name.clone(), read)),
         }
     }
     Ok(headers)
