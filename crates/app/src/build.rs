@@ -17,7 +17,7 @@ use rayback_core::{Address, Outbound, Tag};
 use rayback_handlers::{Blackhole, DokodemoSettings, Freedom, FreedomSettings};
 use rayback_mux::{MuxOutbound, MuxSettings, ServerSettings};
 use rayback_reverse::{BridgeSettings, Portal, PortalSettings};
-use rayback_routing::{AssetLocator, BalancerSettings, Router, RoutingSettings, RuleSettings};
+use rayback_routing::{AssetLocator, Router};
 use rayback_transport::Transport;
 use rayback_vmess::{
     OutboundUser, ServerUser, UserId, VmessInboundSettings, VmessMetrics, VmessOutbound,
@@ -122,38 +122,6 @@ fn server_config(limits: &config::Limits) -> ServerSettings {
     ServerSettings {
         mux: mux_config(limits),
         max_sessions: limits.streams_per_connection as usize,
-    }
-}
-
-fn routing_settings(routing: &config::Routing) -> RoutingSettings {
-    let rules = routing
-        .rules
-        .iter()
-        .map(|rule| RuleSettings {
-            inbound_tag: rule.inbound_tag.clone(),
-            domain: rule.domain.clone(),
-            ip: rule.ip.clone(),
-            port: rule.port.clone(),
-            source_port: rule.source_port.clone(),
-            network: rule.network.clone(),
-            source: rule.source.clone(),
-            user: rule.user.clone(),
-            protocol: rule.protocol.clone(),
-            attrs: rule.attrs.clone(),
-            target: rule.target.clone(),
-        })
-        .collect();
-    RoutingSettings {
-        domain_strategy: routing.domain_strategy,
-        rules,
-        balancers: routing
-            .balancers
-            .iter()
-            .map(|balancer| BalancerSettings {
-                tag: balancer.tag.clone(),
-                selector: balancer.selector.clone(),
-            })
-            .collect(),
     }
 }
 
@@ -373,12 +341,8 @@ pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<
     // portal (V2Ray registers portals after the configured outbounds).
     let default = handlers.first().cloned();
     let tags: Vec<String> = handlers.iter().map(|handler| handler.tag.clone()).collect();
-    let router = Router::new(
-        &routing_settings(&config.routing),
-        &tags,
-        &AssetLocator::from_env(),
-    )
-    .context("routing")?;
+    let router =
+        Router::new(&config.routing, &tags, &AssetLocator::from_env()).context("routing")?;
     let mut bridges = Vec::new();
     for (index, bridge) in config.reverse.bridges.iter().enumerate() {
         if bridge.tag.is_empty() || bridge.domain.is_empty() {

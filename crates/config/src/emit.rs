@@ -314,7 +314,7 @@ fn pem(entry: &mut Map<String, Value>, pem: &Pem, file_key: &str, lines_key: &st
     };
 }
 
-fn routing(routing: &Routing) -> Value {
+fn routing(routing: &RoutingSettings) -> Value {
     let strategy = routing.domain_strategy.v2ray_name();
     let rules: Vec<Value> = routing.rules.iter().map(rule).collect();
     let balancers: Vec<Value> = routing
@@ -325,7 +325,7 @@ fn routing(routing: &Routing) -> Value {
     json!({ "domainStrategy": strategy, "rules": rules, "balancers": balancers })
 }
 
-fn rule(rule: &Rule) -> Value {
+fn rule(rule: &RuleSettings) -> Value {
     let mut object = Map::new();
     object.insert("type".into(), json!("field"));
     object.insert(rule.target.v2ray_key().into(), json!(rule.target.tag()));

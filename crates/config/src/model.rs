@@ -32,7 +32,7 @@ pub struct Config {
     pub inbounds: Vec<Inbound>,
     /// Outbounds in V2Ray's order; the first one is the default outbound.
     pub outbounds: Vec<Outbound>,
-    pub routing: Routing,
+    pub routing: RoutingSettings,
     pub reverse: Reverse,
     pub policy: Policy,
     /// Rayback-only settings (the top-level `rayback` object).
@@ -332,79 +332,9 @@ pub struct Blackhole {
 
 // ---------------------------------------------------------------- routing
 
-/// The `routing` object.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Routing {
-    pub domain_strategy: DomainStrategy,
-    /// Top-level `rules` followed by the legacy `settings.rules`.
-    pub rules: Vec<Rule>,
-    pub balancers: Vec<Balancer>,
-}
-
-/// A `"type": "field"` routing rule. Every non-empty condition must match.
-/// Lists hold the JSON strings unchanged (a comma-separated string is split,
-/// not trimmed); their syntax is checked by the `routing` crate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
-    pub target: RuleTarget,
-    /// `domain` followed by `domains`.
-    pub domain: Vec<String>,
-    pub ip: Vec<String>,
-    /// `port` as text: `"53,443,1000-2000"`; a JSON number becomes its
-    /// decimal text. `Some("")` is an (effective) condition matching nothing.
-    pub port: Option<String>,
-    pub source_port: Option<String>,
-    /// `network`; a name V2Ray does not know is kept and matches nothing.
-    pub network: Vec<RuleNetwork>,
-    pub source: Vec<String>,
-    pub user: Vec<String>,
-    pub inbound_tag: Vec<String>,
-    pub protocol: Vec<String>,
-    /// Starlark expression over request attributes; `None` when absent or empty.
-    pub attrs: Option<String>,
-}
-
-impl Rule {
-    /// A rule with a target and no conditions (fill the fields you need).
-    pub fn new(target: RuleTarget) -> Rule {
-        Rule {
-            target,
-            domain: Vec::new(),
-            ip: Vec::new(),
-            port: None,
-            source_port: None,
-            network: Vec::new(),
-            source: Vec::new(),
-            user: Vec::new(),
-            inbound_tag: Vec::new(),
-            protocol: Vec::new(),
-            attrs: None,
-        }
-    }
-
-    /// True when at least one condition is present (V2Ray refuses a rule
-    /// without: `this rule has no effective fields`).
-    pub fn has_condition(&self) -> bool {
-        !self.domain.is_empty()
-            || !self.ip.is_empty()
-            || self.port.is_some()
-            || self.source_port.is_some()
-            || !self.network.is_empty()
-            || !self.source.is_empty()
-            || !self.user.is_empty()
-            || !self.inbound_tag.is_empty()
-            || !self.protocol.is_empty()
-            || self.attrs.is_some()
-    }
-}
-
-/// A `routing.balancers` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Balancer {
-    pub tag: String,
-    /// Outbound tag prefixes; never empty.
-    pub selector: Vec<String>,
-}
+/// The `routing` object, its rules and balancers: core's plain data, which
+/// the `routing` crate compiles.
+pub use rayback_core::{BalancerSettings, RoutingSettings, RuleSettings};
 
 // ---------------------------------------------------------------- reverse
 

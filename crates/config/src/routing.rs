@@ -52,7 +52,7 @@ pub(crate) fn build_routing(
     cx: &mut Cx<'_>,
     node: &Node,
     path: &str,
-) -> Result<(Routing, Vec<RuleOrigin>), ConfigError> {
+) -> Result<(RoutingSettings, Vec<RuleOrigin>), ConfigError> {
     let object = cx.object(node, path)?;
     object.warn_unknown(cx, ROUTING_KEYS);
     if let Some(node) = object.get("strategy") {
@@ -129,7 +129,7 @@ pub(crate) fn build_routing(
     }
 
     Ok((
-        Routing {
+        RoutingSettings {
             domain_strategy,
             rules,
             balancers,
@@ -138,7 +138,7 @@ pub(crate) fn build_routing(
     ))
 }
 
-fn balancer(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<Balancer, ConfigError> {
+fn balancer(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<BalancerSettings, ConfigError> {
     let object = cx.object(node, path)?;
     object.warn_unknown(cx, &["tag", "selector"]);
     let tag = match object.get("tag") {
@@ -155,7 +155,7 @@ fn balancer(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<Balancer, Config
     if selector.is_empty() {
         return Err(cx.invalid(&object.at("selector"), "empty selector list"));
     }
-    Ok(Balancer { tag, selector })
+    Ok(BalancerSettings { tag, selector })
 }
 
 fn string_field(cx: &Cx<'_>, object: &Obj<'_>, key: &str) -> Result<String, ConfigError> {
@@ -196,7 +196,7 @@ fn port_field(cx: &Cx<'_>, object: &Obj<'_>, key: &str) -> Result<Option<String>
     }
 }
 
-fn rule(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<Rule, ConfigError> {
+fn rule(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<RuleSettings, ConfigError> {
     let object = cx.object(node, path)?;
     object.warn_unknown(cx, RULE_KEYS);
 
@@ -238,7 +238,7 @@ fn rule(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<Rule, ConfigError> {
         None => Vec::new(),
     };
     let attrs = string_field(cx, &object, "attrs")?;
-    let rule = Rule {
+    let rule = RuleSettings {
         target,
         domain,
         ip: list_field(cx, &object, "ip")?,

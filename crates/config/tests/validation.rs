@@ -144,7 +144,7 @@ fn balancers_are_checked() {
     let loaded = load(&base(r#"{"tag": "b", "selector": "out-,x"}"#));
     assert_eq!(
         loaded.config.routing.balancers,
-        [Balancer {
+        [BalancerSettings {
             tag: "b".into(),
             selector: vec!["out-".into(), "x".into()]
         }]

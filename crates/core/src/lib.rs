@@ -26,6 +26,7 @@ pub mod options;
 pub mod packet;
 pub mod policy;
 pub mod relay;
+pub mod routing;
 pub mod session;
 pub mod stream;
 pub mod transport;
@@ -39,6 +40,7 @@ pub use options::{
 };
 pub use policy::Policies;
 pub use policy::Policy;
+pub use routing::{BalancerSettings, RoutingSettings, RuleSettings};
 pub use session::{SendBudget, Session, Tag, User};
 pub use stream::{AsyncStream, Stream};
 pub use transport::{

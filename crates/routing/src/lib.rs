@@ -29,14 +29,15 @@ pub mod geodata;
 mod ip;
 mod port;
 mod router;
-mod settings;
 
 pub use domain::DomainPattern;
 pub use error::RoutingError;
 pub use geodata::AssetLocator;
 pub use ip::{Cidr, IpSet};
 pub use port::PortList;
-pub use router::{Route, Router};
-pub use settings::{
+/// What the router is built from: core's plain data, which `config` fills
+/// and [`Router::new`] checks and compiles.
+pub use rayback_core::{
     BalancerSettings, DomainStrategy, RoutingSettings, RuleNetwork, RuleSettings, RuleTarget,
 };
+pub use router::{Route, Router};

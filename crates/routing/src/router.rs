@@ -28,7 +28,7 @@ use crate::error::RoutingError;
 use crate::geodata::{AssetCache, AssetLocator};
 use crate::ip::{Cidr, IpSet};
 use crate::port::PortList;
-use crate::settings::{DomainStrategy, RoutingSettings, RuleNetwork, RuleSettings, RuleTarget};
+use rayback_core::{DomainStrategy, RoutingSettings, RuleNetwork, RuleSettings, RuleTarget};
 
 /// The router's verdict for one session.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

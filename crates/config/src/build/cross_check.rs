@@ -125,7 +125,7 @@ fn check_bridge_routing(
         format!("full:{}", bridge.domain),
         format!("domain:{}", bridge.domain),
     ];
-    let has_tag = |rule: &Rule| rule.inbound_tag.contains(&bridge.tag);
+    let has_tag = |rule: &RuleSettings| rule.inbound_tag.contains(&bridge.tag);
     let tunnel_rule = config.routing.rules.iter().position(|rule| {
         has_tag(rule)
             && rule

@@ -389,7 +389,7 @@ fn build_merged(
             piece.node,
             &piece.path,
         )?,
-        None => (Routing::default(), Vec::new()),
+        None => (RoutingSettings::default(), Vec::new()),
     };
 
     let config = Config {

@@ -1,25 +1,20 @@
-//! What the router is built from: rules, balancers and the domain strategy,
-//! as raw strings (and core's typed targets, network names and strategy)
-//! the `app` crate copies out of the parsed config.
-//!
-//! These types carry no meaning yet: [`crate::Router::new`] checks and
-//! compiles them. They deliberately mirror V2Ray 4.34's JSON field rule
-//! (`infra/conf/router.go`) so that the config crate's structs map onto
-//! them one field at a time; `routing` itself never sees JSON.
+//! The `routing` object as data: rules, balancers and the domain strategy,
+//! with conditions as V2Ray 4.34 spells them (`infra/conf/router.go`).
+//! `config` fills these from JSON and checks their structure; the `routing`
+//! crate checks the syntax of every condition and compiles them into a
+//! router. Keeping them here is what lets both sides use one type with no
+//! arrow between them (ARCHITECTURE.md: one owner per V2Ray syntax).
 //!
 //! Presence rules, as in V2Ray: an empty `Vec` means "no such condition";
 //! a non-empty list whose entries are all empty strings (`inboundTag: [""]`)
 //! is a condition that never matches; `port: Some("")` likewise never
 //! matches.
 
-/// A rule's target and its `network` names are core's: `config` parses
-/// them, the router compiles them (`balancerTag` names one of
-/// [`RoutingSettings::balancers`]; `unix` and unknown networks never match
-/// a Rayback session).
-pub use rayback_core::{RuleNetwork, RuleTarget};
+use crate::options::{DomainStrategy, RuleNetwork, RuleTarget};
 
 /// One `"type": "field"` rule. All present conditions must hold (AND);
-/// within one condition any entry may match (OR).
+/// within one condition any entry may match (OR). Lists hold the JSON
+/// strings unchanged (a comma-separated string is split, not trimmed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleSettings {
     /// `inboundTag`: exact tags; empty strings are dropped.
@@ -31,8 +26,8 @@ pub struct RuleSettings {
     /// `ip`: `a.b.c.d[/n]`, IPv6 `[/n]`, `geoip:CC`, `ext:file:tag`,
     /// `ext-ip:file:tag`.
     pub ip: Vec<String>,
-    /// `port`: `"53,443,1000-2000"`. A JSON number `n` is passed as
-    /// `n.to_string()`, except that V2Ray ignores the number 0: pass `""`.
+    /// `port`: `"53,443,1000-2000"`. A JSON number `n` is its decimal
+    /// text, except that V2Ray ignores the number 0: `""`.
     pub port: Option<String>,
     /// `sourcePort`, the same syntax as `port`.
     pub source_port: Option<String>,
@@ -43,28 +38,19 @@ pub struct RuleSettings {
     pub source: Vec<String>,
     /// `user`: exact user emails; empty strings are dropped.
     pub user: Vec<String>,
-    /// `protocol`: needs sniffing, which Rayback lacks; any entry is an
-    /// error at build time.
+    /// `protocol`: the sniffed protocol's name.
     pub protocol: Vec<String>,
-    /// `attrs`: a Starlark expression over request attributes; needs the
-    /// HTTP inbound, which Rayback lacks; an error at build time.
+    /// `attrs`: a Starlark expression over request attributes; `None` when
+    /// absent or empty.
     pub attrs: Option<String>,
     /// `outboundTag` (wins when both are set in JSON) or `balancerTag`.
     pub target: RuleTarget,
 }
 
 impl RuleSettings {
-    /// A rule with no conditions yet, sending matches to outbound `tag`.
-    pub fn outbound(tag: &str) -> RuleSettings {
-        RuleSettings::to(RuleTarget::Outbound(tag.to_owned()))
-    }
-
-    /// A rule with no conditions yet, sending matches to balancer `tag`.
-    pub fn balancer(tag: &str) -> RuleSettings {
-        RuleSettings::to(RuleTarget::Balancer(tag.to_owned()))
-    }
-
-    fn to(target: RuleTarget) -> RuleSettings {
+    /// A rule with a target and no conditions yet (fill the fields you
+    /// need).
+    pub fn new(target: RuleTarget) -> RuleSettings {
         RuleSettings {
             inbound_tag: Vec::new(),
             domain: Vec::new(),
@@ -79,18 +65,40 @@ impl RuleSettings {
             target,
         }
     }
+
+    /// A rule with no conditions yet, sending matches to outbound `tag`.
+    pub fn outbound(tag: &str) -> RuleSettings {
+        RuleSettings::new(RuleTarget::Outbound(tag.to_owned()))
+    }
+
+    /// A rule with no conditions yet, sending matches to balancer `tag`.
+    pub fn balancer(tag: &str) -> RuleSettings {
+        RuleSettings::new(RuleTarget::Balancer(tag.to_owned()))
+    }
+
+    /// True when at least one condition is present (V2Ray refuses a rule
+    /// without: `this rule has no effective fields`).
+    pub fn has_condition(&self) -> bool {
+        !self.domain.is_empty()
+            || !self.ip.is_empty()
+            || self.port.is_some()
+            || self.source_port.is_some()
+            || !self.network.is_empty()
+            || !self.source.is_empty()
+            || !self.user.is_empty()
+            || !self.inbound_tag.is_empty()
+            || !self.protocol.is_empty()
+            || self.attrs.is_some()
+    }
 }
 
-/// A `balancers[]` entry: `selector` entries are prefixes of outbound tags.
+/// A `balancers[]` entry: `selector` entries are prefixes of outbound tags
+/// (never empty once `config` has checked it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BalancerSettings {
     pub tag: String,
     pub selector: Vec<String>,
 }
-
-/// `routing.domainStrategy` is core's: `config` parses it, the router acts
-/// on it (`AlwaysIP` routes as `AsIs`, as in 4.34).
-pub use rayback_core::DomainStrategy;
 
 /// The whole `routing` object, rules in evaluation order (top-level
 /// `rules` first, then the legacy `settings.rules`).
