@@ -179,3 +179,186 @@ pub mod config_parse {
 }
 
 pub mod mux_session;
+
+pub mod sniff {
+    use rayback_routing::sniff::{sniff_bittorrent, sniff_http, sniff_tls, Sniffer};
+
+    /// Fuzz target: the sniffers never panic on any bytes, fed whole or a
+    /// prefix at a time; a TLS answer other than "need more" on a prefix
+    /// is final (it depends on the first record only), as is an HTTP or
+    /// BitTorrent "no"; a found HTTP or TLS result names an address.
+    pub fn run(data: &[u8]) {
+        let whole_tls = sniff_tls(data);
+        let whole_http = sniff_http(data);
+        let whole_bittorrent = sniff_bittorrent(data);
+        if let Ok(Some(sniffed)) = &whole_tls {
+            assert!(sniffed.address.is_some());
+        }
+        if let Ok(Some(sniffed)) = &whole_http {
+            assert!(sniffed.address.is_some());
+        }
+        let mut sniffer = Sniffer::new();
+        let step = (data.len() / 64).max(1);
+        let mut end = 0;
+        loop {
+            let prefix = &data[..end];
+            match sniff_tls(prefix) {
+                Ok(None) => {}
+                answer => assert_eq!(answer, whole_tls, "tls at {end}"),
+            }
+            if sniff_http(prefix).is_err() {
+                assert!(whole_http.is_err(), "http at {end}");
+            }
+            if sniff_bittorrent(prefix).is_err() {
+                assert!(whole_bittorrent.is_err(), "bittorrent at {end}");
+            }
+            if !matches!(sniffer.sniff(prefix), Ok(None)) {
+                break;
+            }
+            if end == data.len() {
+                break;
+            }
+            end = (end + step).min(data.len());
+        }
+    }
+}
+
+pub mod vless_header {
+    use rayback_vless::header::{decode_packet, decode_response, RequestHeader};
+
+    /// Fuzzes the VLESS request decoder (every ID known, and none), the
+    /// response decoder and the packet framing: none may panic; a decoded
+    /// request re-encodes to bytes that decode back to it (addons aside,
+    /// which the encoder leaves empty); every prefix of a decodable input
+    /// needs more bytes or fails, never decodes to something else.
+    pub fn run(data: &[u8]) {
+        let _ = RequestHeader::decode(data, |_| false);
+        if let Ok(Some((header, used))) = RequestHeader::decode(data, |_| true) {
+            assert!(used <= data.len());
+            let mut wire = Vec::new();
+            header
+                .encode(&mut wire)
+                .expect("a decoded request re-encodes");
+            let (again, again_used) = RequestHeader::decode(&wire, |_| true)
+                .expect("a re-encoded request decodes")
+                .expect("a re-encoded request is whole");
+            assert_eq!(again, header);
+            assert_eq!(again_used, wire.len());
+            for end in 0..used {
+                assert!(!matches!(
+                    RequestHeader::decode(&data[..end], |_| true),
+                    Ok(Some(_))
+                ));
+            }
+        }
+        if let Ok(Some(used)) = decode_response(data) {
+            assert!(used <= data.len());
+        }
+        if let Some((payload, used)) = decode_packet(data) {
+            assert_eq!(payload.len() + 2, used);
+        }
+        if let Some(path) = rayback_vless::fallback::request_path(data) {
+            assert!(path.starts_with('/'));
+        }
+    }
+}
+
+pub mod socks_request {
+    use rayback_handlers::socks::codec::{
+        choose_method, decode_credentials, decode_datagram, decode_hello, decode_request,
+        encode_address_port, encode_datagram_header, SocksAuth,
+    };
+
+    /// Fuzzes every SOCKS server decoder (greeting or SOCKS 4 request,
+    /// with and without password auth; RFC 1929 credentials; the SOCKS 5
+    /// request with UDP on and off; the UDP datagram header): none may
+    /// panic or claim more bytes than given; every proper prefix of a
+    /// decodable request needs more bytes or fails; a decoded destination
+    /// re-encodes to a header that decodes back to it.
+    pub fn run(data: &[u8]) {
+        for auth in [SocksAuth::NoAuth, SocksAuth::Password] {
+            if let Ok(Some((hello, used))) = decode_hello(data, auth) {
+                assert!(used <= data.len());
+                if let rayback_handlers::socks::codec::Hello::Socks5 { methods } = hello {
+                    let _ = choose_method(&methods, auth);
+                }
+            }
+        }
+        if let Ok(Some((_, used))) = decode_credentials(data) {
+            assert!(used <= data.len());
+        }
+        for udp in [false, true] {
+            if let Ok(Some((request, used))) = decode_request(data, udp) {
+                assert!(used <= data.len());
+                for end in 0..used {
+                    assert!(!matches!(decode_request(&data[..end], udp), Ok(Some(_))));
+                }
+                let mut wire = vec![5, 1, 0];
+                encode_address_port(&request.address, request.port, &mut wire);
+                let (again, again_used) = decode_request(&wire, udp)
+                    .expect("a re-encoded request decodes")
+                    .expect("a re-encoded request is whole");
+                assert_eq!((again.address, again.port), (request.address, request.port));
+                assert_eq!(again_used, wire.len());
+            }
+        }
+        if let Ok((address, port, start)) = decode_datagram(data) {
+            assert!(start <= data.len());
+            let mut header = Vec::new();
+            encode_datagram_header(&address, port, &mut header);
+            let (again, again_port, again_start) =
+                decode_datagram(&header).expect("a re-encoded header decodes");
+            assert_eq!(
+                (again, again_port, again_start),
+                (address, port, header.len())
+            );
+        }
+    }
+}
+
+pub mod http_proxy_request {
+    use rayback_handlers::http::codec::{
+        basic_credentials, parse_head, parse_response_head, request_body, response_body,
+        rewrite_plain, rewrite_response, target,
+    };
+
+    /// Fuzzes the HTTP proxy's head handling: parsing, the target
+    /// (with and without `allowTransparent`), Basic credentials and the
+    /// rewrite for the origin: none may panic; a rewritten head parses
+    /// again, in origin form, and goes to the same destination when sent
+    /// transparently. Response heads (the origin's answer) parse, get a
+    /// body length and a rewrite that parses again, or fail.
+    pub fn run(data: &[u8]) {
+        if let Ok(Some((response, used))) = parse_response_head(data) {
+            assert!(used <= data.len());
+            for method in ["GET", "HEAD"] {
+                if let Ok(body) = response_body(&response, method) {
+                    let rewritten = rewrite_response(&response, body);
+                    if let Ok(Some((_, again_used))) = parse_response_head(&rewritten) {
+                        assert_eq!(again_used, rewritten.len());
+                    }
+                }
+            }
+        }
+        let Ok(Some((head, used))) = parse_head(data) else {
+            return;
+        };
+        let _ = request_body(&head);
+        assert!(used <= data.len());
+        let _ = basic_credentials(&head);
+        let _ = head.wants_keep_alive();
+        for transparent in [false, true] {
+            let Ok(found) = target(&head, transparent) else {
+                continue;
+            };
+            if head.is_connect() {
+                continue;
+            }
+            let rewritten = rewrite_plain(&head, &found);
+            if let Ok(Some((again, again_used))) = parse_head(&rewritten) {
+                assert_eq!(again_used, rewritten.len());
+                assert_eq!(Some(again.target.as_str()), found.path.as_deref());
+            }
+        }
+    }
+}

@@ -15,8 +15,12 @@ const TARGETS: &[(&str, Target)] = &[
     ("mux_session", rayback_fuzz::mux_session::run),
     ("vmess_header", rayback_fuzz::vmess_header::run),
     ("vmess_body", rayback_fuzz::vmess_body::run),
+    ("vless_header", rayback_fuzz::vless_header::run),
     ("reverse_control", rayback_fuzz::reverse_control::run),
     ("config_parse", rayback_fuzz::config_parse::run),
+    ("sniff", rayback_fuzz::sniff::run),
+    ("socks_request", rayback_fuzz::socks_request::run),
+    ("http_proxy_request", rayback_fuzz::http_proxy_request::run),
 ];
 
 fn inputs(dir: &Path) -> Vec<PathBuf> {

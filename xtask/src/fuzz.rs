@@ -16,8 +16,12 @@ pub const TARGETS: &[&str] = &[
     "mux_session",
     "vmess_header",
     "vmess_body",
+    "vless_header",
     "reverse_control",
     "config_parse",
+    "socks_request",
+    "http_proxy_request",
+    "sniff",
 ];
 
 pub fn run(args: &[String]) -> Result<()> {

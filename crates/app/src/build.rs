@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rayback_config as config;
 use rayback_core::policy::{Policies, Policy};
-use rayback_core::{Address, Outbound, Tag};
+use rayback_core::{Address, Outbound, Resolve, Tag};
 use rayback_handlers::{Blackhole, DokodemoSettings, Freedom, FreedomSettings};
 use rayback_mux::{MuxOutbound, MuxSettings, ServerSettings};
 use rayback_reverse::{BridgeSettings, Portal, PortalSettings};
@@ -38,6 +38,12 @@ pub enum InboundPlan {
     /// The metrics every VMess inbound shares, and the most handshakes
     /// one source address may have open at once.
     Vmess(VmessInboundSettings, Arc<VmessMetrics>, usize),
+    /// The most handshakes one source address may have open at once.
+    Vless(rayback_vless::VlessInboundSettings, usize),
+    /// With the transport of its `streamSettings`.
+    Socks(rayback_handlers::SocksSettings, Arc<Transport>),
+    /// With the transport of its `streamSettings`.
+    Http(rayback_handlers::HttpSettings, Arc<Transport>),
 }
 
 /// The listeners of one configured inbound (one per port of its range).
@@ -68,6 +74,9 @@ pub struct Kept {
     /// The limits the kept parts were built with; they are rebuilt when
     /// the limits change.
     pub limits: Option<config::Limits>,
+    /// The `dns` object the kept outbounds resolve with; they are rebuilt
+    /// when it changes.
+    pub dns: Option<config::DnsSettings>,
 }
 
 /// Everything a configuration describes, ready to run.
@@ -134,6 +143,7 @@ fn outbound(
     outbound: &config::Outbound,
     metrics: &Arc<VmessMetrics>,
     limits: &config::Limits,
+    resolver: &Arc<dyn Resolve>,
 ) -> Result<Arc<dyn Outbound>> {
     let inner: Arc<dyn Outbound> = match &outbound.settings {
         config::OutboundSettings::Freedom(freedom) => Arc::new(
@@ -142,7 +152,8 @@ fn outbound(
                 redirect: freedom.redirect.clone(),
                 ..FreedomSettings::default()
             })
-            .with_transport(client_transport(index, outbound)?),
+            .with_transport(client_transport(index, outbound)?)
+            .with_resolver(resolver.clone()),
         ),
         config::OutboundSettings::Blackhole(blackhole) => {
             Arc::new(Blackhole::new(blackhole.response))
@@ -181,6 +192,38 @@ fn outbound(
                     .with_context(|| format!("outbounds[{index}]"))?,
             )
         }
+        config::OutboundSettings::Vless(vless) => {
+            let servers = vless
+                .vnext
+                .iter()
+                .map(|server| {
+                    Ok(rayback_vless::VlessServer {
+                        address: Address::parse(&server.address).with_context(|| {
+                            format!("outbounds[{index}].settings.vnext: address")
+                        })?,
+                        port: server.port,
+                        users: server
+                            .users
+                            .iter()
+                            .map(|user| rayback_vless::VlessUser {
+                                id: *user.id.as_bytes(),
+                                level: user.level,
+                                email: user.email.clone().unwrap_or_default(),
+                            })
+                            .collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let config = rayback_vless::VlessOutboundSettings {
+                servers,
+                connect_timeout: VMESS_CONNECT_TIMEOUT,
+                transport: client_transport(index, outbound)?,
+            };
+            Arc::new(
+                rayback_vless::VlessOutbound::new(config, rayback_vless::VlessMetrics::process())
+                    .with_context(|| format!("outbounds[{index}]"))?,
+            )
+        }
     };
     Ok(match outbound.mux {
         Some(mux) if mux.enabled => {
@@ -199,6 +242,33 @@ fn client_transport(index: usize, outbound: &config::Outbound) -> Result<Arc<Tra
     Ok(Arc::new(Transport::client(&outbound.stream).with_context(
         || format!("outbounds[{index}].streamSettings"),
     )?))
+}
+
+/// A SOCKS or HTTP inbound's accounts by username (a later duplicate
+/// wins, as in 4.34's map).
+fn proxy_accounts(accounts: &[config::ProxyAccount]) -> std::collections::HashMap<String, String> {
+    accounts
+        .iter()
+        .map(|account| (account.user.clone(), account.pass.clone()))
+        .collect()
+}
+
+/// A VLESS inbound's `fallbacks`, in the vless crate's terms.
+fn vless_fallbacks(fallbacks: &[config::VlessFallback]) -> rayback_vless::fallback::Fallbacks {
+    use rayback_vless::fallback::{Fallback, FallbackDest, Fallbacks};
+    Fallbacks::new(
+        fallbacks
+            .iter()
+            .map(|fallback| Fallback {
+                path: fallback.path.clone(),
+                dest: match &fallback.dest {
+                    config::VlessFallbackDest::Tcp(dest) => FallbackDest::Tcp(dest.clone()),
+                    config::VlessFallbackDest::Unix(path) => FallbackDest::Unix(path.into()),
+                },
+                xver: fallback.xver,
+            })
+            .collect(),
+    )
 }
 
 fn inbound_groups(
@@ -265,6 +335,50 @@ fn inbound_groups(
                     metrics.clone(),
                     config.rayback.limits.unauthenticated_per_source as usize,
                 ),
+                config::InboundSettings::Vless(vless) => InboundPlan::Vless(
+                    rayback_vless::VlessInboundSettings {
+                        tag: tag.clone(),
+                        listen,
+                        clients: vless
+                            .clients
+                            .iter()
+                            .map(|client| rayback_vless::VlessClient {
+                                id: *client.id.as_bytes(),
+                                level: client.level,
+                                email: client.email.clone().unwrap_or_default(),
+                            })
+                            .collect(),
+                        policy: level_zero,
+                        transport: transport.clone(),
+                        fallbacks: vless_fallbacks(&vless.fallbacks),
+                    },
+                    config.rayback.limits.unauthenticated_per_source as usize,
+                ),
+                config::InboundSettings::Socks(socks) => {
+                    let mut settings = rayback_handlers::SocksSettings::new(listen);
+                    settings.tag = tag.clone();
+                    settings.auth = socks.auth;
+                    settings.accounts = proxy_accounts(&socks.accounts);
+                    settings.udp = socks.udp;
+                    settings.ip = match &socks.ip {
+                        Some(ip) => Some(
+                            Address::parse(ip).with_context(|| format!("{place}.settings.ip"))?,
+                        ),
+                        None => None,
+                    };
+                    settings.user_level = socks.user_level;
+                    settings.handshake = config.policy.level(socks.user_level).handshake;
+                    InboundPlan::Socks(settings, transport.clone())
+                }
+                config::InboundSettings::Http(http) => {
+                    let mut settings = rayback_handlers::HttpSettings::new(listen);
+                    settings.tag = tag.clone();
+                    settings.accounts = proxy_accounts(&http.accounts);
+                    settings.allow_transparent = http.allow_transparent;
+                    settings.user_level = http.user_level;
+                    settings.handshake = config.policy.level(http.user_level).handshake;
+                    InboundPlan::Http(settings, transport.clone())
+                }
             };
             plans.push(plan);
         }
@@ -289,20 +403,23 @@ pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<
         outbounds: Vec::new(),
         portals: Vec::new(),
         limits: Some(*limits),
+        dns: config.dns.clone(),
     };
+    let resolver = crate::dns::resolver(config)?;
+    let same_dns = kept.dns == config.dns;
     let mut handlers = Vec::new();
     for (index, configured) in config.outbounds.iter().enumerate() {
         let tag = configured
             .tag
             .as_ref()
             .map_or_else(String::new, Tag::to_string);
-        let reused = same_limits
+        let reused = (same_limits && same_dns)
             .then(|| kept.outbounds.iter().find(|(old, _)| old == configured))
             .flatten()
             .map(|(_, outbound)| outbound.clone());
         let outbound = match reused {
             Some(outbound) => outbound,
-            None => outbound(index, configured, &kept.vmess_metrics, limits)?,
+            None => outbound(index, configured, &kept.vmess_metrics, limits, &resolver)?,
         };
         next.outbounds.push((configured.clone(), outbound.clone()));
         handlers.push(Handler { tag, outbound });
@@ -364,6 +481,7 @@ pub fn build(config: &config::Config, access: AccessLog, kept: &Kept) -> Result<
         access,
         mux: server_config(limits),
         metrics: kept.metrics.clone(),
+        resolver: Some(resolver),
     });
     Ok(Built {
         dispatcher,

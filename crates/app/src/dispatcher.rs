@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock, Weak};
 
 use async_trait::async_trait;
 use rayback_core::policy::Policies;
-use rayback_core::{Dispatch, Outbound, Session, Stream};
+use rayback_core::{Dispatch, Outbound, Resolve, ResolveStrategy, Session, Stream};
 use rayback_mux::{is_mux_cool, serve_mux_with, ServerSettings};
 use rayback_routing::{Route, Router};
 
@@ -68,6 +68,9 @@ pub struct Dispatcher {
     access: AccessLog,
     mux: ServerSettings,
     metrics: Arc<Metrics>,
+    /// Resolves domains for `IPIfNonMatch`/`IPOnDemand`; `None` is the
+    /// system resolver.
+    resolver: Option<Arc<dyn Resolve>>,
     me: Weak<Dispatcher>,
 }
 
@@ -83,6 +86,8 @@ pub struct DispatcherParts {
     /// Settings of mux servers started for `v1.mux.cool` sessions.
     pub mux: ServerSettings,
     pub metrics: Arc<Metrics>,
+    /// The `dns` object's resolver; `None` is the system resolver.
+    pub resolver: Option<Arc<dyn Resolve>>,
 }
 
 impl Dispatcher {
@@ -100,15 +105,21 @@ impl Dispatcher {
             access: parts.access,
             mux: parts.mux,
             metrics: parts.metrics,
+            resolver: parts.resolver,
             me: me.clone(),
         })
+    }
+
+    /// The settings of the mux servers this dispatcher starts.
+    pub fn mux_settings(&self) -> ServerSettings {
+        self.mux.clone()
     }
 
     /// The outbound for `session`.
     pub async fn route(&self, session: &Session) -> io::Result<&Handler> {
         let mut route = self.router.route(session, None);
         if route == Route::NeedsResolve {
-            let ips = resolve(session).await;
+            let ips = resolve(self.resolver.as_deref(), session).await;
             route = self.router.route(session, Some(&ips));
         }
         let handler = match route {
@@ -134,12 +145,13 @@ impl Dispatcher {
 }
 
 /// The IPs of a domain destination; empty when it does not resolve.
-async fn resolve(session: &Session) -> Vec<IpAddr> {
+async fn resolve(resolver: Option<&dyn Resolve>, session: &Session) -> Vec<IpAddr> {
     let Some(domain) = session.destination.address.domain() else {
         return Vec::new();
     };
-    match tokio::net::lookup_host((domain, session.destination.port)).await {
-        Ok(addrs) => addrs.map(|addr| addr.ip()).collect(),
+    let resolver = resolver.unwrap_or(&rayback_dns::SystemResolver);
+    match resolver.resolve(domain, ResolveStrategy::UseIp).await {
+        Ok(ips) => ips,
         Err(error) => {
             tracing::debug!("routing: resolving {domain} failed: {error}");
             Vec::new()

@@ -369,7 +369,46 @@ pub fn prometheus(sources: &Sources<'_>) -> String {
         "rayback_vmess_peer_nonce_wraps_total {}",
         vmess.peer_nonce_wraps.load(Ordering::Relaxed)
     );
+    write_vless(&mut out, &rayback_vless::VlessMetrics::process());
     out
+}
+
+/// The `rayback_vless_*` counters (process-wide, see
+/// [`rayback_vless::VlessMetrics::process`]).
+fn write_vless(out: &mut String, vless: &rayback_vless::VlessMetrics) {
+    let _ = writeln!(
+        out,
+        "# HELP rayback_vless_handshakes_total VLESS handshakes accepted by the inbounds."
+    );
+    let _ = writeln!(out, "# TYPE rayback_vless_handshakes_total counter");
+    let _ = writeln!(
+        out,
+        "rayback_vless_handshakes_total {}",
+        vless.handshakes_accepted.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP rayback_vless_handshake_failures_total VLESS handshakes refused, by reason."
+    );
+    let _ = writeln!(out, "# TYPE rayback_vless_handshake_failures_total counter");
+    for reason in rayback_vless::FailureReason::ALL {
+        let _ = writeln!(
+            out,
+            "rayback_vless_handshake_failures_total{{reason=\"{}\"}} {}",
+            reason.as_str(),
+            vless.failures(reason)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP rayback_vless_fallbacks_total Connections a VLESS inbound handed to a fallback."
+    );
+    let _ = writeln!(out, "# TYPE rayback_vless_fallbacks_total counter");
+    let _ = writeln!(
+        out,
+        "rayback_vless_fallbacks_total {}",
+        vless.fallbacks.load(Ordering::Relaxed)
+    );
 }
 
 /// The `/status` document.

@@ -28,6 +28,7 @@ use crate::build::{build, BridgePlan, InboundGroup, InboundPlan, Kept};
 use crate::dispatcher::{Dispatcher, SharedDispatch};
 use crate::endpoint::Published;
 use crate::metrics::Metrics;
+use crate::sniff::SniffingDispatch;
 
 /// How long open connections may take to finish after a stop signal.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -255,9 +256,42 @@ async fn bind_group(
                 addrs.push(vmess.local_addr());
                 inbounds.push(Arc::new(vmess));
             }
+            InboundPlan::Vless(settings, unauthenticated_limit) => {
+                let listen = settings.listen;
+                let vless = rayback_vless::VlessInbound::bind(
+                    settings,
+                    rayback_vless::VlessMetrics::process(),
+                )
+                .await
+                .with_context(|| format!("{}: listening on {listen}", group.place))?
+                .with_unauthenticated_limit(unauthenticated_limit);
+                addrs.push(vless.local_addr());
+                inbounds.push(Arc::new(vless));
+            }
+            InboundPlan::Socks(settings, transport) => {
+                let listen = settings.listen;
+                let socks = rayback_handlers::SocksInbound::bind(settings)
+                    .await
+                    .with_context(|| format!("{}: listening on {listen}", group.place))?
+                    .with_transport(transport);
+                addrs.push(socks.local_addr());
+                inbounds.push(Arc::new(socks));
+            }
+            InboundPlan::Http(settings, transport) => {
+                let listen = settings.listen;
+                let http = rayback_handlers::HttpInbound::bind(settings)
+                    .await
+                    .with_context(|| format!("{}: listening on {listen}", group.place))?
+                    .with_transport(transport);
+                addrs.push(http.local_addr());
+                inbounds.push(Arc::new(http));
+            }
         }
     }
-    let dispatch: Arc<dyn Dispatch> = shared.clone();
+    let dispatch: Arc<dyn Dispatch> = match &group.config.sniffing {
+        Some(sniffing) => SniffingDispatch::new(shared.clone(), sniffing.clone()),
+        None => shared.clone(),
+    };
     for inbound in inbounds {
         let context = InboundContext {
             dispatch: dispatch.clone(),

@@ -32,6 +32,9 @@ impl Config {
             self.outbounds.iter().map(outbound).collect(),
         );
         top.insert("routing".into(), routing(&self.routing));
+        if let Some(settings) = &self.dns {
+            top.insert("dns".into(), dns(settings));
+        }
         top.insert("reverse".into(), reverse(&self.reverse));
         top.insert("policy".into(), policy(&self.policy));
         top.insert("rayback".into(), rayback(&self.rayback));
@@ -82,6 +85,13 @@ fn inbound(inbound: &Inbound) -> Value {
     if !inbound.stream.is_plain_tcp() {
         object.insert("streamSettings".into(), stream_settings(&inbound.stream));
     }
+    if let Some(sniffing) = &inbound.sniffing {
+        let names: Vec<&str> = sniffing.dest_override.iter().map(|p| p.as_str()).collect();
+        object.insert(
+            "sniffing".into(),
+            json!({"enabled": true, "destOverride": names}),
+        );
+    }
     let (protocol, settings) = match &inbound.settings {
         InboundSettings::DokodemoDoor(door) => {
             let mut settings = Map::new();
@@ -124,10 +134,56 @@ fn inbound(inbound: &Inbound) -> Value {
             );
             ("vmess", Value::Object(settings))
         }
+        InboundSettings::Vless(vless) => {
+            let clients: Vec<Value> = vless.clients.iter().map(vless_user).collect();
+            let fallbacks: Vec<Value> = vless
+                .fallbacks
+                .iter()
+                .map(|fallback| {
+                    let dest = match &fallback.dest {
+                        VlessFallbackDest::Tcp(dest) | VlessFallbackDest::Unix(dest) => dest,
+                    };
+                    json!({ "path": fallback.path, "dest": dest, "xver": fallback.xver })
+                })
+                .collect();
+            (
+                "vless",
+                json!({ "clients": clients, "decryption": "none", "fallbacks": fallbacks }),
+            )
+        }
+        InboundSettings::Socks(socks) => {
+            let mut settings = Map::new();
+            settings.insert("auth".into(), json!(socks.auth.v2ray_name()));
+            settings.insert("accounts".into(), proxy_accounts(&socks.accounts));
+            settings.insert("udp".into(), json!(socks.udp));
+            if let Some(ip) = &socks.ip {
+                settings.insert("ip".into(), json!(ip));
+            }
+            settings.insert("timeout".into(), json!(socks.timeout));
+            settings.insert("userLevel".into(), json!(socks.user_level));
+            ("socks", Value::Object(settings))
+        }
+        InboundSettings::Http(http) => (
+            "http",
+            json!({
+                "timeout": http.timeout,
+                "accounts": proxy_accounts(&http.accounts),
+                "allowTransparent": http.allow_transparent,
+                "userLevel": http.user_level,
+            }),
+        ),
     };
     object.insert("protocol".into(), json!(protocol));
     object.insert("settings".into(), settings);
     Value::Object(object)
+}
+
+/// A SOCKS or HTTP inbound's `accounts`.
+fn proxy_accounts(accounts: &[ProxyAccount]) -> Value {
+    accounts
+        .iter()
+        .map(|account| json!({ "user": account.user, "pass": account.pass }))
+        .collect()
 }
 
 fn outbound(outbound: &Outbound) -> Value {
@@ -186,6 +242,25 @@ fn outbound(outbound: &Outbound) -> Value {
                 })
                 .collect();
             ("vmess", json!({ "vnext": vnext }))
+        }
+        OutboundSettings::Vless(vless) => {
+            let vnext: Vec<Value> = vless
+                .vnext
+                .iter()
+                .map(|server| {
+                    let users: Vec<Value> = server
+                        .users
+                        .iter()
+                        .map(|user| {
+                            let mut object = vless_user(user);
+                            object["encryption"] = json!("none");
+                            object
+                        })
+                        .collect();
+                    json!({ "address": server.address, "port": server.port, "users": users })
+                })
+                .collect();
+            ("vless", json!({ "vnext": vnext }))
         }
         OutboundSettings::Blackhole(blackhole) => {
             let kind = blackhole.response.v2ray_name();
@@ -414,5 +489,52 @@ fn rayback(extras: &RaybackExtras) -> Value {
             "streamBuffer": limits.stream_buffer,
         }),
     );
+    Value::Object(object)
+}
+
+/// A VLESS user as V2Ray JSON (`id`, `level`, `email`).
+fn vless_user(user: &VlessClient) -> Value {
+    let mut object = Map::new();
+    object.insert("id".into(), json!(user.id.reveal()));
+    object.insert("level".into(), json!(user.level));
+    if let Some(email) = &user.email {
+        object.insert("email".into(), json!(email));
+    }
+    Value::Object(object)
+}
+
+fn dns(settings: &DnsSettings) -> Value {
+    let mut object = Map::new();
+    let servers: Vec<Value> = settings
+        .servers
+        .iter()
+        .map(|server| {
+            let mut entry = Map::new();
+            entry.insert("address".into(), server.address.v2ray_text().into());
+            entry.insert("port".into(), server.port.into());
+            entry.insert("domains".into(), server.domains.clone().into());
+            entry.insert("expectIps".into(), server.expect_ips.clone().into());
+            if let Some(ip) = server.client_ip {
+                entry.insert("clientIp".into(), ip.to_string().into());
+            }
+            Value::Object(entry)
+        })
+        .collect();
+    object.insert("servers".into(), servers.into());
+    let mut hosts = Map::new();
+    for mapping in &settings.hosts {
+        let value = match &mapping.value {
+            HostValue::Ip(ip) => ip.to_string(),
+            HostValue::Domain(name) => name.clone(),
+        };
+        hosts.insert(mapping.rule.clone(), value.into());
+    }
+    object.insert("hosts".into(), Value::Object(hosts));
+    if let Some(ip) = settings.client_ip {
+        object.insert("clientIp".into(), ip.to_string().into());
+    }
+    if let Some(tag) = &settings.tag {
+        object.insert("tag".into(), tag.clone().into());
+    }
     Value::Object(object)
 }

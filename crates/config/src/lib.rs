@@ -19,7 +19,7 @@
 //! merged like `v2ray -config a -config b`, the deprecated forms. What V2Ray
 //! rejects is rejected with a message naming the file and the JSON path (or
 //! line and column). What V2Ray has and Rayback lacks (other protocols,
-//! transports other than TCP and WebSocket, sniffing, ...) is rejected as
+//! transports other than TCP and WebSocket, ...) is rejected as
 //! [`ConfigError::Unsupported`], never silently ignored.
 //!
 //! Rayback-only keys, ignored by V2Ray so files stay valid for both: the
@@ -28,6 +28,7 @@
 
 mod build;
 mod dialect;
+mod dns;
 mod emit;
 mod error;
 mod handlers;

@@ -19,9 +19,14 @@ use std::time::Duration;
 /// V2Ray syntax).
 pub use rayback_core::{
     BlackholeResponse, DomainStrategy, HttpDisguise, HttpRequestHead, HttpResponseHead, Network,
-    Pem, Redirect, ResolveStrategy, RuleNetwork, RuleTarget, StreamSettings, Tag, TlsCertificate,
-    TlsSettings, TransportNetwork, VmessSecurity, WsSettings,
+    Pem, Redirect, ResolveStrategy, RuleNetwork, RuleTarget, SocksAuth, StreamSettings, Tag,
+    TlsCertificate, TlsSettings, TransportNetwork, VmessSecurity, WsSettings,
 };
+/// The `dns` object's data (`crates/config/src/dns.rs` fills it).
+pub use rayback_core::{
+    DnsSettings, HostMapping, HostValue, NameServerAddress, NameServerSettings,
+};
+pub use rayback_core::{SniffOverride, Sniffing};
 
 /// A complete configuration after merging all sources.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +38,8 @@ pub struct Config {
     /// Outbounds in V2Ray's order; the first one is the default outbound.
     pub outbounds: Vec<Outbound>,
     pub routing: RoutingSettings,
+    /// The `dns` object; `None` without one (the system resolver answers).
+    pub dns: Option<DnsSettings>,
     pub reverse: Reverse,
     pub policy: Policy,
     /// Rayback-only settings (the top-level `rayback` object).
@@ -113,6 +120,8 @@ pub struct Inbound {
     /// the certificates it presents (each with its key), the PROXY
     /// protocol. Plain TCP when absent.
     pub stream: StreamSettings,
+    /// `sniffing` (or the legacy `domainOverride`) when enabled.
+    pub sniffing: Option<Sniffing>,
     pub settings: InboundSettings,
 }
 
@@ -166,6 +175,57 @@ pub enum InboundSettings {
     DokodemoDoor(DokodemoDoor),
     /// `vmess`: the VMess server.
     Vmess(VmessInbound),
+    /// `vless`: the VLESS server.
+    Vless(VlessInbound),
+    /// `socks`: the SOCKS 4/4a/5 proxy server.
+    Socks(SocksInbound),
+    /// `http`: the HTTP proxy server.
+    Http(HttpInbound),
+}
+
+/// `socks` inbound settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocksInbound {
+    /// `auth`: `"password"`, else no authentication (4.34 does not refuse
+    /// other names).
+    pub auth: SocksAuth,
+    /// `accounts`, in order (a later duplicate username wins).
+    pub accounts: Vec<ProxyAccount>,
+    /// `udp`: answer UDP ASSOCIATE and listen on UDP.
+    pub udp: bool,
+    /// `ip`: the address UDP ASSOCIATE replies name (IP or domain).
+    pub ip: Option<String>,
+    /// Deprecated idle timeout in seconds, as dokodemo-door's.
+    pub timeout: u32,
+    pub user_level: u32,
+}
+
+/// `http` inbound settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpInbound {
+    /// Deprecated idle timeout in seconds, as dokodemo-door's.
+    pub timeout: u32,
+    /// `accounts`: when not empty, Basic proxy authentication is required.
+    pub accounts: Vec<ProxyAccount>,
+    /// `allowTransparent`: accept origin-form requests.
+    pub allow_transparent: bool,
+    pub user_level: u32,
+}
+
+/// One `{"user", "pass"}` of a SOCKS or HTTP inbound's `accounts`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyAccount {
+    pub user: String,
+    pub pass: String,
+}
+
+impl fmt::Debug for ProxyAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyAccount")
+            .field("user", &self.user)
+            .field("pass", &"***")
+            .finish()
+    }
 }
 
 /// `dokodemo-door` settings.
@@ -283,6 +343,61 @@ pub enum OutboundSettings {
     Freedom(Freedom),
     Vmess(VmessOutbound),
     Blackhole(Blackhole),
+    Vless(VlessOutbound),
+}
+
+/// `vless` inbound settings (`decryption` is always `none`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlessInbound {
+    pub clients: Vec<VlessClient>,
+    /// Where connections that are not VLESS go (none: they are drained
+    /// and closed).
+    pub fallbacks: Vec<VlessFallback>,
+}
+
+/// One VLESS `fallbacks` entry (keyed by path only: `alpn` is refused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlessFallback {
+    /// Empty, or the HTTP path (starting with `/`) this entry serves.
+    pub path: String,
+    pub dest: VlessFallbackDest,
+    /// PROXY protocol version sent first: 0, 1 or 2.
+    pub xver: u8,
+}
+
+/// Where a VLESS fallback connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VlessFallbackDest {
+    /// `host:port` over TCP.
+    Tcp(String),
+    /// A Unix socket path.
+    Unix(String),
+}
+
+/// A user of a VLESS inbound (its `flow` is always empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlessClient {
+    /// A UUID, as VMess's (same masked printing).
+    pub id: VmessId,
+    pub level: u32,
+    pub email: Option<String>,
+}
+
+/// `vless` outbound settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlessOutbound {
+    /// Servers; never empty.
+    pub vnext: Vec<VlessServer>,
+}
+
+/// One VLESS `vnext` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlessServer {
+    /// IP or domain of the server.
+    pub address: String,
+    pub port: u16,
+    /// Never empty; every user's `encryption` is `none`.
+    pub users: Vec<VlessClient>,
 }
 
 /// `freedom` settings.

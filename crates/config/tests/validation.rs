@@ -887,22 +887,14 @@ fn protocols_are_named_in_errors() {
         "outbounds[0].protocol",
         "protocol is missing",
     );
-    for name in ["socks", "http", "shadowsocks", "vless", "trojan", "mtproto"] {
+    for name in ["shadowsocks", "trojan", "mtproto"] {
         unsupported(
             &inbound(&format!(r#"{{"port": 1, "protocol": "{name}"}}"#)),
             "inbounds[0].protocol",
             "supported: dokodemo-door, vmess",
         );
     }
-    for name in [
-        "socks",
-        "http",
-        "shadowsocks",
-        "vless",
-        "trojan",
-        "mtproto",
-        "dns",
-    ] {
+    for name in ["socks", "http", "shadowsocks", "trojan", "mtproto", "dns"] {
         unsupported(
             &outbound(&format!(r#"{{"protocol": "{name}"}}"#)),
             "outbounds[0].protocol",
@@ -912,7 +904,7 @@ fn protocols_are_named_in_errors() {
     rejects(
         &outbound(r#"{"protocol": "loopback"}"#),
         "outbounds[0].protocol",
-        "unknown outbound protocol \"loopback\" (supported: freedom, vmess, blackhole)",
+        "unknown outbound protocol \"loopback\" (supported: freedom, vmess, blackhole, vless)",
     );
     rejects(
         &inbound(r#"{"port": 1, "protocol": "tunnel"}"#),
@@ -995,20 +987,10 @@ fn inbound_extras() {
     load(&door(
         r#""sniffing": {"enabled": false, "destOverride": ["http", "TLS"]}, "allocate": {"strategy": "always"}"#,
     ));
-    unsupported(
-        &door(r#""sniffing": {"enabled": true}"#),
-        "inbounds[0].sniffing.enabled",
-        "sniffing",
-    );
     rejects(
         &door(r#""sniffing": {"destOverride": ["quic"]}"#),
         "inbounds[0].sniffing.destOverride[0]",
         "unknown protocol \"quic\"",
-    );
-    unsupported(
-        &door(r#""domainOverride": ["http"]"#),
-        "inbounds[0].domainOverride",
-        "sniffing",
     );
     unsupported(
         &door(r#""allocate": {"strategy": "random"}"#),
@@ -1019,6 +1001,85 @@ fn inbound_extras() {
         &door(r#""allocate": {}"#),
         "inbounds[0].allocate.strategy",
         "unknown allocation strategy",
+    );
+}
+
+/// `sniffing` and the legacy `domainOverride`, read as 4.34 reads them.
+#[test]
+fn sniffing() {
+    let door = |extra: &str| {
+        let loaded = load(&inbound(&format!(
+            r#"{{"port": 1, "protocol": "dokodemo-door", {extra}}}"#
+        )));
+        loaded.config.inbounds[0].sniffing.clone()
+    };
+    let with = |dest_override: &[SniffOverride]| {
+        Some(Sniffing {
+            dest_override: dest_override.to_vec(),
+        })
+    };
+    use SniffOverride::{Http, Tls};
+    assert_eq!(door(r#""sniffing": {"enabled": true}"#), with(&[]));
+    assert_eq!(
+        door(r#""sniffing": {"enabled": true, "destOverride": ["HTTP", "ssl", "https", "tls"]}"#),
+        with(&[Http, Tls])
+    );
+    assert_eq!(
+        door(r#""sniffing": {"enabled": true, "destOverride": "tls"}"#),
+        with(&[Tls])
+    );
+    assert_eq!(
+        door(r#""sniffing": {"enabled": false, "destOverride": ["tls"]}"#),
+        None
+    );
+    assert_eq!(door(r#""sniffing": {}"#), None);
+    assert_eq!(door(r#""tag": "plain""#), None);
+    // The legacy key turns sniffing on, unless a `sniffing` object is there.
+    assert_eq!(
+        door(r#""domainOverride": ["tls", "http"]"#),
+        with(&[Tls, Http])
+    );
+    assert_eq!(door(r#""domainOverride": []"#), None);
+    assert_eq!(
+        door(r#""domainOverride": ["http"], "sniffing": {"enabled": false}"#),
+        None
+    );
+    assert_eq!(
+        door(
+            r#""domainOverride": ["http"], "sniffing": {"enabled": true, "destOverride": ["tls"]}"#
+        ),
+        with(&[Tls])
+    );
+    // `--print-config` writes it back as a `sniffing` object.
+    for extra in [
+        r#""sniffing": {"enabled": true, "destOverride": ["ssl", "http"]}"#,
+        r#""domainOverride": ["http"]"#,
+        r#""sniffing": {"enabled": true}"#,
+    ] {
+        let loaded = load(&inbound(&format!(
+            r#"{{"port": 1, "protocol": "dokodemo-door", {extra}}}"#
+        )));
+        let json = loaded.config.to_v2ray_json().to_string();
+        assert_eq!(load(&json).config, loaded.config, "{json}");
+    }
+    // Unknown names fail even where they would have no effect, as in 4.34.
+    for extra in [
+        r#""sniffing": {"enabled": true, "destOverride": ["bittorrent"]}"#,
+        r#""sniffing": {"enabled": false, "destOverride": ["http1"]}"#,
+    ] {
+        let text = inbound(&format!(
+            r#"{{"port": 1, "protocol": "dokodemo-door", {extra}}}"#
+        ));
+        rejects(
+            &text,
+            "inbounds[0].sniffing.destOverride[0]",
+            "unknown protocol",
+        );
+    }
+    rejects(
+        &inbound(r#"{"port": 1, "protocol": "dokodemo-door", "domainOverride": ["quic"]}"#),
+        "inbounds[0].domainOverride[0]",
+        "unknown protocol \"quic\"",
     );
 }
 
@@ -1051,12 +1112,13 @@ fn top_level_services() {
         "api",
         "the api service",
     );
-    unsupported(r#"{"dns": {"servers": ["1.1.1.1"]}}"#, "dns", "DNS client");
     unsupported(
         r#"{"transport": {"tcpSettings": {}}}"#,
         "transport",
         "global transport settings",
     );
+    // An empty `dns` is a DNS with no servers: the system resolver, as in
+    // 4.34, so only `stats` is worth a warning.
     let loaded = load(r#"{"dns": {}, "transport": {}, "stats": {}}"#);
     assert_eq!(
         loaded
@@ -1064,7 +1126,7 @@ fn top_level_services() {
             .iter()
             .filter(|w| w.kind == WarningKind::Ignored)
             .count(),
-        2,
+        1,
         "{:#?}",
         loaded.warnings
     );

@@ -70,6 +70,27 @@ impl Address {
         Ok(Address::Domain(text.to_owned()))
     }
 
+    /// The domain field of V2Ray's wire formats (VMess, VLESS, Mux.Cool,
+    /// SOCKS) as 4.34 reads it (`common/protocol/address.go`): a name
+    /// starting with a digit or `[` that spells an IP is that IP; any other
+    /// name may hold only `A-Z a-z 0-9 - . _`. `None` for an empty or
+    /// invalid name (4.34 crashes on an empty one).
+    pub fn from_wire_domain(name: &[u8]) -> Option<Address> {
+        let &first = name.first()?;
+        if first == b'[' || first.is_ascii_digit() {
+            if let Ok(text) = std::str::from_utf8(name) {
+                if let Ok(address @ (Address::Ipv4(_) | Address::Ipv6(_))) = Address::parse(text) {
+                    return Some(address);
+                }
+            }
+        }
+        let valid = name
+            .iter()
+            .all(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_'));
+        // Only ASCII passed, so this is valid UTF-8.
+        valid.then(|| Address::Domain(String::from_utf8_lossy(name).into_owned()))
+    }
+
     /// The IP, when this address is one.
     pub fn ip(&self) -> Option<IpAddr> {
         match self {

@@ -7,9 +7,12 @@
 //! [`Dispatch::connect`]) to get its tunnel.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,7 +60,40 @@ pub struct InboundContext {
     pub tracker: TaskTracker,
 }
 
-/// A listener: dokodemo-door, VMess.
+/// Pause after a failed `accept` (out of descriptors and the like), so
+/// the loop waits rather than spins; the listener itself is still good.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+impl InboundContext {
+    /// Accepts on `listener` until shutdown, handing each connection to
+    /// `serve` (which spawns its task on [`InboundContext::tracker`]). A
+    /// failed accept is logged under `what` and retried after a pause.
+    pub async fn accept_each(
+        &self,
+        listener: &TcpListener,
+        what: &str,
+        mut serve: impl FnMut(TcpStream, SocketAddr),
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((socket, peer)) => serve(socket, peer),
+                Err(error) => {
+                    tracing::warn!(%error, "{what}: accept failed");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A listener: dokodemo-door, VMess, VLESS, SOCKS, HTTP.
 #[async_trait]
 pub trait Inbound: Send + Sync + 'static {
     /// Accepts connections until `context.shutdown` is cancelled, handing

@@ -21,6 +21,7 @@
 //! | tunnel connection | a bridge's dial-out to a portal, carrying Mux.Cool |
 
 pub mod address;
+pub mod dns;
 pub mod handler;
 pub mod options;
 pub mod packet;
@@ -32,16 +33,20 @@ pub mod stream;
 pub mod transport;
 
 pub use address::{Address, AddressError, Destination, Network};
+pub use dns::{
+    DnsSettings, HostMapping, HostValue, NameServerAddress, NameServerSettings, Resolve,
+    ResolveFuture,
+};
 pub use handler::InboundContext;
 pub use handler::{Dispatch, Inbound, Outbound};
 pub use options::{
     BlackholeResponse, DomainStrategy, Redirect, RedirectError, ResolveStrategy, RuleNetwork,
-    RuleTarget, VmessSecurity,
+    RuleTarget, SocksAuth, VmessSecurity,
 };
 pub use policy::Policies;
 pub use policy::Policy;
 pub use routing::{BalancerSettings, RoutingSettings, RuleSettings};
-pub use session::{SendBudget, Session, Tag, User};
+pub use session::{SendBudget, Session, SniffOverride, Sniffing, Tag, User};
 pub use stream::{AsyncStream, Stream};
 pub use transport::{
     HttpDisguise, HttpRequestHead, HttpResponseHead, Pem, StreamSettings, TlsCertificate,

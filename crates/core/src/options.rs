@@ -230,6 +230,35 @@ impl BlackholeResponse {
     }
 }
 
+/// A `socks` inbound's `auth`: what the SOCKS 5 method negotiation asks
+/// for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SocksAuth {
+    /// `noauth`, and any other name (4.34 falls back to it silently).
+    #[default]
+    NoAuth,
+    /// `password`: RFC 1929 username and password from `accounts`.
+    Password,
+}
+
+impl SocksAuth {
+    /// `password` (exactly, as 4.34 compares) or else no authentication.
+    pub fn parse(text: &str) -> SocksAuth {
+        match text {
+            "password" => SocksAuth::Password,
+            _ => SocksAuth::NoAuth,
+        }
+    }
+
+    /// The name V2Ray's documentation uses.
+    pub fn v2ray_name(self) -> &'static str {
+        match self {
+            SocksAuth::NoAuth => "noauth",
+            SocksAuth::Password => "password",
+        }
+    }
+}
+
 /// A VMess outbound user's `security`: the body security the client asks
 /// for. Only the user's choice; which cipher `Auto` becomes, and the
 /// cipher itself, are the `vmess` crate's.

@@ -68,6 +68,60 @@ pub struct Session {
     /// that connection has one (a VMess body's 16-bit nonce counter). A
     /// portal reads it to retire a tunnel connection before it runs out.
     pub send_budget: Option<SendBudget>,
+    /// The application protocol sniffed from the first bytes ("http",
+    /// "tls", "bittorrent"), when the inbound sniffs and one was found.
+    /// Routing's `protocol` condition matches it.
+    pub protocol: Option<Arc<str>>,
+}
+
+/// An inbound's `sniffing` when enabled (or its legacy `domainOverride`):
+/// the dispatcher reads the first bytes of each TCP session, names the
+/// protocol ([`Session::protocol`]) and, for the protocols listed here,
+/// routes and dials the domain it found instead of the destination's
+/// address (the port is kept).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sniffing {
+    /// `destOverride`, each name once, in config order.
+    pub dest_override: Vec<SniffOverride>,
+}
+
+impl Sniffing {
+    /// Whether a session sniffed as `protocol` ("http1", "tls", ...) takes
+    /// the sniffed domain as its address. V2Ray compares by prefix, so
+    /// "http" covers "http1".
+    pub fn overrides(&self, protocol: &str) -> bool {
+        self.dest_override
+            .iter()
+            .any(|name| protocol.starts_with(name.as_str()))
+    }
+}
+
+/// A protocol `destOverride` may name. V2Ray reads "http", and "tls",
+/// "https" or "ssl" for TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SniffOverride {
+    Http,
+    Tls,
+}
+
+impl SniffOverride {
+    /// The name V2Ray prints and matches by prefix: "http" or "tls".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SniffOverride::Http => "http",
+            SniffOverride::Tls => "tls",
+        }
+    }
+
+    /// Reads a `destOverride` entry, case-insensitively; `None` for a name
+    /// V2Ray does not know.
+    pub fn parse(name: &str) -> Option<SniffOverride> {
+        match name.to_ascii_lowercase().as_str() {
+            "http" => Some(SniffOverride::Http),
+            "tls" | "https" | "ssl" => Some(SniffOverride::Tls),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a connection is close to the end of what it may send.
@@ -111,6 +165,7 @@ impl Session {
             source: None,
             user: None,
             send_budget: None,
+            protocol: None,
         }
     }
 
@@ -126,6 +181,11 @@ impl Session {
 
     pub fn with_user(mut self, user: User) -> Session {
         self.user = Some(user);
+        self
+    }
+
+    pub fn with_protocol(mut self, protocol: &str) -> Session {
+        self.protocol = Some(Arc::from(protocol));
         self
     }
 

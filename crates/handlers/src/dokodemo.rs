@@ -57,9 +57,6 @@ pub const UDP_QUEUE: usize = 64;
 /// allocation of its own.
 const RECV_CHUNK: usize = 256 * 1024;
 
-/// Pause after a failed `accept` (e.g. out of file descriptors) so the
-/// loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// The bound on a connection's transport handshake (TLS, WebSocket, PROXY
 /// header), V2Ray's default `policy.handshake`.
 const TRANSPORT_HANDSHAKE: Duration = Duration::from_secs(60);
@@ -191,34 +188,23 @@ impl DokodemoDoor {
                 level: self.settings.user_level,
             }),
             send_budget: None,
+            protocol: None,
         }
     }
 
     async fn accept_loop(self: &Arc<Self>, listener: &TcpListener, context: &InboundContext) {
-        loop {
-            let accepted = tokio::select! {
-                () = context.shutdown.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((socket, peer)) => {
-                    let door = Arc::clone(self);
-                    let dispatch = Arc::clone(&context.dispatch);
-                    context.tracker.spawn(async move {
-                        if let Err(error) = door.serve_tcp(socket, peer, dispatch).await {
-                            tracing::info!(tag = ?door.settings.tag, %peer, %error, "dokodemo-door connection ends");
-                        }
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(tag = ?self.settings.tag, %error, "dokodemo-door accept failed");
-                    tokio::select! {
-                        () = context.shutdown.cancelled() => return,
-                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+        let what = format!("dokodemo-door on {}", self.local_addr);
+        context
+            .accept_each(listener, &what, |socket, peer| {
+                let door = Arc::clone(self);
+                let dispatch = Arc::clone(&context.dispatch);
+                context.tracker.spawn(async move {
+                    if let Err(error) = door.serve_tcp(socket, peer, dispatch).await {
+                        tracing::info!(tag = ?door.settings.tag, %peer, %error, "dokodemo-door connection ends");
                     }
-                }
-            }
-        }
+                });
+            })
+            .await;
     }
 
     async fn serve_tcp(

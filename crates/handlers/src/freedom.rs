@@ -5,14 +5,15 @@
 //! Dialing follows 4.34: up to five attempts, sleeping 0, 100, 200 and
 //! 300 ms between them (4.34 also sleeps 400 ms after the last failure
 //! before reporting it; Rayback reports at once). Domains are resolved by
-//! the system resolver (`tokio::net::lookup_host`); with a `UseIP*`
+//! the resolver the app hands over (the `dns` object's, see `rayback_dns`;
+//! the system resolver without one); with a `UseIP*`
 //! strategy one address of the wanted family is picked at random, and a
 //! domain that does not resolve is dialed as a domain, as in 4.34.
 //!
 //! For UDP destinations the returned stream is a packet stream (see
 //! `crate::datagram`) over a socket connected to the destination. Not here:
 //! relaying (the default `Outbound::handle` relays with the session's
-//! policy) and V2Ray's own DNS client, which Rayback does not have.
+//! policy) and the resolver itself.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rayback_core::{
-    Address, Destination, Network, Outbound, Redirect, ResolveStrategy, Session, Stream,
+    Address, Destination, Network, Outbound, Redirect, Resolve, ResolveStrategy, Session, Stream,
 };
 use rayback_transport::Transport;
 use tokio::net::{TcpStream, UdpSocket};
@@ -60,6 +61,8 @@ pub struct Freedom {
     /// `streamSettings` other than plain TCP (TLS, WebSocket toward the
     /// destination), for TCP sessions, as V2Ray dials them.
     transport: Option<Arc<Transport>>,
+    /// Resolves domains under `UseIP*`; `None` is the system resolver.
+    resolver: Option<Arc<dyn Resolve>>,
 }
 
 impl Freedom {
@@ -67,7 +70,14 @@ impl Freedom {
         Freedom {
             settings,
             transport: None,
+            resolver: None,
         }
+    }
+
+    /// Resolves `UseIP*` domains with `resolver` (the `dns` object's).
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Freedom {
+        self.resolver = Some(resolver);
+        self
     }
 
     /// Dials TCP destinations through `transport`.
@@ -87,24 +97,19 @@ impl Freedom {
             Some(redirect) => redirect.apply(&session.destination),
             None => session.destination.clone(),
         };
-        let family = match self.settings.domain_strategy {
-            ResolveStrategy::AsIs => return destination,
-            ResolveStrategy::UseIp => None,
-            ResolveStrategy::UseIpv4 => Some(true),
-            ResolveStrategy::UseIpv6 => Some(false),
-        };
+        let strategy = self.settings.domain_strategy;
+        if strategy == ResolveStrategy::AsIs {
+            return destination;
+        }
         let Some(domain) = destination.address.domain() else {
             return destination;
         };
-        let resolved: Vec<IpAddr> = match tokio::net::lookup_host((domain, destination.port)).await
-        {
-            Ok(addrs) => addrs
-                .map(|addr| addr.ip())
-                .filter(|ip| match family {
-                    Some(v4) => ip.is_ipv4() == v4,
-                    None => true,
-                })
-                .collect(),
+        let resolver: &dyn Resolve = match &self.resolver {
+            Some(resolver) => resolver.as_ref(),
+            None => &rayback_dns::SystemResolver,
+        };
+        let resolved: Vec<IpAddr> = match resolver.resolve(domain, strategy).await {
+            Ok(ips) => ips,
             Err(error) => {
                 tracing::debug!(%domain, %error, "freedom could not resolve; dialing the domain");
                 Vec::new()

@@ -468,29 +468,10 @@ fn parse_destination(session_id: SessionId, meta: &[u8]) -> Result<Destination, 
     Ok(Destination::new(network, address, port))
 }
 
-/// V2Ray's domain rule: a name starting with a digit or `[` that parses as
-/// an IP is that IP; otherwise only `A-Z a-z 0-9 - . _` are allowed.
-/// (V2Ray 4.34 crashes on an empty name; we refuse it.)
+/// A domain field as 4.34 reads it ([`Address::from_wire_domain`]).
 fn parse_domain(name: &[u8]) -> Result<Address, MuxError> {
-    let lossy = || String::from_utf8_lossy(name).into_owned();
-    let first = *name
-        .first()
-        .ok_or_else(|| MuxError::InvalidDomain(String::new()))?;
-    if first == b'[' || first.is_ascii_digit() {
-        if let Ok(text) = std::str::from_utf8(name) {
-            if let Ok(address @ (Address::Ipv4(_) | Address::Ipv6(_))) = Address::parse(text) {
-                return Ok(address);
-            }
-        }
-    }
-    let valid = name
-        .iter()
-        .all(|&byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.' || byte == b'_');
-    if !valid {
-        return Err(MuxError::InvalidDomain(lossy()));
-    }
-    // All bytes are ASCII, so this is valid UTF-8.
-    Ok(Address::Domain(lossy()))
+    Address::from_wire_domain(name)
+        .ok_or_else(|| MuxError::InvalidDomain(String::from_utf8_lossy(name).into_owned()))
 }
 
 impl Decoder for FrameCodec {

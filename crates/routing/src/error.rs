@@ -31,7 +31,9 @@ pub enum RoutingError {
     UndefinedBalancer { rule: usize, tag: String },
     #[error("rules[{rule}]: empty outbound or balancer tag")]
     EmptyTarget { rule: usize },
-    #[error("rules[{rule}]: {field:?} needs sniffing or request attributes, which is not supported by Rayback")]
+    #[error(
+        "rules[{rule}]: {field:?} needs request attributes, which is not supported by Rayback"
+    )]
     Unsupported { rule: usize, field: &'static str },
     #[error("rules[{rule}]: this rule has no effective fields")]
     NoEffectiveFields { rule: usize },

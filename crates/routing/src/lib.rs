@@ -29,8 +29,9 @@ pub mod geodata;
 mod ip;
 mod port;
 mod router;
+pub mod sniff;
 
-pub use domain::DomainPattern;
+pub use domain::{parse_entry, DomainIndex, DomainIndexBuilder, DomainPattern, ParseContext};
 pub use error::RoutingError;
 pub use geodata::AssetLocator;
 pub use ip::{Cidr, IpSet};
@@ -40,4 +41,4 @@ pub use port::PortList;
 pub use rayback_core::{
     BalancerSettings, DomainStrategy, RoutingSettings, RuleNetwork, RuleSettings, RuleTarget,
 };
-pub use router::{Route, Router};
+pub use router::{ip_condition, Route, Router};

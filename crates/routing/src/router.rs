@@ -89,6 +89,9 @@ struct Rule {
     network: Option<[bool; 2]>,
     ip: Option<IpSet>,
     source: Option<IpSet>,
+    /// Sniffed protocol names, matched by prefix ("http" covers "http1");
+    /// empty names dropped, as in V2Ray.
+    protocol: Option<Vec<String>>,
     target: CompiledTarget,
 }
 
@@ -387,6 +390,13 @@ impl Rule {
                 _ => return Ok(false),
             }
         }
+        // Last, as in V2Ray: the protocol the inbound sniffed, if any.
+        if let Some(names) = &self.protocol {
+            match session.protocol.as_deref() {
+                Some(sniffed) if names.iter().any(|name| sniffed.starts_with(name.as_str())) => {}
+                _ => return Ok(false),
+            }
+        }
         Ok(true)
     }
 }
@@ -441,12 +451,6 @@ fn compile_rule(
     assets: &AssetLocator,
     cache: &mut AssetCache,
 ) -> Result<Rule, RoutingError> {
-    if !spec.protocol.is_empty() {
-        return Err(RoutingError::Unsupported {
-            rule: index,
-            field: "protocol",
-        });
-    }
     if spec.attrs.as_deref().is_some_and(|attrs| !attrs.is_empty()) {
         return Err(RoutingError::Unsupported {
             rule: index,
@@ -480,6 +484,13 @@ fn compile_rule(
         network,
         ip: ip_condition(index, &spec.ip, assets, cache)?,
         source: ip_condition(index, &spec.source, assets, cache)?,
+        protocol: (!spec.protocol.is_empty()).then(|| {
+            spec.protocol
+                .iter()
+                .filter(|name| !name.is_empty())
+                .cloned()
+                .collect()
+        }),
         target,
     };
     let effective = rule.has_domain
@@ -489,7 +500,8 @@ fn compile_rule(
         || rule.source_port.is_some()
         || rule.network.is_some()
         || rule.ip.is_some()
-        || rule.source.is_some();
+        || rule.source.is_some()
+        || rule.protocol.is_some();
     if !effective {
         return Err(RoutingError::NoEffectiveFields { rule: index });
     }
@@ -497,8 +509,9 @@ fn compile_rule(
 }
 
 /// An `ip` or `source` list: CIDRs, `geoip:CC`, `ext:file:tag`,
-/// `ext-ip:file:tag`. An empty list is no condition.
-fn ip_condition(
+/// `ext-ip:file:tag`. An empty list is no condition. Also compiles the
+/// `dns` object's `expectIps` (in `app`).
+pub fn ip_condition(
     index: usize,
     entries: &[String],
     assets: &AssetLocator,

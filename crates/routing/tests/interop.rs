@@ -417,9 +417,9 @@ async fn geo_files_route_like_v2ray() -> Result<()> {
 }
 
 /// A rule JSON and whether v2ray 4.34 and Rayback refuse it, checked with
-/// `v2ray -test`. `protocol` and `attrs` are the deliberate differences:
-/// v2ray accepts them, Rayback (no sniffing, no request attributes)
-/// refuses them with a clear error rather than never matching.
+/// `v2ray -test`. `attrs` is the deliberate difference: v2ray accepts it,
+/// Rayback (no request attributes) refuses it with a clear error rather
+/// than never matching.
 #[test]
 fn build_errors_agree_with_v2ray_test() -> Result<()> {
     let cases: Vec<(Value, bool, bool)> = vec![
@@ -516,7 +516,7 @@ fn build_errors_agree_with_v2ray_test() -> Result<()> {
         (
             json!({"type": "field", "outboundTag": "out-a", "protocol": ["http"]}),
             true,
-            false,
+            true,
         ),
         (
             json!({"type": "field", "outboundTag": "out-a", "attrs": "attrs[':method'] == 'GET'"}),

@@ -63,6 +63,41 @@ fn outbound(tag: &str) -> Route {
     Route::Outbound(Tag::new(tag))
 }
 
+/// `protocol` matches the sniffed protocol by prefix, as V2Ray's
+/// ProtocolMatcher does; an unsniffed session matches no `protocol` rule.
+#[test]
+fn protocol_matches_the_sniffed_protocol_by_prefix() {
+    let rules = vec![
+        RuleSettings {
+            protocol: vec!["".into(), "tls".into()],
+            ..RuleSettings::outbound("out-a")
+        },
+        RuleSettings {
+            protocol: vec!["http".into()],
+            port: Some("80".into()),
+            ..RuleSettings::outbound("out-b")
+        },
+        RuleSettings {
+            protocol: vec!["".into()],
+            ..RuleSettings::outbound("out-a")
+        },
+    ];
+    let router = router(rules, DomainStrategy::AsIs);
+    let sniffed = |protocol: &str, port: u16| session_to("1.2.3.4", port).with_protocol(protocol);
+    assert_eq!(router.route(&sniffed("tls", 443), None), outbound("out-a"));
+    assert_eq!(router.route(&sniffed("http1", 80), None), outbound("out-b"));
+    assert_eq!(router.route(&sniffed("http1", 81), None), Route::Default);
+    assert_eq!(
+        router.route(&sniffed("bittorrent", 80), None),
+        Route::Default
+    );
+    assert_eq!(router.route(&sniffed("", 443), None), Route::Default);
+    assert_eq!(
+        router.route(&session_to("1.2.3.4", 443), None),
+        Route::Default
+    );
+}
+
 #[test]
 fn users_match_emails_exactly() {
     let rules = vec![RuleSettings {
@@ -309,17 +344,10 @@ fn build_errors_name_the_rule_and_value() {
         ),
         (
             RuleSettings {
-                protocol: vec!["http".into()],
-                ..RuleSettings::outbound("out-a")
-            },
-            "rules[1]: \"protocol\" needs sniffing",
-        ),
-        (
-            RuleSettings {
                 attrs: Some("attrs[':method'] == 'GET'".into()),
                 ..RuleSettings::outbound("out-a")
             },
-            "rules[1]: \"attrs\" needs sniffing",
+            "rules[1]: \"attrs\" needs request attributes",
         ),
         (
             RuleSettings::outbound("out-a"),

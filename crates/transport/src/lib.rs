@@ -16,6 +16,7 @@
 //! Not here: the protocols above (`rayback-vmess`) nor the JSON
 //! (`rayback-config` fills [`rayback_core::StreamSettings`]).
 
+pub mod admission;
 pub mod conn;
 pub mod http;
 mod prefix;

@@ -25,14 +25,14 @@
 //!
 //! Not here: what happens to a session after dispatch (routing, relaying).
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rayback_core::{Dispatch, Inbound, InboundContext, Policy, SendBudget, Session, Tag, User};
+use rayback_transport::admission::{drain_until, HandshakeLimit, Handshaking};
 use rayback_transport::{Accepted as Connected, Conn, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -78,29 +78,9 @@ pub struct VmessInbound {
     transport: Arc<Transport>,
     policy: Policy,
     metrics: Arc<VmessMetrics>,
-    /// Connections still in their handshake, per source address.
-    unauthenticated: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    /// At most this many handshakes at once from one source address; a
-    /// connection past it is closed at once (0 = no limit).
-    unauthenticated_limit: usize,
-}
-
-/// Counts one connection in its handshake; uncounts it when dropped.
-struct Unauthenticated {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    source: IpAddr,
-}
-
-impl Drop for Unauthenticated {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().expect("not poisoned");
-        if let Some(count) = counts.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.source);
-            }
-        }
-    }
+    /// Connections still in their handshake, per source address, and
+    /// how many one source may have at once.
+    handshakes: HandshakeLimit,
 }
 
 impl VmessInbound {
@@ -121,8 +101,7 @@ impl VmessInbound {
             transport: config.transport,
             policy: config.policy,
             metrics,
-            unauthenticated: Arc::new(Mutex::new(HashMap::new())),
-            unauthenticated_limit: 0,
+            handshakes: HandshakeLimit::new(0),
         })
     }
 
@@ -131,23 +110,8 @@ impl VmessInbound {
     /// one host cannot hold thousands of probes open until the handshake
     /// deadline. 0 = no limit.
     pub fn with_unauthenticated_limit(mut self, limit: usize) -> VmessInbound {
-        self.unauthenticated_limit = limit;
+        self.handshakes = HandshakeLimit::new(limit);
         self
-    }
-
-    /// Counts a new connection from `source`, or `None` when the source is
-    /// at its limit.
-    fn admit(&self, source: IpAddr) -> Option<Unauthenticated> {
-        let mut counts = self.unauthenticated.lock().expect("not poisoned");
-        let count = counts.entry(source).or_insert(0);
-        if self.unauthenticated_limit > 0 && *count >= self.unauthenticated_limit {
-            return None;
-        }
-        *count += 1;
-        Some(Unauthenticated {
-            counts: self.unauthenticated.clone(),
-            source,
-        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -162,7 +126,7 @@ impl VmessInbound {
         peer: SocketAddr,
         dispatch: Arc<dyn Dispatch>,
         shutdown: CancellationToken,
-        admitted: Unauthenticated,
+        admitted: Handshaking,
     ) {
         let deadline = Instant::now() + self.policy.handshake;
         let connected = tokio::select! {
@@ -200,7 +164,7 @@ impl VmessInbound {
                 tracing::debug!(%peer, reason = error.reason().as_str(), %error, "vmess handshake refused; draining");
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = drain(&mut socket, deadline) => {}
+                    _ = drain_until(&mut socket, deadline) => {}
                 }
                 return;
             }
@@ -282,35 +246,24 @@ impl Inbound for VmessInbound {
             .expect("not poisoned")
             .take()
             .ok_or_else(|| io::Error::other("this vmess inbound already ran"))?;
-        loop {
-            let accepted = tokio::select! {
-                _ = context.shutdown.cancelled() => return Ok(()),
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((socket, peer)) => {
-                    let Some(admitted) = self.admit(peer.ip()) else {
-                        self.metrics
-                            .record_failure(FailureReason::TooManyFromSource);
-                        tracing::debug!(%peer, "vmess: too many handshakes from this source; closing");
-                        drop(socket);
-                        continue;
-                    };
-                    let this = self.clone();
-                    let dispatch = context.dispatch.clone();
-                    let shutdown = context.shutdown.clone();
-                    context
-                        .tracker
-                        .spawn(this.serve(socket, peer, dispatch, shutdown, admitted));
-                }
-                Err(error) => {
-                    // Out of descriptors and the like: wait a little rather
-                    // than spin; the listener itself is still good.
-                    tracing::warn!(listen = %self.local_addr, %error, "vmess accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        }
+        let what = format!("vmess inbound on {}", self.local_addr);
+        context
+            .accept_each(&listener, &what, |socket, peer| {
+                let Some(admitted) = self.handshakes.admit(peer.ip()) else {
+                    self.metrics
+                        .record_failure(FailureReason::TooManyFromSource);
+                    tracing::debug!(%peer, "vmess: too many handshakes from this source; closing");
+                    return;
+                };
+                let this = self.clone();
+                let dispatch = context.dispatch.clone();
+                let shutdown = context.shutdown.clone();
+                context
+                    .tracker
+                    .spawn(this.serve(socket, peer, dispatch, shutdown, admitted));
+            })
+            .await;
+        Ok(())
     }
 }
 
@@ -349,18 +302,4 @@ async fn read_request(
             Err(error) => return Err(Refusal::Rejected(error)),
         }
     }
-}
-
-/// Reads and discards until the client leaves or `deadline` passes.
-async fn drain(socket: &mut (impl AsyncRead + Unpin), deadline: Instant) {
-    let mut sink = [0u8; 2048];
-    let _ = tokio::time::timeout_at(deadline, async {
-        loop {
-            match socket.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
 }

@@ -19,7 +19,7 @@
 //! `routing`; this module does not know protocols.
 //!
 //! This file merges and reads the top level (unsupported services such as
-//! `api` and `dns` included); each top-level object Rayback keeps has a file
+//! `api` included; `dns` is `crate::dns`); each top-level object Rayback keeps has a file
 //! of its own (`log`, `policy`, `reverse`, `rayback`), and `cross_check`
 //! adds the warnings that need the whole configuration.
 
@@ -30,6 +30,7 @@ mod rayback;
 mod reverse;
 
 use crate::dialect::Node;
+use crate::dns::build_dns;
 use crate::error::{ConfigError, Warning, WarningKind};
 use crate::handlers::{build_inbound, build_outbound};
 use crate::model::*;
@@ -266,26 +267,17 @@ fn build_merged(
         };
         return Err(cx.unsupported(&piece.path, "the api service", "Rayback has /metrics"));
     }
-    if let Some(piece) = &merged.dns {
-        let mut cx = Cx {
-            file: name(piece),
-            warnings,
-        };
-        let object = cx.object(piece.node, &piece.path)?;
-        if object.entries().is_empty() {
-            cx.warn(
-                WarningKind::Ignored,
-                &piece.path,
-                "an empty dns object is ignored: Rayback uses the system resolver",
-            );
-        } else {
-            return Err(cx.unsupported(
-                &piece.path,
-                "V2Ray's built-in DNS client",
-                "Rayback uses the system resolver",
-            ));
-        }
-    }
+    let dns = match &merged.dns {
+        Some(piece) => Some(build_dns(
+            &mut Cx {
+                file: name(piece),
+                warnings,
+            },
+            piece.node,
+            &piece.path,
+        )?),
+        None => None,
+    };
     if let Some(piece) = &merged.transport {
         let cx = Cx {
             file: name(piece),
@@ -397,6 +389,7 @@ fn build_merged(
         inbounds,
         outbounds,
         routing,
+        dns,
         reverse,
         policy,
         rayback,

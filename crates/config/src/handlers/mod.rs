@@ -1,6 +1,6 @@
 //! Inbound and outbound objects: the protocols Rayback has (inbounds
-//! `dokodemo-door`, `vmess`; outbounds `freedom`, `vmess`, `blackhole`),
-//! plus `streamSettings`, `sniffing`, `allocate`, `mux`.
+//! `dokodemo-door`, `vmess`, `socks`, `http`; outbounds `freedom`,
+//! `vmess`, `blackhole`), plus `streamSettings`, `sniffing`, `allocate`, `mux`.
 //!
 //! Every V2Ray 4.34 setting is either built, rejected as V2Ray rejects it,
 //! or rejected as unsupported by Rayback with the field's path; none is
@@ -18,7 +18,10 @@
 mod blackhole;
 mod dokodemo;
 mod freedom;
+mod http;
+mod socks;
 mod stream;
+mod vless;
 mod vmess;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -28,23 +31,15 @@ use crate::error::ConfigError;
 use crate::model::*;
 use crate::reader::{parse_port_range_text, Cx, Obj};
 
-use self::stream::{check_sniff_protocols, mux, sniffing, stream_settings, Direction};
+use self::stream::{mux, sniff_protocols, sniffing, stream_settings, Direction};
 
-const SUPPORTED_INBOUNDS: &str = "dokodemo-door, vmess";
-const SUPPORTED_OUTBOUNDS: &str = "freedom, vmess, blackhole";
+const SUPPORTED_INBOUNDS: &str = "dokodemo-door, vmess, vless, socks, http";
+const SUPPORTED_OUTBOUNDS: &str = "freedom, vmess, blackhole, vless";
 /// Inbound protocols V2Ray 4.34 has and Rayback does not.
-const OTHER_V2RAY_INBOUNDS: &[&str] =
-    &["http", "shadowsocks", "socks", "vless", "trojan", "mtproto"];
+const OTHER_V2RAY_INBOUNDS: &[&str] = &["shadowsocks", "trojan", "mtproto"];
 /// Outbound protocols V2Ray 4.34 has and Rayback does not.
-const OTHER_V2RAY_OUTBOUNDS: &[&str] = &[
-    "http",
-    "shadowsocks",
-    "socks",
-    "vless",
-    "trojan",
-    "mtproto",
-    "dns",
-];
+const OTHER_V2RAY_OUTBOUNDS: &[&str] =
+    &["http", "shadowsocks", "socks", "trojan", "mtproto", "dns"];
 
 const INBOUND_KEYS: &[&str] = &[
     "protocol",
@@ -111,15 +106,18 @@ pub(crate) fn build_inbound(
         Some(node) => stream_settings(cx, node, &object.at("streamSettings"), Direction::Inbound)?,
         None => StreamSettings::default(),
     };
-    if let Some(node) = object.get("sniffing") {
-        sniffing(cx, node, &object.at("sniffing"))?;
-    }
+    let mut sniffing_settings = match object.get("sniffing") {
+        Some(node) => Some(sniffing(cx, node, &object.at("sniffing"))?),
+        None => None,
+    };
     if let Some(node) = object.get("domainOverride") {
+        // The legacy spelling: enabled sniffing with these overrides, unless
+        // a `sniffing` object is present, which wins (as in 4.34).
         let override_path = object.at("domainOverride");
         let list = cx.string_list(node, &override_path)?;
-        check_sniff_protocols(cx, &list, &override_path)?;
-        if !list.is_empty() {
-            return Err(cx.unsupported(&override_path, "sniffing", "remove domainOverride"));
+        let dest_override = sniff_protocols(cx, &list, &override_path)?;
+        if sniffing_settings.is_none() && !dest_override.is_empty() {
+            sniffing_settings = Some(Some(Sniffing { dest_override }));
         }
     }
 
@@ -132,6 +130,9 @@ pub(crate) fn build_inbound(
             InboundSettings::DokodemoDoor(dokodemo::dokodemo(cx, settings_node, &settings_path)?)
         }
         "vmess" => InboundSettings::Vmess(vmess::vmess_inbound(cx, settings_node, &settings_path)?),
+        "vless" => InboundSettings::Vless(vless::vless_inbound(cx, settings_node, &settings_path)?),
+        "socks" => InboundSettings::Socks(socks::socks_inbound(cx, settings_node, &settings_path)?),
+        "http" => InboundSettings::Http(http::http_inbound(cx, settings_node, &settings_path)?),
         other => {
             return Err(unknown_protocol(
                 cx,
@@ -149,6 +150,7 @@ pub(crate) fn build_inbound(
         listen,
         port,
         stream,
+        sniffing: sniffing_settings.flatten(),
         settings,
     })
 }
@@ -207,6 +209,9 @@ pub(crate) fn build_outbound(
         }
         "vmess" => {
             OutboundSettings::Vmess(vmess::vmess_outbound(cx, settings_node, &settings_path)?)
+        }
+        "vless" => {
+            OutboundSettings::Vless(vless::vless_outbound(cx, settings_node, &settings_path)?)
         }
         "blackhole" => {
             OutboundSettings::Blackhole(blackhole::blackhole(cx, settings_node, &settings_path)?)

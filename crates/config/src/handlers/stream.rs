@@ -6,7 +6,7 @@
 //! with the HTTP header disguise) or WebSocket, optionally TLS, and on a
 //! listener optionally the PROXY protocol. The
 //! other transports (mKCP, HTTP/2, domain socket, QUIC), certificate usages other than `encipherment`, socket marks,
-//! TCP Fast Open, transparent proxying and enabled sniffing are rejected as
+//! TCP Fast Open and transparent proxying are rejected as
 //! unsupported with the field's path. Settings with no effect warn: those
 //! of a transport that is not selected, `tlsSettings` without TLS, the PROXY
 //! protocol on an outbound, session resumption.
@@ -602,37 +602,47 @@ fn sockopt(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<Option<String>, C
         .then(|| sockopt.at("acceptProxyProtocol")))
 }
 
-pub(super) fn sniffing(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<(), ConfigError> {
+/// An inbound's `sniffing`: `None` when not enabled. As in 4.34, an
+/// unknown `destOverride` name is an error even when sniffing is off.
+pub(super) fn sniffing(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<Option<Sniffing>, ConfigError> {
     let object = cx.object(node, path)?;
     object.warn_unknown(cx, &["enabled", "destOverride"]);
+    let mut dest_override = Vec::new();
     if let Some(node) = object.get("destOverride") {
         let override_path = object.at("destOverride");
         let list = cx.string_list(node, &override_path)?;
-        check_sniff_protocols(cx, &list, &override_path)?;
+        dest_override = sniff_protocols(cx, &list, &override_path)?;
     }
-    if optional_bool(cx, &object, "enabled")? {
-        return Err(cx.unsupported(&object.at("enabled"), "sniffing", "set enabled to false"));
+    if !optional_bool(cx, &object, "enabled")? {
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some(Sniffing { dest_override }))
 }
 
-pub(super) fn check_sniff_protocols(
+/// `destOverride` (or the legacy `domainOverride`) names: "http", and
+/// "tls", "https" or "ssl", in any case; each kept once, in order.
+pub(super) fn sniff_protocols(
     cx: &Cx<'_>,
     list: &[String],
     path: &str,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<SniffOverride>, ConfigError> {
+    let mut protocols = Vec::new();
     for (index, name) in list.iter().enumerate() {
-        if !matches!(
-            name.to_ascii_lowercase().as_str(),
-            "http" | "tls" | "https" | "ssl"
-        ) {
+        let Some(protocol) = SniffOverride::parse(name) else {
             return Err(cx.invalid(
                 &index_path(path, index),
                 format!("unknown protocol {name:?} (known: http, tls)"),
             ));
+        };
+        if !protocols.contains(&protocol) {
+            protocols.push(protocol);
         }
     }
-    Ok(())
+    Ok(protocols)
 }
 
 pub(super) fn mux(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<Option<Mux>, ConfigError> {

@@ -129,7 +129,7 @@ fn vmess_id(cx: &mut Cx<'_>, user: &Obj<'_>) -> Result<VmessId, ConfigError> {
 }
 
 /// V2Ray's lenient UUID parser; returns the ID and the ignored rest.
-fn parse_go_uuid(text: &str) -> Option<(uuid::Uuid, &str)> {
+pub(super) fn parse_go_uuid(text: &str) -> Option<(uuid::Uuid, &str)> {
     if text.len() < 32 {
         return None;
     }

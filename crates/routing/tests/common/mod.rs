@@ -393,6 +393,7 @@ pub fn session(case: &Case, source: SocketAddr) -> Session {
             level: 0,
         }),
         send_budget: None,
+        protocol: None,
     }
 }
 

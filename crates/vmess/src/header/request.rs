@@ -290,7 +290,7 @@ impl RequestHeader {
                         return Ok(None);
                     };
                     at += 1 + len as usize;
-                    match parse_domain(name) {
+                    match Address::from_wire_domain(name) {
                         Some(address) => address,
                         None => {
                             domain_error = Some(String::from_utf8_lossy(name).into_owned());
@@ -351,21 +351,6 @@ impl RequestHeader {
             consumed,
         )))
     }
-}
-
-/// A domain as 4.34 accepts it: `A-Za-z0-9-._` only, non-empty; an IP
-/// literal becomes the IP.
-fn parse_domain(name: &[u8]) -> Option<Address> {
-    if name.is_empty()
-        || !name
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
-        return None;
-    }
-    // Only ASCII passed the check above, so this is valid UTF-8.
-    let text = std::str::from_utf8(name).ok()?;
-    Address::parse(text).ok()
 }
 
 #[cfg(test)]
