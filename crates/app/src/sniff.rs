@@ -12,20 +12,18 @@
 //! are, each on its own (4.34 keeps one sniffed protocol for all the
 //! sub-streams of a connection, so one it cannot sniff inherits an
 //! earlier one's; Rayback does not copy that). Whatever was read is handed
-//! to the outbound first, unchanged ([`Sniffed`]). The recognising itself
+//! to the outbound first, unchanged (core's [`Prefixed`]). The recognising itself
 //! is sans-IO, in `rayback_routing::sniff`.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rayback_core::{Dispatch, Network, Session, Sniffing, Stream};
+use rayback_core::{Dispatch, Network, Prefixed, Session, Sniffing, Stream};
 use rayback_mux::{is_mux_cool, serve_mux_with};
 use rayback_routing::sniff::{Sniffer, SNIFF_BUFFER};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 
 use crate::dispatcher::SharedDispatch;
 
@@ -84,16 +82,16 @@ pub async fn sniff(
     mut session: Session,
     mut stream: Stream,
     sniffing: &Sniffing,
-) -> (Session, Sniffed) {
+) -> (Session, Prefixed<Stream>) {
     let mut buffer = vec![0; SNIFF_BUFFER];
     let mut filled = 0;
     let mut sniffer = Sniffer::new();
-    let mut end = End::Open;
+    let mut end = None;
     for _ in 0..ATTEMPTS {
         match tokio::time::timeout(ATTEMPT_WAIT, stream.read(&mut buffer[filled..])).await {
-            Ok(Ok(0)) => end = End::Eof,
+            Ok(Ok(0)) => end = Some(Ok(())),
             Ok(Ok(read)) => filled += read,
-            Ok(Err(error)) => end = End::Failed(error),
+            Ok(Err(error)) => end = Some(Err(error)),
             Err(_elapsed) => {}
         }
         if filled > 0 {
@@ -120,92 +118,16 @@ pub async fn sniff(
                 }
             }
         }
-        if filled == buffer.len() || !matches!(end, End::Open) {
+        if filled == buffer.len() || end.is_some() {
             break;
         }
     }
     buffer.truncate(filled);
-    let stream = Sniffed {
-        read: buffer,
-        at: 0,
-        end,
-        stream,
+    let stream = match end {
+        None => Prefixed::new(buffer, stream),
+        Some(end) => Prefixed::ended(buffer, stream, end),
     };
     (session, stream)
-}
-
-/// How reading ended while sniffing, if it did.
-enum End {
-    Open,
-    Eof,
-    Failed(io::Error),
-}
-
-/// A sniffed stream: the bytes read while sniffing, then the rest.
-pub struct Sniffed {
-    read: Vec<u8>,
-    at: usize,
-    /// An end seen while sniffing, reported after the bytes read.
-    end: End,
-    stream: Stream,
-}
-
-impl AsyncRead for Sniffed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.at < this.read.len() {
-            let count = (this.read.len() - this.at).min(buf.remaining());
-            buf.put_slice(&this.read[this.at..this.at + count]);
-            this.at += count;
-            if this.at == this.read.len() {
-                this.read = Vec::new();
-                this.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        match std::mem::replace(&mut this.end, End::Open) {
-            End::Open => Pin::new(&mut this.stream).poll_read(cx, buf),
-            End::Eof => {
-                this.end = End::Eof;
-                Poll::Ready(Ok(()))
-            }
-            End::Failed(error) => Poll::Ready(Err(error)),
-        }
-    }
-}
-
-impl AsyncWrite for Sniffed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub use policy::Policies;
 pub use policy::Policy;
 pub use routing::{BalancerSettings, RoutingSettings, RuleSettings};
 pub use session::{SendBudget, Session, SniffOverride, Sniffing, Tag, User};
-pub use stream::{AsyncStream, Stream};
+pub use stream::{AsyncStream, Prefixed, ReadAhead, Stream};
 pub use transport::{
     HttpDisguise, HttpRequestHead, HttpResponseHead, Pem, StreamSettings, TlsCertificate,
     TlsSettings, TransportNetwork, WsSettings,

@@ -2,9 +2,14 @@
 //!
 //! A TCP socket, a VMess body, a Mux.Cool sub-stream: all are a [`Stream`],
 //! so a handler cannot tell one from another. Streams of UDP sessions carry
-//! packets framed as described in [`crate::packet`].
+//! packets framed as described in [`crate::packet`]. [`Prefixed`] puts
+//! bytes already read from a stream back in front of it.
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A bidirectional byte stream that can move between tasks.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -13,3 +18,146 @@ impl<T> AsyncStream for T where T: AsyncRead + AsyncWrite + Unpin + Send + 'stat
 
 /// A boxed [`AsyncStream`]: what inbounds accept and outbounds return.
 pub type Stream = Box<dyn AsyncStream>;
+
+/// Bytes read past a header that belong to the layer above, handed out
+/// before anything more is read: what a transport read past its PROXY
+/// header or HTTP head, what a proxy inbound read past its request.
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl ReadAhead {
+    pub fn new(bytes: Vec<u8>) -> ReadAhead {
+        ReadAhead { bytes, at: 0 }
+    }
+
+    /// Moves what fits into `buf`; false when nothing was left.
+    pub fn read_into(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        if self.at == self.bytes.len() {
+            return false;
+        }
+        let n = (self.bytes.len() - self.at).min(buf.remaining());
+        buf.put_slice(&self.bytes[self.at..self.at + n]);
+        self.at += n;
+        if self.at == self.bytes.len() {
+            *self = ReadAhead::default();
+        }
+        true
+    }
+}
+
+/// A stream with bytes already read from it put back in front, and
+/// optionally how reading it had ended (reported after those bytes).
+/// Writes go straight to the inner stream.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    ahead: ReadAhead,
+    /// `None` while the inner stream is open; `Some(Ok(()))`: it had
+    /// ended (end of stream, every read after the bytes); `Some(Err)`: a
+    /// read had failed (reported once, after the bytes).
+    ended: Option<io::Result<()>>,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `bytes`, then whatever `inner` reads.
+    pub fn new(bytes: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed {
+            ahead: ReadAhead::new(bytes),
+            ended: None,
+            inner,
+        }
+    }
+
+    /// `bytes`, then how reading `inner` had ended (`Ok`: end of stream).
+    pub fn ended(bytes: Vec<u8>, inner: S, end: io::Result<()>) -> Prefixed<S> {
+        Prefixed {
+            ended: Some(end),
+            ..Prefixed::new(bytes, inner)
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.ahead.read_into(buf) {
+            return Poll::Ready(Ok(()));
+        }
+        match this.ended.take() {
+            None => Pin::new(&mut this.inner).poll_read(cx, buf),
+            Some(Ok(())) => {
+                this.ended = Some(Ok(()));
+                Poll::Ready(Ok(()))
+            }
+            Some(Err(error)) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn prefixed_hands_out_the_bytes_then_the_inner_stream() {
+        let mut stream = Prefixed::new(b"head ".to_vec(), &b"tail"[..]);
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"head tail");
+    }
+
+    #[tokio::test]
+    async fn an_end_seen_before_is_reported_after_the_bytes() {
+        let failed = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        let mut stream = Prefixed::ended(b"ab".to_vec(), &b"never read"[..], Err(failed));
+        let mut byte = [0u8; 2];
+        stream.read_exact(&mut byte).await.unwrap();
+        assert_eq!(&byte, b"ab");
+        let error = stream.read(&mut byte).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+
+        let mut stream = Prefixed::ended(b"ab".to_vec(), &b"never read"[..], Ok(()));
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"ab");
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 0);
+    }
+}

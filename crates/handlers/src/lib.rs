@@ -17,7 +17,6 @@ pub mod dokodemo;
 mod error;
 pub mod freedom;
 pub mod http;
-mod prefixed;
 pub mod socks;
 
 pub use blackhole::{Blackhole, HTTP_403};

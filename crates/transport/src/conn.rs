@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 
 use crate::http::Disguised;
-use crate::prefix::ReadAhead;
 use crate::ws::WsStream;
+use rayback_core::ReadAhead;
 
 /// The socket, with any bytes read past a PROXY protocol header handed
 /// out first.

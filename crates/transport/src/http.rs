@@ -21,7 +21,7 @@ use rand::Rng;
 use rayback_core::{HttpRequestHead, HttpResponseHead};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::prefix::ReadAhead;
+use rayback_core::ReadAhead;
 
 /// Longest head read (V2Ray's `maxHeaderLength`).
 const MAX_HEAD: usize = 8192;

@@ -19,7 +19,6 @@
 pub mod admission;
 pub mod conn;
 pub mod http;
-mod prefix;
 pub mod proxy;
 pub mod socket;
 pub mod tls;

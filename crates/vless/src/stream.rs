@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use rayback_core::ReadAhead;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -37,7 +38,7 @@ enum ReadState {
     Response(Vec<u8>),
     /// Bytes read ahead (the server's request leftovers, the client's
     /// bytes after the response header) to deliver first.
-    Ahead(Vec<u8>, usize),
+    Ahead(ReadAhead),
     Body,
 }
 
@@ -70,7 +71,7 @@ impl<S> VlessStream<S> {
         let read_state = if already_read.is_empty() {
             ReadState::Body
         } else {
-            ReadState::Ahead(already_read.to_vec(), 0)
+            ReadState::Ahead(ReadAhead::new(already_read.to_vec()))
         };
         VlessStream::new(inner, response, read_state)
     }
@@ -144,14 +145,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for VlessStream<S> {
         loop {
             match &mut this.read_state {
                 ReadState::Body => return Pin::new(&mut this.inner).poll_read(cx, buf),
-                ReadState::Ahead(data, at) => {
-                    let take = (data.len() - *at).min(buf.remaining());
-                    buf.put_slice(&data[*at..*at + take]);
-                    *at += take;
-                    if *at == data.len() {
-                        this.read_state = ReadState::Body;
+                ReadState::Ahead(ahead) => {
+                    if ahead.read_into(buf) {
+                        return Poll::Ready(Ok(()));
                     }
-                    return Poll::Ready(Ok(()));
+                    this.read_state = ReadState::Body;
                 }
                 ReadState::Response(got) => {
                     let mut chunk = [0u8; RESPONSE_BUFFER];
@@ -171,7 +169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for VlessStream<S> {
                             this.read_state = if rest.is_empty() {
                                 ReadState::Body
                             } else {
-                                ReadState::Ahead(rest, 0)
+                                ReadState::Ahead(ReadAhead::new(rest))
                             };
                         }
                         Ok(None) => {}

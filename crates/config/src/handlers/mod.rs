@@ -29,7 +29,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::dialect::Node;
 use crate::error::ConfigError;
 use crate::model::*;
-use crate::reader::{parse_port_range_text, Cx, Obj};
+use crate::reader::{index_path, parse_port_range_text, Cx, Obj};
 
 use self::stream::{mux, sniff_protocols, sniffing, stream_settings, Direction};
 
@@ -393,4 +393,72 @@ fn allocation(cx: &mut Cx<'_>, node: &Node, path: &str) -> Result<(), ConfigErro
             format!("unknown allocation strategy {strategy:?} (known: always, random, external)"),
         )),
     }
+}
+
+/// One `vnext` entry of a VMess or VLESS outbound: address, port, users.
+pub(super) struct VnextEntry<U> {
+    pub address: String,
+    pub port: u16,
+    pub users: Vec<U>,
+}
+
+/// Reads an outbound's `vnext` as VMess and VLESS spell it: at least one
+/// server, each with an address, a port and at least one user, each user
+/// read by `read_user`. `protocol` names the protocol in errors.
+pub(super) fn vnext<U>(
+    cx: &mut Cx<'_>,
+    object: &Obj<'_>,
+    protocol: &str,
+    mut read_user: impl FnMut(&mut Cx<'_>, &Obj<'_>) -> Result<U, ConfigError>,
+) -> Result<Vec<VnextEntry<U>>, ConfigError> {
+    let vnext_path = object.at("vnext");
+    let items = match object.get("vnext") {
+        Some(node) => cx.array(node, &vnext_path)?,
+        None => &[],
+    };
+    if items.is_empty() {
+        return Err(cx.invalid(
+            &vnext_path,
+            format!("no {protocol} server configured: vnext needs at least one entry"),
+        ));
+    }
+    let mut vnext = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let server_path = index_path(&vnext_path, index);
+        let server = cx.object(item, &server_path)?;
+        server.warn_unknown(cx, &["address", "port", "users"]);
+        let users_path = server.at("users");
+        let user_items = match server.get("users") {
+            Some(node) => cx.array(node, &users_path)?,
+            None => &[],
+        };
+        if user_items.is_empty() {
+            return Err(cx.invalid(
+                &users_path,
+                format!("no user configured for this {protocol} server"),
+            ));
+        }
+        let address = match optional_string(cx, &server, "address")? {
+            None => return Err(cx.invalid(&server.at("address"), "address is missing")),
+            Some(text) => match parse_address(&text) {
+                ParsedAddress::Ip(ip) => ip.to_string(),
+                ParsedAddress::Domain(domain) if domain.is_empty() => {
+                    return Err(cx.invalid(&server.at("address"), "address is empty"))
+                }
+                ParsedAddress::Domain(domain) => domain,
+            },
+        };
+        let port = optional_u16(cx, &server, "port")?;
+        let mut users = Vec::with_capacity(user_items.len());
+        for (user_index, user_node) in user_items.iter().enumerate() {
+            let user = cx.object(user_node, &index_path(&users_path, user_index))?;
+            users.push(read_user(cx, &user)?);
+        }
+        vnext.push(VnextEntry {
+            address,
+            port,
+            users,
+        });
+    }
+    Ok(vnext)
 }

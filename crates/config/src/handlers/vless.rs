@@ -21,8 +21,8 @@ use crate::model::*;
 use crate::reader::{index_path, Cx, Obj};
 
 use super::vmess::parse_go_uuid;
-use super::{optional_string, optional_u16, optional_u32};
-use super::{parse_address, ParsedAddress};
+use super::vnext;
+use super::{optional_string, optional_u32};
 
 const VLESS_USER_KEYS: &[&str] = &["id", "flow", "encryption", "level", "email"];
 
@@ -194,64 +194,27 @@ pub(super) fn vless_outbound(
 ) -> Result<VlessOutbound, ConfigError> {
     let object = cx.object(node, path)?;
     object.warn_unknown(cx, &["vnext"]);
-    let vnext_path = object.at("vnext");
-    let items = match object.get("vnext") {
-        Some(node) => cx.array(node, &vnext_path)?,
-        None => &[],
-    };
-    if items.is_empty() {
-        return Err(cx.invalid(
-            &vnext_path,
-            "no VLESS server configured: vnext needs at least one entry",
-        ));
-    }
-    let mut vnext = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let server_path = index_path(&vnext_path, index);
-        let server = cx.object(item, &server_path)?;
-        server.warn_unknown(cx, &["address", "port", "users"]);
-        let address = match optional_string(cx, &server, "address")? {
-            None => return Err(cx.invalid(&server.at("address"), "address is missing")),
-            Some(text) => match parse_address(&text) {
-                ParsedAddress::Ip(ip) => ip.to_string(),
-                ParsedAddress::Domain(domain) if domain.is_empty() => {
-                    return Err(cx.invalid(&server.at("address"), "address is empty"))
-                }
-                ParsedAddress::Domain(domain) => domain,
-            },
-        };
-        let users_path = server.at("users");
-        let user_items = match server.get("users") {
-            Some(node) => cx.array(node, &users_path)?,
-            None => &[],
-        };
-        if user_items.is_empty() {
-            return Err(cx.invalid(&users_path, "no user configured for this VLESS server"));
+    let vnext = vnext(cx, &object, "VLESS", |cx, user| {
+        let parsed = vless_user(cx, user)?;
+        let encryption = optional_string(cx, user, "encryption")?;
+        if encryption.as_deref() != Some("none") {
+            return Err(cx.invalid(
+                &user.at("encryption"),
+                format!(
+                    "every VLESS user needs \"encryption\": \"none\" (found {})",
+                    encryption.map_or_else(|| "nothing".to_owned(), |text| format!("{text:?}"))
+                ),
+            ));
         }
-        let port = optional_u16(cx, &server, "port")?;
-        let mut users = Vec::with_capacity(user_items.len());
-        for (user_index, user_node) in user_items.iter().enumerate() {
-            let user_path = index_path(&users_path, user_index);
-            let user = cx.object(user_node, &user_path)?;
-            let parsed = vless_user(cx, &user)?;
-            let encryption = optional_string(cx, &user, "encryption")?;
-            if encryption.as_deref() != Some("none") {
-                return Err(cx.invalid(
-                    &user.at("encryption"),
-                    format!(
-                        "every VLESS user needs \"encryption\": \"none\" (found {})",
-                        encryption.map_or_else(|| "nothing".to_owned(), |text| format!("{text:?}"))
-                    ),
-                ));
-            }
-            users.push(parsed);
-        }
-        vnext.push(VlessServer {
-            address,
-            port,
-            users,
-        });
-    }
+        Ok(parsed)
+    })?
+    .into_iter()
+    .map(|entry| VlessServer {
+        address: entry.address,
+        port: entry.port,
+        users: entry.users,
+    })
+    .collect();
     Ok(VlessOutbound { vnext })
 }
 

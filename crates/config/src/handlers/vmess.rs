@@ -11,8 +11,8 @@ use crate::error::{ConfigError, WarningKind};
 use crate::model::*;
 use crate::reader::{index_path, Cx, Obj};
 
+use super::vnext;
 use super::{optional_bool, optional_string, optional_u16, optional_u32};
-use super::{parse_address, ParsedAddress};
 
 const VMESS_USER_KEYS: &[&str] = &["id", "alterId", "security", "level", "email"];
 
@@ -165,75 +165,38 @@ pub(super) fn vmess_outbound(
 ) -> Result<VmessOutbound, ConfigError> {
     let object = cx.object(node, path)?;
     object.warn_unknown(cx, &["vnext"]);
-    let vnext_path = object.at("vnext");
-    let items = match object.get("vnext") {
-        Some(node) => cx.array(node, &vnext_path)?,
-        None => &[],
-    };
-    if items.is_empty() {
-        return Err(cx.invalid(
-            &vnext_path,
-            "no VMess server configured: vnext needs at least one entry",
-        ));
-    }
-    let mut vnext = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let server_path = index_path(&vnext_path, index);
-        let server = cx.object(item, &server_path)?;
-        server.warn_unknown(cx, &["address", "port", "users"]);
-        let users_path = server.at("users");
-        let user_items = match server.get("users") {
-            Some(node) => cx.array(node, &users_path)?,
-            None => &[],
+    let vnext = vnext(cx, &object, "VMess", |cx, user| {
+        user.warn_unknown(cx, VMESS_USER_KEYS);
+        let id = vmess_id(cx, user)?;
+        let security_text = optional_string(cx, user, "security")?.unwrap_or_default();
+        let security = match VmessSecurity::parse(&security_text) {
+            Some(security) => security,
+            None => {
+                cx.warn(
+                    WarningKind::VmessSecurity,
+                    &user.at("security"),
+                    format!(
+                        "unknown security {security_text:?} means \"auto\" (known: aes-128-gcm, chacha20-poly1305, none, auto)"
+                    ),
+                );
+                VmessSecurity::Auto
+            }
         };
-        if user_items.is_empty() {
-            return Err(cx.invalid(&users_path, "no user configured for this VMess server"));
-        }
-        let address = match optional_string(cx, &server, "address")? {
-            None => return Err(cx.invalid(&server.at("address"), "address is missing")),
-            Some(text) => match parse_address(&text) {
-                ParsedAddress::Ip(ip) => ip.to_string(),
-                ParsedAddress::Domain(domain) if domain.is_empty() => {
-                    return Err(cx.invalid(&server.at("address"), "address is empty"))
-                }
-                ParsedAddress::Domain(domain) => domain,
-            },
-        };
-        let port = optional_u16(cx, &server, "port")?;
-        let mut users = Vec::with_capacity(user_items.len());
-        for (user_index, user_node) in user_items.iter().enumerate() {
-            let user_path = index_path(&users_path, user_index);
-            let user = cx.object(user_node, &user_path)?;
-            user.warn_unknown(cx, VMESS_USER_KEYS);
-            let id = vmess_id(cx, &user)?;
-            let security_text = optional_string(cx, &user, "security")?.unwrap_or_default();
-            let security = match VmessSecurity::parse(&security_text) {
-                Some(security) => security,
-                None => {
-                    cx.warn(
-                        WarningKind::VmessSecurity,
-                        &user.at("security"),
-                        format!(
-                            "unknown security {security_text:?} means \"auto\" (known: aes-128-gcm, chacha20-poly1305, none, auto)"
-                        ),
-                    );
-                    VmessSecurity::Auto
-                }
-            };
-            users.push(VmessUser {
-                id,
-                alter_id: optional_u16(cx, &user, "alterId")?,
-                security,
-                level: optional_u32(cx, &user, "level")?,
-                email: optional_string(cx, &user, "email")?.filter(|email| !email.is_empty()),
-            });
-        }
-        vnext.push(VmessServer {
-            address,
-            port,
-            users,
-        });
-    }
+        Ok(VmessUser {
+            id,
+            alter_id: optional_u16(cx, user, "alterId")?,
+            security,
+            level: optional_u32(cx, user, "level")?,
+            email: optional_string(cx, user, "email")?.filter(|email| !email.is_empty()),
+        })
+    })?
+    .into_iter()
+    .map(|entry| VmessServer {
+        address: entry.address,
+        port: entry.port,
+        users: entry.users,
+    })
+    .collect();
     Ok(VmessOutbound { vnext })
 }
 

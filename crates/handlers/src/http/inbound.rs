@@ -29,14 +29,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use rayback_core::{Inbound, InboundContext, Session, Stream, Tag, User};
+use rayback_core::{Inbound, InboundContext, Prefixed, Session, Stream, Tag, User};
 use rayback_transport::{Accepted, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use super::codec::{self, BodyLength, HttpProxyError, RequestHead};
-use crate::prefixed::Prefixed;
 
 /// The in-memory pipe between a plain request and its session.
 const PIPE: usize = 64 * 1024;
@@ -188,7 +187,7 @@ impl HttpInbound {
             }
             if head.is_connect() {
                 conn.write_all(codec::CONNECT_ESTABLISHED).await?;
-                let stream = Prefixed::new(buffer, conn);
+                let stream = Prefixed::new(buffer.to_vec(), conn);
                 return context.dispatch.dispatch(session, Box::new(stream)).await;
             }
             let body = codec::request_body(&head)
@@ -196,7 +195,7 @@ impl HttpInbound {
             if body == BodyLength::Chunked {
                 // The chunked body goes on as received and the connection
                 // is this request's alone.
-                let mut prefix = BytesMut::from(&codec::rewrite_plain(&head, &target)[..]);
+                let mut prefix = codec::rewrite_plain(&head, &target);
                 prefix.extend_from_slice(&buffer);
                 let stream = Prefixed::new(prefix, conn);
                 return context.dispatch.dispatch(session, Box::new(stream)).await;

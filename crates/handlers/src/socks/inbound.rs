@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use rayback_core::{Address, Destination, Inbound, InboundContext, Session, Tag, User};
+use rayback_core::{Address, Destination, Inbound, InboundContext, Prefixed, Session, Tag, User};
 use rayback_transport::{Accepted, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -42,7 +42,6 @@ use tokio::time::{Instant, Sleep};
 
 use super::codec::{self, Command, Decoded, Hello, SocksAuth, SocksError};
 use crate::datagram::{FrameReader, FrameWriter};
-use crate::prefixed::Prefixed;
 
 /// Datagrams queued per UDP session before new ones are dropped.
 const UDP_QUEUE: usize = 64;
@@ -201,7 +200,7 @@ impl SocksInbound {
             Command::Connect => {
                 let destination = Destination::tcp(handshake.address, handshake.port);
                 let session = self.session(destination, source, user);
-                let stream = Prefixed::new(buffer, conn);
+                let stream = Prefixed::new(buffer.to_vec(), conn);
                 context.dispatch.dispatch(session, Box::new(stream)).await
             }
             Command::UdpAssociate => {
