@@ -63,7 +63,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -213,6 +213,19 @@ fn destination(flags: u8, n: u16) -> Destination {
     Destination::new(network, address, n)
 }
 
+/// The visitor a New names (the Rayback source extension), by `flags`:
+/// none, an IPv4 or an IPv6 source.
+fn source(flags: u8, n: u16) -> Option<SocketAddr> {
+    match flags >> 6 {
+        0 | 1 => None,
+        2 => Some(SocketAddr::from((Ipv4Addr::new(192, 0, 2, n as u8), n))),
+        _ => Some(SocketAddr::from((
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n),
+            n,
+        ))),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The simulation
 
@@ -265,7 +278,7 @@ struct Sim<'a> {
     /// Server: IDs the engine accepted.
     accepted: HashSet<SessionId>,
     /// Client: opened, New not yet on the wire, with the destination.
-    unannounced: HashMap<SessionId, Destination>,
+    unannounced: HashMap<SessionId, (Destination, Option<SocketAddr>)>,
     /// Client: New on the wire, no End of ours after it.
     announced: HashSet<SessionId>,
     /// Per ID: the Ends transitions queued and the wire has not shown yet,
@@ -451,9 +464,14 @@ impl<'a> Sim<'a> {
     // ------------------------------------------------------------ the peer
 
     fn peer_new(&mut self, id: SessionId, flags: u8, len: usize) {
-        let to = destination(flags, id.wrapping_add(self.events as u16));
+        let n = id.wrapping_add(self.events as u16);
+        let to = destination(flags, n);
         let data = (flags & 8 != 0).then(|| self.pattern(len).into());
-        self.peer(Frame::new_session(id, to, data));
+        let mut frame = Frame::new_session(id, to, data);
+        if let FrameKind::New { source: from, .. } = &mut frame.kind {
+            *from = source(flags, n);
+        }
+        self.peer(frame);
     }
 
     /// The peer sends `frame`: it waits on the carrier for the reader.
@@ -497,15 +515,20 @@ impl<'a> Sim<'a> {
         let incoming = self.engine.handle_frame(frame, self.now);
         match (sent.kind, incoming) {
             (
-                FrameKind::New(to),
+                FrameKind::New {
+                    destination: to,
+                    source: from,
+                },
                 Incoming::Accepted {
                     key,
                     destination,
+                    source,
                     data,
                 },
             ) => {
                 assert_eq!(self.settings.role, Role::Server, "a client accepted a New");
                 assert_eq!(destination, to);
+                assert_eq!(source, from, "the New's source not handed on");
                 assert_eq!(data, sent.data);
                 assert!(self.subs.iter().all(|sub| sub.key != key), "a reused key");
                 assert_eq!(self.state(key), (Local::Open, Remote::Open, None, true));
@@ -521,7 +544,7 @@ impl<'a> Sim<'a> {
                 }
                 self.subs.push(sub);
             }
-            (FrameKind::New(_), Incoming::Done) => {
+            (FrameKind::New { .. }, Incoming::Done) => {
                 let refusing = self.client() || self.engine.is_refusing();
                 let full =
                     before.is_none() && self.engine.active_sessions() >= self.settings.max_sessions;
@@ -583,11 +606,12 @@ impl<'a> Sim<'a> {
     fn open(&mut self, flags: u8) {
         let concurrency = (self.settings.max_sessions == 2).then_some(2);
         let to = destination(flags, self.events as u16);
-        match self.engine.open(&to, concurrency, None) {
+        let from = source(flags, self.events as u16);
+        match self.engine.open_from(&to, from.as_ref(), concurrency, None) {
             Ok(key) => {
                 let id = self.engine.session_id(key);
                 assert!(self.attached(id).is_none(), "id {id} allocated twice");
-                assert!(self.unannounced.insert(id, to.clone()).is_none());
+                assert!(self.unannounced.insert(id, (to.clone(), from)).is_none());
                 self.subs.push(Sub::new(key, id, to.network));
             }
             Err(error) if error.is_closed() => assert!(self.engine.is_refusing()),
@@ -772,10 +796,13 @@ impl<'a> Sim<'a> {
     fn on_the_wire(&mut self, frame: Frame) {
         let id = frame.session_id;
         match frame.kind {
-            FrameKind::New(to) => {
+            FrameKind::New {
+                destination: to,
+                source: from,
+            } => {
                 assert!(self.client(), "a server sent New (id {id})");
                 let opened = self.unannounced.remove(&id);
-                assert_eq!(opened.as_ref(), Some(&to), "New {id} not opened so");
+                assert_eq!(opened, Some((to, from)), "New {id} not opened so");
                 self.announced.insert(id);
             }
             FrameKind::Keep => {

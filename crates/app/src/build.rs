@@ -150,6 +150,7 @@ fn outbound(
             Freedom::new(FreedomSettings {
                 domain_strategy: freedom.domain_strategy,
                 redirect: freedom.redirect.clone(),
+                proxy_protocol: freedom.proxy_protocol,
                 ..FreedomSettings::default()
             })
             .with_transport(client_transport(index, outbound)?)

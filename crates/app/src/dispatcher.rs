@@ -57,6 +57,10 @@ impl Dispatch for SharedDispatch {
     async fn connect(&self, session: &Session) -> io::Result<Stream> {
         self.current().connect(session).await
     }
+
+    async fn servers(&self, session: &Session) -> Vec<String> {
+        self.current().servers(session).await
+    }
 }
 
 /// Routes sessions and hands them to outbounds.
@@ -180,5 +184,12 @@ impl Dispatch for Dispatcher {
         let handler = self.route(session).await?;
         self.access.accepted(session, &handler.tag);
         handler.outbound.connect(session).await
+    }
+
+    async fn servers(&self, session: &Session) -> Vec<String> {
+        match self.route(session).await {
+            Ok(handler) => handler.outbound.servers(),
+            Err(_) => Vec::new(),
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! The observability endpoint: `/metrics` (Prometheus text) and `/status`
-//! (JSON) over HTTP/1.1 (hyper), on the address of `rayback.metrics` or
-//! `--metrics`.
+//! The observability endpoint: `/metrics` (Prometheus text), `/status`
+//! (JSON) and the health checks `/live` and `/ready` (200 or 503 with the
+//! reasons) over HTTP/1.1 (hyper), on the address of `rayback.metrics` or
+//! `--metrics`. `HEAD` works on each (hyper sends the head only).
 //!
 //! It reads a [`Published`] snapshot of the running parts, which a reload
 //! replaces, so the endpoint survives reloads.
@@ -21,7 +22,7 @@ use rayback_vmess::VmessMetrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{prometheus, status_json, Metrics, Sources};
+use crate::metrics::{prometheus, ready_text, status_json, Metrics, Sources};
 
 /// The parts a scrape reads.
 #[derive(Clone, Default)]
@@ -43,11 +44,30 @@ impl Published {
         }
     }
 
-    fn render(&self, path: &str) -> Option<(&'static str, String)> {
+    fn render(&self, path: &str) -> Option<(StatusCode, &'static str, String)> {
         let sources = self.sources();
+        let plain = "text/plain; charset=utf-8";
         match path {
-            "/metrics" => Some(("text/plain; version=0.0.4", prometheus(&sources))),
-            "/status" => Some(("application/json", status_json(&sources).to_string())),
+            "/metrics" => Some((
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                prometheus(&sources),
+            )),
+            "/status" => Some((
+                StatusCode::OK,
+                "application/json",
+                status_json(&sources).to_string(),
+            )),
+            "/live" => Some((StatusCode::OK, plain, "live\n".to_owned())),
+            "/ready" => {
+                let (ready, body) = ready_text(&sources);
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                Some((status, plain, body))
+            }
             _ => None,
         }
     }
@@ -63,7 +83,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("rayback.metrics: listening on {addr}"))?;
     let bound = listener.local_addr()?;
-    tracing::info!("metrics on http://{bound}/metrics and /status");
+    tracing::info!("metrics on http://{bound}/metrics, /status, /live and /ready");
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -79,14 +99,19 @@ pub async fn serve(
                     let snapshot = published.read().expect("not poisoned").clone();
                     let rendered = snapshot.render(request.uri().path());
                     async move {
-                        let response = match rendered {
-                            Some((content_type, body)) => Response::builder()
-                                .header("content-type", content_type)
-                                .body(Full::new(Bytes::from(body))),
-                            None => Response::builder()
-                                .status(StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::from_static(b"try /metrics or /status\n"))),
-                        };
+                        let response =
+                            match rendered {
+                                Some((status, content_type, body)) => Response::builder()
+                                    .status(status)
+                                    .header("content-type", content_type)
+                                    .header("cache-control", "no-store")
+                                    .body(Full::new(Bytes::from(body))),
+                                None => Response::builder().status(StatusCode::NOT_FOUND).body(
+                                    Full::new(Bytes::from_static(
+                                        b"try /metrics, /status, /live or /ready\n",
+                                    )),
+                                ),
+                            };
                         Ok::<_, Infallible>(response.expect("static headers are valid"))
                     }
                 });

@@ -7,12 +7,17 @@
 //! of the reverse proxy (tunnel connections, time since the last control
 //! message) and VMess handshake failures are read from their owners when
 //! scraped.
+//!
+//! The health answers for load balancers are here too: `/live` (the
+//! process serves) and `/ready` ([`not_ready`]: every portal holds a
+//! usable bridge tunnel, every bridge holds a tunnel, and the process is
+//! not draining after a stop signal).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -77,6 +82,11 @@ pub struct Metrics {
     started: Instant,
     inbounds: Tagged,
     outbounds: Tagged,
+    /// Set at the first stop signal: `/ready` answers 503 from then on,
+    /// while everything else keeps serving for `rayback.drainDelay`.
+    /// Kept here because `Metrics` outlives reloads and every scrape
+    /// reads it.
+    draining: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -85,6 +95,7 @@ impl Default for Metrics {
             started: Instant::now(),
             inbounds: Tagged::default(),
             outbounds: Tagged::default(),
+            draining: AtomicBool::new(false),
         }
     }
 }
@@ -115,6 +126,15 @@ impl Metrics {
 
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
+    }
+
+    /// Marks the process as draining (a stop signal came); never undone.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -286,6 +306,22 @@ pub fn prometheus(sources: &Sources<'_>) -> String {
             status.connections
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP rayback_bridge_portal_connections Tunnel connections a bridge has up to each portal its tunnel outbound lists."
+    );
+    let _ = writeln!(out, "# TYPE rayback_bridge_portal_connections gauge");
+    for (tag, status) in &statuses {
+        for portal in &status.portals {
+            let _ = writeln!(
+                out,
+                "rayback_bridge_portal_connections{{bridge=\"{}\",portal=\"{}\"}} {}",
+                label(tag),
+                label(&portal.name),
+                portal.connections
+            );
+        }
+    }
     let _ = writeln!(out, "# HELP rayback_bridge_dials_total Tunnel connections a bridge has dialled (reconnects included).");
     let _ = writeln!(out, "# TYPE rayback_bridge_dials_total counter");
     for (tag, status) in &statuses {
@@ -411,6 +447,47 @@ fn write_vless(out: &mut String, vless: &rayback_vless::VlessMetrics) {
     );
 }
 
+/// Why the process is not ready for traffic, one line each; empty when
+/// it is. Ready means: not draining, every portal holds at least one
+/// usable (not draining) bridge tunnel, and every bridge holds at least
+/// one tunnel connection. A process with neither is ready while it serves.
+pub fn not_ready(sources: &Sources<'_>) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if sources.metrics.is_draining() {
+        reasons.push("draining".to_owned());
+    }
+    for portal in sources.portals {
+        if !portal.tunnels().iter().any(|tunnel| !tunnel.draining) {
+            reasons.push(format!(
+                "portal {:?}: no bridge tunnel",
+                portal.settings().tag.as_str()
+            ));
+        }
+    }
+    for bridge in sources.bridges {
+        if bridge.connections() == 0 {
+            reasons.push(format!(
+                "bridge {:?}: no tunnel to a portal",
+                bridge.settings().tag.as_str()
+            ));
+        }
+    }
+    reasons
+}
+
+/// The `/ready` answer: whether ready, and the body (`ready` or the
+/// reasons, one per line).
+pub fn ready_text(sources: &Sources<'_>) -> (bool, String) {
+    let reasons = not_ready(sources);
+    if reasons.is_empty() {
+        (true, "ready\n".to_owned())
+    } else {
+        let mut body = reasons.join("\n");
+        body.push('\n');
+        (false, body)
+    }
+}
+
 /// The `/status` document.
 pub fn status_json(sources: &Sources<'_>) -> serde_json::Value {
     let bridges: Vec<_> = sources
@@ -424,6 +501,11 @@ pub fn status_json(sources: &Sources<'_>) -> serde_json::Value {
                 "connections": status.connections,
                 "dials": status.dials,
                 "control_age_seconds": status.since_control.map(|age| age.as_secs_f64()),
+                "portals": status.portals.iter().map(|portal| serde_json::json!({
+                    "portal": portal.name,
+                    "connections": portal.connections,
+                    "control_age_seconds": portal.since_control.map(|age| age.as_secs_f64()),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -453,6 +535,8 @@ pub fn status_json(sources: &Sources<'_>) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "uptime_seconds": sources.metrics.uptime().as_secs_f64(),
+        "ready": not_ready(sources).is_empty(),
+        "draining": sources.metrics.is_draining(),
         "bridges": bridges,
         "portals": portals,
     })

@@ -1,5 +1,7 @@
 //! Running a configuration: bind the listeners, start the bridges, serve
-//! until a signal, reload on SIGHUP, then stop accepting and give open
+//! until a signal, reload on SIGHUP, then drain: `/ready` turns 503 at
+//! once while everything keeps serving for `rayback.drainDelay` (a second
+//! SIGTERM/SIGINT cuts the delay short), then stop accepting and give open
 //! connections a bounded grace period.
 //!
 //! A reload builds the new configuration beside the running one and swaps
@@ -212,6 +214,12 @@ impl Running {
         Ok(summary)
     }
 
+    /// Marks the process as draining: `/ready` answers 503 from now on,
+    /// while listeners, bridges and portals keep serving.
+    pub fn start_draining(&self) {
+        self.kept.metrics.start_draining();
+    }
+
     /// Stops accepting, then waits up to `grace` for open connections.
     /// Returns whether every connection finished in time.
     pub async fn stop(self, grace: Duration) -> bool {
@@ -375,22 +383,50 @@ enum Signal {
     Reload,
 }
 
-async fn next_signal() -> Result<Signal> {
+/// The signals the run loop listens to, registered once at start so that
+/// none arriving between two waits is lost.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut hangup = signal(SignalKind::hangup())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.map(|()| Signal::Stop).map_err(Into::into),
-            _ = terminate.recv() => Ok(Signal::Stop),
-            _ = hangup.recv() => Ok(Signal::Reload),
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await?;
-        Ok(Signal::Stop)
+
+    /// The next signal. Cancelling it loses nothing: a signal that comes
+    /// later is seen by the next call.
+    async fn next(&mut self) -> Result<Signal> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Ok(Signal::Stop),
+                _ = self.terminate.recv() => Ok(Signal::Stop),
+                _ = self.hangup.recv() => Ok(Signal::Reload),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await?;
+            Ok(Signal::Stop)
+        }
     }
 }
 
@@ -495,45 +531,48 @@ pub fn run_until_signal(config: Config, json_logs: bool) -> Result<()> {
 
 /// The binaries' main loop: logging, a runtime, start; SIGHUP reloads
 /// through `loader` (a failed reload is logged and the old configuration
-/// stays); SIGINT/SIGTERM stop with a grace period.
+/// stays); SIGINT/SIGTERM drain for `rayback.drainDelay` (a second one
+/// ends the delay early), then stop with a grace period.
 pub fn run_with_reload(config: Config, json_logs: bool, loader: Option<Loader>) -> Result<()> {
     crate::logging::init(&config.log, json_logs)?;
     tune_allocator();
     raise_open_file_limit();
     let runtime = runtime(config.rayback.workers).context("starting the runtime")?;
     runtime.block_on(async {
+        let mut signals = Signals::new().context("listening for signals")?;
         let mut running = start(&config).await?;
+        // The delay of the configuration now running (a reload may change it).
+        let mut drain_delay = config.rayback.drain_delay;
         loop {
-            match next_signal().await? {
+            match signals.next().await? {
                 Signal::Stop => break,
                 Signal::Reload => {
-                    let Some(loader) = &loader else {
-                        tracing::warn!(
-                            "SIGHUP: this process was not started from files; nothing to reload"
-                        );
-                        continue;
-                    };
-                    let reloaded = match loader() {
-                        Ok(reloaded) => {
-                            if reloaded.rayback.workers != config.rayback.workers {
-                                tracing::warn!(
-                                    "rayback.workers changed; it takes effect at the next start"
-                                );
-                            }
-                            running
-                                .reload(&reloaded)
-                                .await
-                                .map_err(|error| format!("{error:#}"))
-                        }
-                        Err(error) => Err(error),
-                    };
-                    match reloaded {
-                        Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
-                        Err(error) => tracing::error!(
-                            "reload failed, keeping the running configuration: {error}"
-                        ),
-                    }
+                    reload(&mut running, loader.as_ref(), &config, &mut drain_delay).await;
                 }
+            }
+        }
+        running.start_draining();
+        tracing::info!(
+            "draining: /ready answers 503; serving on for {drain_delay:?}, then stopping \
+             (a second SIGTERM/SIGINT stops at once)"
+        );
+        let delay = tokio::time::sleep(drain_delay);
+        tokio::pin!(delay);
+        loop {
+            tokio::select! {
+                () = &mut delay => break,
+                signal = signals.next() => match signal? {
+                    Signal::Stop => {
+                        tracing::info!("a second stop signal: ending the drain delay early");
+                        break;
+                    }
+                    // Still serving: a reload applies as it would before
+                    // (the delay already running is kept).
+                    Signal::Reload => {
+                        let mut ignored = drain_delay;
+                        reload(&mut running, loader.as_ref(), &config, &mut ignored).await;
+                    }
+                },
             }
         }
         tracing::info!("stopping: no new connections; waiting up to {GRACE:?} for open ones");
@@ -542,4 +581,40 @@ pub fn run_with_reload(config: Config, json_logs: bool, loader: Option<Loader>) 
         }
         Ok(())
     })
+}
+
+/// One SIGHUP: loads the files again through `loader` and applies them;
+/// a failure is logged and the running configuration stays. On success
+/// `drain_delay` takes the new configuration's value.
+async fn reload(
+    running: &mut Running,
+    loader: Option<&Loader>,
+    started_with: &Config,
+    drain_delay: &mut Duration,
+) {
+    let Some(loader) = loader else {
+        tracing::warn!("SIGHUP: this process was not started from files; nothing to reload");
+        return;
+    };
+    let reloaded = match loader() {
+        Ok(reloaded) => {
+            if reloaded.rayback.workers != started_with.rayback.workers {
+                tracing::warn!("rayback.workers changed; it takes effect at the next start");
+            }
+            match running.reload(&reloaded).await {
+                Ok(summary) => {
+                    *drain_delay = reloaded.rayback.drain_delay;
+                    Ok(summary)
+                }
+                Err(error) => Err(format!("{error:#}")),
+            }
+        }
+        Err(error) => Err(error),
+    };
+    match reloaded {
+        Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
+        Err(error) => {
+            tracing::error!("reload failed, keeping the running configuration: {error}")
+        }
+    }
 }

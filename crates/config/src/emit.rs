@@ -215,6 +215,10 @@ fn outbound(outbound: &Outbound) -> Value {
             if let Some(timeout) = freedom.timeout {
                 settings.insert("timeout".into(), json!(timeout));
             }
+            if freedom.proxy_protocol != ProxyProtocol::Off {
+                let version = freedom.proxy_protocol.version();
+                settings.insert("proxyProtocol".into(), json!(version));
+            }
             ("freedom", Value::Object(settings))
         }
         OutboundSettings::Vmess(vmess) => {
@@ -476,6 +480,10 @@ fn rayback(extras: &RaybackExtras) -> Value {
     object.insert(
         "noBridgeWait".into(),
         json!(extras.no_bridge_wait.as_millis() as u64),
+    );
+    object.insert(
+        "drainDelay".into(),
+        json!(extras.drain_delay.as_millis() as u64),
     );
     object.insert("workers".into(), json!(extras.workers));
     let limits = &extras.limits;

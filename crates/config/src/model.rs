@@ -19,8 +19,8 @@ use std::time::Duration;
 /// V2Ray syntax).
 pub use rayback_core::{
     BlackholeResponse, DomainStrategy, HttpDisguise, HttpRequestHead, HttpResponseHead, Network,
-    Pem, Redirect, ResolveStrategy, RuleNetwork, RuleTarget, SocksAuth, StreamSettings, Tag,
-    TlsCertificate, TlsSettings, TransportNetwork, VmessSecurity, WsSettings,
+    Pem, ProxyProtocol, Redirect, ResolveStrategy, RuleNetwork, RuleTarget, SocksAuth,
+    StreamSettings, Tag, TlsCertificate, TlsSettings, TransportNetwork, VmessSecurity, WsSettings,
 };
 /// The `dns` object's data (`crates/config/src/dns.rs` fills it).
 pub use rayback_core::{
@@ -410,6 +410,9 @@ pub struct Freedom {
     /// Deprecated idle timeout in seconds (replaces `connIdle` when > 0 and
     /// `user_level` is 0).
     pub timeout: Option<u32>,
+    /// `proxyProtocol` (Xray's key): the PROXY header sent before a TCP
+    /// session's payload.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// `vmess` outbound settings.
@@ -561,6 +564,10 @@ pub struct RaybackExtras {
     /// How long a public connection at a portal waits for a bridge
     /// connection before it is closed (`noBridgeWait`, ms; default 2000).
     pub no_bridge_wait: Duration,
+    /// After SIGTERM/SIGINT, how long the process keeps serving while
+    /// `/ready` answers 503, so a load balancer stops sending before the
+    /// listeners close (`drainDelay`, ms, 0 to 600000; default 0).
+    pub drain_delay: Duration,
     /// Threads that run connections (`workers`; 0 = automatic, the
     /// default). Read at start; a reload keeps the running value.
     pub workers: u32,
@@ -572,6 +579,7 @@ impl Default for RaybackExtras {
         RaybackExtras {
             metrics: None,
             no_bridge_wait: Duration::from_millis(2000),
+            drain_delay: Duration::ZERO,
             workers: 0,
             limits: Limits::default(),
         }

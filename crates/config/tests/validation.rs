@@ -601,6 +601,39 @@ fn mux_settings() {
 // ---------------------------------------------------------------- freedom, blackhole, dokodemo
 
 #[test]
+fn freedom_proxy_protocol() {
+    use rayback_core::ProxyProtocol;
+    let read = |value: &str| {
+        let loaded = load(&outbound(&format!(
+            r#"{{"protocol": "freedom", "settings": {{"proxyProtocol": {value}}}}}"#
+        )));
+        let OutboundSettings::Freedom(freedom) = &loaded.config.outbounds[0].settings else {
+            panic!("freedom")
+        };
+        freedom.proxy_protocol
+    };
+    assert_eq!(read("0"), ProxyProtocol::Off);
+    assert_eq!(read("1"), ProxyProtocol::V1);
+    assert_eq!(read("2"), ProxyProtocol::V2);
+    for bad in ["3", "255"] {
+        rejects(
+            &outbound(&format!(
+                r#"{{"protocol": "freedom", "settings": {{"proxyProtocol": {bad}}}}}"#
+            )),
+            "outbounds[0].settings.proxyProtocol",
+            "is not 0 (off), 1 or 2",
+        );
+    }
+    for not_a_number in ["-1", "\"two\"", "1.5"] {
+        let text = outbound(&format!(
+            r#"{{"protocol": "freedom", "settings": {{"proxyProtocol": {not_a_number}}}}}"#
+        ));
+        let error = parse_str("v.json", &text).expect_err(not_a_number);
+        assert!(error.to_string().contains("proxyProtocol"), "{error}");
+    }
+}
+
+#[test]
 fn freedom_settings() {
     let freedom = |json: &str| {
         let loaded = load(&outbound(&format!(
@@ -617,7 +650,8 @@ fn freedom_settings() {
             domain_strategy: ResolveStrategy::AsIs,
             redirect: None,
             user_level: 0,
-            timeout: None
+            timeout: None,
+            proxy_protocol: rayback_core::ProxyProtocol::Off,
         }
     );
     let full = freedom(

@@ -132,6 +132,19 @@ impl fmt::Display for Address {
     }
 }
 
+/// An IPv4-mapped IPv6 peer (a dual-stack listener's IPv4 client) as the
+/// IPv4 address it is; any other address unchanged. Inbounds record their
+/// peers this way, so `source` rules and PROXY headers see plain IPv4.
+pub fn unmap(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
 /// Where a session goes: network, host and port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Destination {

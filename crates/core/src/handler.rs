@@ -35,6 +35,13 @@ pub trait Outbound: Send + Sync + 'static {
         let outbound = self.connect(&session).await?;
         relay(inbound, outbound, policy).await.map(drop)
     }
+
+    /// The servers `connect` chooses among, named `host:port`, in the
+    /// order [`Session::server`] indexes them (VMess and VLESS `vnext`).
+    /// Empty for an outbound that has no list to pick from.
+    fn servers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The router plus the outbounds it chooses from.
@@ -47,6 +54,12 @@ pub trait Dispatch: Send + Sync + 'static {
     /// Routes `session` and returns a stream toward its destination
     /// through the chosen outbound.
     async fn connect(&self, session: &Session) -> io::Result<Stream>;
+
+    /// The servers of the outbound `session` is routed to
+    /// ([`Outbound::servers`]): a bridge keeps a tunnel to each.
+    async fn servers(&self, _session: &Session) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What a running inbound is given.

@@ -32,7 +32,7 @@ pub mod session;
 pub mod stream;
 pub mod transport;
 
-pub use address::{Address, AddressError, Destination, Network};
+pub use address::{unmap, Address, AddressError, Destination, Network};
 pub use dns::{
     DnsSettings, HostMapping, HostValue, NameServerAddress, NameServerSettings, Resolve,
     ResolveFuture,
@@ -40,8 +40,8 @@ pub use dns::{
 pub use handler::InboundContext;
 pub use handler::{Dispatch, Inbound, Outbound};
 pub use options::{
-    BlackholeResponse, DomainStrategy, Redirect, RedirectError, ResolveStrategy, RuleNetwork,
-    RuleTarget, SocksAuth, VmessSecurity,
+    BlackholeResponse, DomainStrategy, ProxyProtocol, Redirect, RedirectError, ResolveStrategy,
+    RuleNetwork, RuleTarget, SocksAuth, VmessSecurity,
 };
 pub use policy::Policies;
 pub use policy::Policy;

@@ -200,6 +200,41 @@ impl fmt::Display for Redirect {
     }
 }
 
+/// freedom's `proxyProtocol` (Xray's key; V2Ray 4.34 ignores it): the
+/// PROXY protocol header freedom writes to the backend before the payload
+/// of a TCP session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// `0` or absent: no header.
+    #[default]
+    Off,
+    /// `1`: the text header (`PROXY TCP4 …\r\n`).
+    V1,
+    /// `2`: the binary header.
+    V2,
+}
+
+impl ProxyProtocol {
+    /// `0`, `1` or `2`; `None` for any other number.
+    pub fn from_version(version: u64) -> Option<ProxyProtocol> {
+        match version {
+            0 => Some(ProxyProtocol::Off),
+            1 => Some(ProxyProtocol::V1),
+            2 => Some(ProxyProtocol::V2),
+            _ => None,
+        }
+    }
+
+    /// The number the configuration spells it with (0 for off).
+    pub fn version(self) -> u8 {
+        match self {
+            ProxyProtocol::Off => 0,
+            ProxyProtocol::V1 => 1,
+            ProxyProtocol::V2 => 2,
+        }
+    }
+}
+
 /// blackhole's `response.type`: what a blackhole answers before it closes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BlackholeResponse {
@@ -532,5 +567,15 @@ mod tests {
         );
         let balancer = RuleTarget::Balancer("b".into());
         assert_eq!((balancer.v2ray_key(), balancer.tag()), ("balancerTag", "b"));
+    }
+
+    #[test]
+    fn proxy_protocol_versions() {
+        for protocol in [ProxyProtocol::Off, ProxyProtocol::V1, ProxyProtocol::V2] {
+            let version = u64::from(protocol.version());
+            assert_eq!(ProxyProtocol::from_version(version), Some(protocol));
+        }
+        assert_eq!(ProxyProtocol::from_version(3), None);
+        assert_eq!(ProxyProtocol::default(), ProxyProtocol::Off);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::address::Destination;
@@ -72,6 +73,15 @@ pub struct Session {
     /// "tls", "bittorrent"), when the inbound sniffs and one was found.
     /// Routing's `protocol` condition matches it.
     pub protocol: Option<Arc<str>>,
+    /// Which of the chosen outbound's servers to dial (its `vnext` index),
+    /// when the caller picks: a bridge keeps a tunnel to every portal its
+    /// tunnel outbound lists. `None`: the outbound's own choice.
+    pub server: Option<usize>,
+    /// The peer that opened this connection reads the visitor's source in
+    /// Mux.Cool New frames (a Rayback-only extension it asked for in its
+    /// VMess request). A portal adopting the connection as a tunnel then
+    /// sends each public session's source; a V2Ray peer never asks.
+    pub peer_reads_source: bool,
 }
 
 /// An inbound's `sniffing` when enabled (or its legacy `domainOverride`):
@@ -166,6 +176,8 @@ impl Session {
             user: None,
             send_budget: None,
             protocol: None,
+            server: None,
+            peer_reads_source: false,
         }
     }
 
@@ -187,6 +199,15 @@ impl Session {
     pub fn with_protocol(mut self, protocol: &str) -> Session {
         self.protocol = Some(Arc::from(protocol));
         self
+    }
+
+    /// The index of the server to dial among `count`: the one the session
+    /// names ([`Session::server`]), else the next in round robin.
+    pub fn server_index(&self, round_robin: &AtomicUsize, count: usize) -> usize {
+        match self.server {
+            Some(index) => index % count.max(1),
+            None => round_robin.fetch_add(1, Ordering::Relaxed) % count.max(1),
+        }
     }
 
     /// The policy level: the user's, else 0.

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use rayback_core::packet::MAX_PACKET;
 use rayback_core::{
-    Address, Destination, Dispatch, Inbound, InboundContext, Network, Session, Tag, User,
+    unmap, Address, Destination, Dispatch, Inbound, InboundContext, Network, Session, Tag, User,
 };
 use rayback_transport::{Accepted, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -189,6 +189,8 @@ impl DokodemoDoor {
             }),
             send_budget: None,
             protocol: None,
+            server: None,
+            peer_reads_source: false,
         }
     }
 
@@ -366,18 +368,6 @@ impl Inbound for DokodemoDoor {
         };
         tokio::join!(tcp, udp);
         Ok(())
-    }
-}
-
-/// An IPv4-mapped IPv6 peer (a dual-stack listener's IPv4 client) as the
-/// IPv4 address it is.
-fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        IpAddr::V4(_) => addr,
     }
 }
 

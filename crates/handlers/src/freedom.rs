@@ -14,6 +14,28 @@
 //! `crate::datagram`) over a socket connected to the destination. Not here:
 //! relaying (the default `Outbound::handle` relays with the session's
 //! policy) and the resolver itself.
+//!
+//! `proxyProtocol` (Xray's key in freedom's `settings`; V2Ray 4.34 ignores
+//! it): `1` or `2` makes freedom write a PROXY protocol v1 (text) or v2
+//! (binary) header to the backend right after connecting, before any
+//! payload, so that a backend behind the bridge (nginx `proxy_protocol`,
+//! HAProxy `accept-proxy`) sees the visitor. The header is built by
+//! `rayback_transport::proxy::encode_header`:
+//!
+//! | field | value |
+//! |---|---|
+//! | source | the session's `source`: the visitor, as the inbound saw it |
+//! | destination | the address freedom dialled: the backend's socket address (after `redirect` and the domain strategy), as Xray does |
+//! | no source | v1 `PROXY UNKNOWN`, v2 a `LOCAL` command |
+//! | IPv4 and IPv6 mixed | the IPv4 one written as IPv4-mapped IPv6 |
+//!
+//! TCP sessions only: UDP sessions get no header. With `streamSettings`
+//! other than plain TCP (TLS, WebSocket toward the backend) the header is
+//! the first bytes written through them, as Xray writes it to the
+//! connection its dialer returns; a domain dialled that way is named in the
+//! header by its first address from the system resolver. The header is
+//! part of the dial: a failed write fails that attempt, and the next one
+//! dials afresh.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,9 +44,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rayback_core::{
-    Address, Destination, Network, Outbound, Redirect, Resolve, ResolveStrategy, Session, Stream,
+    Address, Destination, Network, Outbound, ProxyProtocol, Redirect, Resolve, ResolveStrategy,
+    Session, Stream,
 };
-use rayback_transport::Transport;
+use rayback_transport::{proxy, Transport};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::datagram::ConnectedDatagrams;
@@ -42,6 +66,9 @@ pub struct FreedomSettings {
     /// The limit of one connection attempt (4.34 leaves it to the system,
     /// which can take minutes).
     pub connect_timeout: Duration,
+    /// `proxyProtocol`: the PROXY header written before a TCP session's
+    /// payload (see the module docs).
+    pub proxy_protocol: ProxyProtocol,
 }
 
 impl Default for FreedomSettings {
@@ -50,6 +77,7 @@ impl Default for FreedomSettings {
             domain_strategy: ResolveStrategy::AsIs,
             redirect: None,
             connect_timeout: Duration::from_secs(10),
+            proxy_protocol: ProxyProtocol::Off,
         }
     }
 }
@@ -126,22 +154,36 @@ impl Freedom {
         )
     }
 
-    /// One attempt at `destination`.
-    async fn dial(&self, destination: &Destination) -> io::Result<Stream> {
+    /// One attempt at `destination`, for a session from `source` (named in
+    /// the PROXY header, if one is sent).
+    async fn dial(
+        &self,
+        destination: &Destination,
+        source: Option<SocketAddr>,
+    ) -> io::Result<Stream> {
+        let protocol = self.settings.proxy_protocol;
         let attempt = async {
             match (destination.network, &self.transport) {
                 (Network::Tcp, Some(transport)) => {
-                    let conn = transport
+                    let mut conn = transport
                         .dial(
                             &destination.address,
                             destination.port,
                             self.settings.connect_timeout,
                         )
                         .await?;
+                    if protocol != ProxyProtocol::Off {
+                        let dialled = socket_addr_of(destination).await?;
+                        let header = proxy::encode_header(protocol, source, dialled);
+                        conn.write_all(&header).await?;
+                        // TLS and WebSocket buffer: a backend that speaks
+                        // first still needs the header now.
+                        conn.flush().await?;
+                    }
                     Ok(Box::new(conn) as Stream)
                 }
                 (Network::Tcp, None) => {
-                    let stream = match destination.socket_addr() {
+                    let mut stream = match destination.socket_addr() {
                         Some(addr) => TcpStream::connect(addr).await?,
                         None => {
                             let host = destination.address.domain().unwrap_or_default();
@@ -149,24 +191,14 @@ impl Freedom {
                         }
                     };
                     stream.set_nodelay(true)?;
+                    if protocol != ProxyProtocol::Off {
+                        let header = proxy::encode_header(protocol, source, stream.peer_addr()?);
+                        stream.write_all(&header).await?;
+                    }
                     Ok(Box::new(stream) as Stream)
                 }
                 (Network::Udp, _) => {
-                    let addr = match destination.socket_addr() {
-                        Some(addr) => addr,
-                        None => {
-                            let host = destination.address.domain().unwrap_or_default();
-                            tokio::net::lookup_host((host, destination.port))
-                                .await?
-                                .next()
-                                .ok_or_else(|| {
-                                    io::Error::new(
-                                        io::ErrorKind::NotFound,
-                                        format!("{host} has no address"),
-                                    )
-                                })?
-                        }
-                    };
+                    let addr = socket_addr_of(destination).await?;
                     let local = match addr {
                         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
                         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
@@ -196,7 +228,7 @@ impl Outbound for Freedom {
                 tokio::time::sleep(DIAL_BACKOFF * (attempt - 1)).await;
             }
             let destination = self.target(session).await;
-            match self.dial(&destination).await {
+            match self.dial(&destination, session.source).await {
                 Ok(stream) => return Ok(stream),
                 Err(error) => {
                     tracing::debug!(%destination, attempt, %error, "freedom dial failed");
@@ -210,6 +242,19 @@ impl Outbound for Freedom {
             format!("failed to open connection to {destination}: {error}"),
         ))
     }
+}
+
+/// `destination` as a socket address: itself when it is an IP, else the
+/// first address the system resolver gives.
+async fn socket_addr_of(destination: &Destination) -> io::Result<SocketAddr> {
+    if let Some(addr) = destination.socket_addr() {
+        return Ok(addr);
+    }
+    let host = destination.address.domain().unwrap_or_default();
+    tokio::net::lookup_host((host, destination.port))
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")))
 }
 
 /// A few random bits for picking among resolved addresses; not for

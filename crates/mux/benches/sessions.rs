@@ -24,7 +24,12 @@ struct Echo;
 
 #[async_trait]
 impl SessionHandler for Echo {
-    async fn handle(&self, _: Destination, mut stream: Stream) -> io::Result<()> {
+    async fn handle(
+        &self,
+        _: Destination,
+        _source: Option<std::net::SocketAddr>,
+        mut stream: Stream,
+    ) -> io::Result<()> {
         let mut buf = [0u8; 2048];
         loop {
             let n = stream.read(&mut buf).await?;

@@ -22,7 +22,12 @@ struct Drain;
 
 #[async_trait]
 impl SessionHandler for Drain {
-    async fn handle(&self, destination: Destination, mut stream: Stream) -> io::Result<()> {
+    async fn handle(
+        &self,
+        destination: Destination,
+        _source: Option<std::net::SocketAddr>,
+        mut stream: Stream,
+    ) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0usize;
         let want = destination.port as usize * 1024 * 1024;

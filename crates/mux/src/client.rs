@@ -17,6 +17,7 @@
 //! data-less `New` (12–40 bytes), which V2Ray itself sends on its timeout.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rayback_core::{Destination, Stream};
@@ -57,11 +58,34 @@ impl MuxClient {
         Ok(Box::new(self.open_stream(&destination)?))
     }
 
+    /// [`MuxClient::open`] for a public visitor at `source`: its New names
+    /// the source (the Rayback extension) when the client was made with
+    /// [`ClientSettings::send_source`], and is an ordinary New otherwise.
+    pub async fn open_from(
+        &self,
+        destination: Destination,
+        source: Option<SocketAddr>,
+    ) -> Result<Stream, MuxError> {
+        Ok(Box::new(
+            self.open_stream_from(&destination, source.as_ref())?,
+        ))
+    }
+
     /// [`MuxClient::open`] without boxing or awaiting.
     pub fn open_stream(&self, destination: &Destination) -> Result<MuxStream, MuxError> {
+        self.open_stream_from(destination, None)
+    }
+
+    /// [`MuxClient::open_from`] without boxing or awaiting.
+    pub fn open_stream_from(
+        &self,
+        destination: &Destination,
+        source: Option<&SocketAddr>,
+    ) -> Result<MuxStream, MuxError> {
         let (max_concurrency, max_total) = (self.config.max_concurrency, self.config.max_total);
+        let source = source.filter(|_| self.config.send_source);
         let (key, id) = self.conn.with(|engine| {
-            let key = engine.open(destination, max_concurrency, max_total)?;
+            let key = engine.open_from(destination, source, max_concurrency, max_total)?;
             Ok::<_, MuxError>((key, engine.session_id(key)))
         })?;
         Ok(MuxStream::new(

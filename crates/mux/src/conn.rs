@@ -18,6 +18,7 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -60,7 +61,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Server: what the reader does with a sub-stream the peer opened (the
 /// server wraps it in a handle and runs its session handler), so that this
 /// driver knows neither.
-pub(crate) type Accept = Box<dyn Fn(&Arc<Connection>, Key, SessionId, Destination) + Send + Sync>;
+pub(crate) type Accept =
+    Box<dyn Fn(&Arc<Connection>, Key, SessionId, Destination, Option<SocketAddr>) + Send + Sync>;
 
 /// One connection: its engine, and what the tasks share besides.
 pub(crate) struct Connection {
@@ -265,10 +267,11 @@ impl Connection {
                     Incoming::Accepted {
                         key,
                         destination,
+                        source,
                         data,
                     } => {
                         match &accept {
-                            Some(accept) => accept(self, key, id, destination),
+                            Some(accept) => accept(self, key, id, destination, source),
                             // Only a server accepts; without a handler the
                             // sub-stream has no handle and is released.
                             None => self.with(|engine| engine.release(key)),

@@ -35,6 +35,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::SocketAddr;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -141,10 +142,12 @@ pub enum Incoming {
     /// Nothing more to do.
     Done,
     /// Server: a new sub-stream; the driver hands a handle for `key` to the
-    /// session handler, then delivers `data` (if any) to it.
+    /// session handler, then delivers `data` (if any) to it. `source` is
+    /// the visitor the New named (the Rayback extension), if it did.
     Accepted {
         key: Key,
         destination: Destination,
+        source: Option<SocketAddr>,
         data: Option<Bytes>,
     },
     /// Data for sub-stream `key`: the driver delivers it with
@@ -353,6 +356,19 @@ impl Engine {
         max_concurrency: Option<usize>,
         max_total: Option<u64>,
     ) -> Result<Key, MuxError> {
+        self.open_from(destination, None, max_concurrency, max_total)
+    }
+
+    /// [`Engine::open`] whose New names the visitor's `source` after the
+    /// destination when given (the Rayback extension; V2Ray ignores it).
+    /// Whether the peer reads it is the caller's business.
+    pub fn open_from(
+        &mut self,
+        destination: &Destination,
+        source: Option<&SocketAddr>,
+        max_concurrency: Option<usize>,
+        max_total: Option<u64>,
+    ) -> Result<Key, MuxError> {
         if let Address::Domain(domain) = &destination.address {
             if domain.len() > 255 {
                 return Err(MuxError::DomainTooLong(domain.len()));
@@ -373,7 +389,7 @@ impl Engine {
         while self.ids.contains_key(&id) {
             id = id.wrapping_add(1);
         }
-        self.send.push_new(id, destination)?;
+        self.send.push_new(id, destination, source)?;
         self.next_id = id;
         self.total_opened += 1;
         let key = self.insert(Slot::new(id, destination.network));
@@ -394,9 +410,12 @@ impl Engine {
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Incoming {
         let id = frame.session_id;
         match frame.kind {
-            FrameKind::New(destination) => {
+            FrameKind::New {
+                destination,
+                source,
+            } => {
                 if self.role == Role::Server {
-                    return self.accept(id, destination, frame.data);
+                    return self.accept(id, destination, source, frame.data);
                 }
                 // A client ignores New (V2Ray discards its data).
                 Incoming::Done
@@ -425,7 +444,13 @@ impl Engine {
     }
 
     /// Server: a New frame.
-    fn accept(&mut self, id: SessionId, destination: Destination, data: Option<Bytes>) -> Incoming {
+    fn accept(
+        &mut self,
+        id: SessionId,
+        destination: Destination,
+        source: Option<SocketAddr>,
+        data: Option<Bytes>,
+    ) -> Incoming {
         if self.refusing {
             return Incoming::Done;
         }
@@ -445,6 +470,7 @@ impl Engine {
         Incoming::Accepted {
             key,
             destination,
+            source,
             data,
         }
     }

@@ -17,6 +17,9 @@
 //! | 2 | port | New only (port *before* address) |
 //! | 1 | address type | New only: `01` IPv4, `02` domain, `03` IPv6; else fatal |
 //! | 4, 16 or 1+n | address | New only; a domain is a length byte and n bytes |
+//! | 2 | source port | New only, optional (Rayback only): the visitor's port |
+//! | 1 | source address type | `01` IPv4, `03` IPv6 (no domains) |
+//! | 4 or 16 | source address | the visitor's address |
 //! | … | ignored | metadata bytes after the fields above are skipped |
 //! | 2 | `dataLen` | only when option bit `01` is set; 0..=65535 |
 //! | `dataLen` | data | stream bytes, or exactly one datagram on a UDP session |
@@ -38,8 +41,29 @@
 //! a Rayback receiver then keeps its own write direction open (see
 //! [`crate::stream`]). The codec only carries the bit:
 //! [`FrameKind::End`]'s `half_close`.
+//!
+//! # The visitor's source (a Rayback extension)
+//!
+//! V2Ray 4.34 reads `metaLen` bytes of metadata, parses the fields it
+//! knows and ignores the rest (`UnmarshalFromBuffer` in
+//! `common/mux/frame.go`). A Rayback portal uses that room to tell a
+//! Rayback bridge who the public visitor is: after a New frame's address
+//! it may append the visitor's source, laid out as the destination is
+//! (port, then type, then address; IPv4 `01` or IPv6 `03` only):
+//!
+//! ```text
+//! 00 13  00 02  01  00  01  00 50  01 7f 00 00 01  d4 31  01 7f 00 00 05
+//! len    id     New opt TCP port   dest 127.0.0.1  port   src 127.0.0.5:54321
+//! ```
+//!
+//! A peer that does not read it (V2Ray) sees an ordinary New; a New
+//! whose trailing bytes do not form such a source is decoded without one,
+//! as V2Ray would. The codec writes a source only when the frame carries
+//! one ([`FrameKind::New`]'s `source`); whether to send it at all is the
+//! client's setting ([`crate::ClientSettings::send_source`]), turned on by
+//! the portal only for a bridge that asked for it in its VMess request.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rayback_core::{Address, Destination, Network};
@@ -89,8 +113,13 @@ impl Status {
 /// What a frame says about its session.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum FrameKind {
-    /// Opens a session toward the destination (client → server only).
-    New(Destination),
+    /// Opens a session toward `destination` (client → server only);
+    /// `source` is the visitor a Rayback portal names after the address
+    /// (a Rayback extension V2Ray ignores; see the module docs).
+    New {
+        destination: Destination,
+        source: Option<SocketAddr>,
+    },
     /// More data for an open session.
     Keep,
     /// Closes the session, both directions; `error` is option bit `02`.
@@ -105,7 +134,7 @@ impl FrameKind {
     /// The status byte this kind is written with.
     pub fn status(&self) -> Status {
         match self {
-            FrameKind::New(_) => Status::New,
+            FrameKind::New { .. } => Status::New,
             FrameKind::Keep => Status::Keep,
             FrameKind::End { .. } => Status::End,
             FrameKind::KeepAlive => Status::KeepAlive,
@@ -124,6 +153,7 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A New without a source, as V2Ray sends it.
     pub fn new_session(
         session_id: SessionId,
         destination: Destination,
@@ -131,7 +161,28 @@ impl Frame {
     ) -> Frame {
         Frame {
             session_id,
-            kind: FrameKind::New(destination),
+            kind: FrameKind::New {
+                destination,
+                source: None,
+            },
+            data,
+        }
+    }
+
+    /// A New that names the visitor's `source` after its destination (the
+    /// Rayback extension; V2Ray ignores the extra metadata).
+    pub fn new_session_from(
+        session_id: SessionId,
+        destination: Destination,
+        source: SocketAddr,
+        data: Option<Bytes>,
+    ) -> Frame {
+        Frame {
+            session_id,
+            kind: FrameKind::New {
+                destination,
+                source: Some(source),
+            },
             data,
         }
     }
@@ -172,7 +223,10 @@ impl Frame {
     /// Bytes this frame takes on the wire.
     pub fn encoded_len(&self) -> usize {
         let metadata = match &self.kind {
-            FrameKind::New(destination) => 5 + address_len(&destination.address),
+            FrameKind::New {
+                destination,
+                source,
+            } => new_metadata_len(destination, source.as_ref()),
             _ => SHORT_METADATA as usize,
         };
         2 + metadata + self.data.as_ref().map_or(0, |data| 2 + data.len())
@@ -188,6 +242,21 @@ fn address_len(address: &Address) -> usize {
     }
 }
 
+/// Bytes the port + type + address of a source take.
+fn source_len(source: &SocketAddr) -> usize {
+    3 + match source {
+        SocketAddr::V4(_) => 4,
+        SocketAddr::V6(_) => 16,
+    }
+}
+
+/// A New frame's metadata length: ID, status, option, network (5), the
+/// destination and, when given, the source. At most 5 + 259 + 19 = 283,
+/// well under [`MAX_METADATA`].
+fn new_metadata_len(destination: &Destination, source: Option<&SocketAddr>) -> usize {
+    5 + address_len(&destination.address) + source.map_or(0, source_len)
+}
+
 // ---------------------------------------------------------------------------
 // Encoding
 
@@ -199,8 +268,17 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut) -> Result<(), MuxError> {
         None => None,
     };
     match &frame.kind {
-        FrameKind::New(destination) => {
-            put_new_header(dst, frame.session_id, destination, data_len)?;
+        FrameKind::New {
+            destination,
+            source,
+        } => {
+            put_new_header(
+                dst,
+                frame.session_id,
+                destination,
+                source.as_ref(),
+                data_len,
+            )?;
         }
         kind => {
             let mut option = if data_len.is_some() { OPTION_DATA } else { 0 };
@@ -254,14 +332,16 @@ pub fn put_end(dst: &mut BytesMut, session_id: SessionId, error: bool, half_clos
     put_short_header(dst, session_id, Status::End, option);
 }
 
-/// Appends a New frame's metadata, and the data length field when
-/// `data_len` is given (the caller appends the data). Returns the offset
-/// of the option byte within `dst`, so that a caller may later turn a
-/// data-less New into one carrying data (see [`set_option_data`]).
+/// Appends a New frame's metadata (with the visitor's `source` after the
+/// address when given: the Rayback extension), and the data length field
+/// when `data_len` is given (the caller appends the data). Returns the
+/// offset of the option byte within `dst`, so that a caller may later turn
+/// a data-less New into one carrying data (see [`set_option_data`]).
 pub fn put_new_header(
     dst: &mut BytesMut,
     session_id: SessionId,
     destination: &Destination,
+    source: Option<&SocketAddr>,
     data_len: Option<u16>,
 ) -> Result<usize, MuxError> {
     if let Address::Domain(domain) = &destination.address {
@@ -269,7 +349,7 @@ pub fn put_new_header(
             return Err(MuxError::DomainTooLong(domain.len()));
         }
     }
-    let metadata = 5 + address_len(&destination.address);
+    let metadata = new_metadata_len(destination, source);
     dst.reserve(2 + metadata + 2);
     dst.put_u16(metadata as u16);
     dst.put_u16(session_id);
@@ -294,6 +374,19 @@ pub fn put_new_header(
             dst.put_u8(0x02);
             dst.put_u8(domain.len() as u8);
             dst.extend_from_slice(domain.as_bytes());
+        }
+    }
+    if let Some(source) = source {
+        dst.put_u16(source.port());
+        match source.ip() {
+            IpAddr::V4(ip) => {
+                dst.put_u8(0x01);
+                dst.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                dst.put_u8(0x03);
+                dst.extend_from_slice(&ip.octets());
+            }
         }
     }
     if let Some(len) = data_len {
@@ -412,7 +505,13 @@ fn parse_metadata(meta: &[u8]) -> Result<(Header, bool), MuxError> {
     let status = Status::from_byte(meta[2])?;
     let option = meta[3];
     let kind = match status {
-        Status::New => FrameKind::New(parse_destination(session_id, meta)?),
+        Status::New => {
+            let (destination, rest) = parse_destination(session_id, meta)?;
+            FrameKind::New {
+                destination,
+                source: parse_source(rest),
+            }
+        }
         Status::Keep => FrameKind::Keep,
         Status::End => FrameKind::End {
             error: option & OPTION_ERROR != 0,
@@ -423,8 +522,9 @@ fn parse_metadata(meta: &[u8]) -> Result<(Header, bool), MuxError> {
     Ok((Header { session_id, kind }, option & OPTION_DATA != 0))
 }
 
-/// Network, port and address of a New frame's metadata.
-fn parse_destination(session_id: SessionId, meta: &[u8]) -> Result<Destination, MuxError> {
+/// Network, port and address of a New frame's metadata, and the
+/// metadata bytes after them.
+fn parse_destination(session_id: SessionId, meta: &[u8]) -> Result<(Destination, &[u8]), MuxError> {
     if meta.len() < 8 {
         return Err(MuxError::NewMetadataTooShort(meta.len() as u16));
     }
@@ -436,14 +536,14 @@ fn parse_destination(session_id: SessionId, meta: &[u8]) -> Result<Destination, 
     // V2Ray reads the address before it looks at the network byte, so a bad
     // address wins over a bad network; the order matters only for which
     // error is reported.
-    let address = match address_type {
+    let (address, used) = match address_type {
         0x01 => {
             let octets: [u8; 4] = rest
                 .get(..4)
                 .ok_or_else(truncated)?
                 .try_into()
                 .map_err(|_| truncated())?;
-            Address::Ipv4(Ipv4Addr::from(octets))
+            (Address::Ipv4(Ipv4Addr::from(octets)), 4)
         }
         0x03 => {
             let octets: [u8; 16] = rest
@@ -451,12 +551,12 @@ fn parse_destination(session_id: SessionId, meta: &[u8]) -> Result<Destination, 
                 .ok_or_else(truncated)?
                 .try_into()
                 .map_err(|_| truncated())?;
-            Address::from(IpAddr::V6(Ipv6Addr::from(octets)))
+            (Address::from(IpAddr::V6(Ipv6Addr::from(octets))), 16)
         }
         0x02 => {
             let len = *rest.first().ok_or_else(truncated)? as usize;
             let name = rest.get(1..1 + len).ok_or_else(truncated)?;
-            parse_domain(name)?
+            (parse_domain(name)?, 1 + len)
         }
         other => return Err(MuxError::UnknownAddressType(other)),
     };
@@ -465,7 +565,22 @@ fn parse_destination(session_id: SessionId, meta: &[u8]) -> Result<Destination, 
         0x02 => Network::Udp,
         other => return Err(MuxError::UnknownNetwork(other)),
     };
-    Ok(Destination::new(network, address, port))
+    Ok((Destination::new(network, address, port), &rest[used..]))
+}
+
+/// The visitor's source after a New frame's address (the Rayback
+/// extension): port, type `01`/`03`, address. Anything else there (too
+/// short, another type) is ignored, as V2Ray ignores all of it; bytes
+/// after a source are ignored too.
+fn parse_source(rest: &[u8]) -> Option<SocketAddr> {
+    let (head, rest) = rest.split_first_chunk::<3>()?;
+    let port = u16::from_be_bytes([head[0], head[1]]);
+    let ip = match head[2] {
+        0x01 => IpAddr::V4(Ipv4Addr::from(*rest.first_chunk::<4>()?)),
+        0x03 => IpAddr::V6(Ipv6Addr::from(*rest.first_chunk::<16>()?)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// A domain field as 4.34 reads it ([`Address::from_wire_domain`]).
@@ -532,6 +647,98 @@ mod tests {
 
     fn localhost_80() -> Destination {
         Destination::tcp(Address::Ipv4(Ipv4Addr::LOCALHOST), 80)
+    }
+
+    fn new_kind(destination: Destination) -> FrameKind {
+        FrameKind::New {
+            destination,
+            source: None,
+        }
+    }
+
+    // The Rayback source extension, as drawn in the module docs: 127.0.0.5
+    // port 54321 after the destination 127.0.0.1:80.
+    #[test]
+    fn golden_new_with_ipv4_source() {
+        let wire = hex("00 13 00 02 01 00 01 00 50 01 7f 00 00 01 d4 31 01 7f 00 00 05");
+        let visitor: SocketAddr = "127.0.0.5:54321".parse().unwrap();
+        let frame = Frame::new_session_from(2, localhost_80(), visitor, None);
+        assert_eq!(encode(&frame), wire);
+        assert_eq!(decode_all(&wire).unwrap(), vec![frame]);
+        // With data riding in it: the data length follows the source.
+        let wire =
+            hex("00 13 00 02 01 01 01 00 50 01 7f 00 00 01 d4 31 01 7f 00 00 05 00 02 68 69");
+        let frame =
+            Frame::new_session_from(2, localhost_80(), visitor, Some(Bytes::from_static(b"hi")));
+        assert_eq!(encode(&frame), wire);
+        assert_eq!(decode_all(&wire).unwrap(), vec![frame]);
+    }
+
+    #[test]
+    fn golden_new_with_ipv6_source_after_a_domain() {
+        let mut wire = hex("00 1f 00 03 01 00 02 00 35 02 03");
+        wire.extend_from_slice(b"a.b");
+        wire.extend_from_slice(&hex(
+            "01 bb 03 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01",
+        ));
+        let visitor: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let frame = Frame::new_session_from(
+            3,
+            Destination::udp(Address::Domain("a.b".into()), 53),
+            visitor,
+            None,
+        );
+        assert_eq!(encode(&frame), wire);
+        assert_eq!(decode_all(&wire).unwrap(), vec![frame]);
+        let mut out = BytesMut::new();
+        put_new_header(
+            &mut out,
+            3,
+            &Destination::udp(Address::Domain("a.b".into()), 53),
+            Some(&visitor),
+            None,
+        )
+        .unwrap();
+        assert_eq!(out.to_vec(), wire);
+    }
+
+    // What V2Ray does with trailing metadata we do too: bytes after the
+    // address that are no source (too short, a domain or unknown type)
+    // leave the New without one, and bytes after a source are skipped.
+    #[test]
+    fn trailing_bytes_that_are_no_source_are_ignored() {
+        let base = hex("00 01 01 00 01 00 50 01 7f 00 00 01");
+        let tails = [
+            "d4 31 01 7f",                   // truncated IPv4
+            "d4 31 01",                      // type, no address
+            "d4 31",                         // port only
+            "d4",                            // one byte
+            "d4 31 02 03 61 2e 62",          // a domain
+            "d4 31 04 7f 00 00 05",          // unknown type
+            "d4 31 03 00 00 00 00 00 00 00", // truncated IPv6
+        ];
+        for tail in tails {
+            let mut meta = base.clone();
+            meta.extend_from_slice(&hex(tail));
+            let mut wire = (meta.len() as u16).to_be_bytes().to_vec();
+            wire.extend_from_slice(&meta);
+            let frames = decode_all(&wire).unwrap_or_else(|error| panic!("{tail}: {error}"));
+            assert_eq!(
+                frames,
+                vec![Frame::new_session(1, localhost_80(), None)],
+                "{tail}"
+            );
+        }
+        let wire = hex("00 15 00 01 01 00 01 00 50 01 7f 00 00 01 d4 31 01 7f 00 00 05 ee ff");
+        assert_eq!(
+            decode_all(&wire).unwrap(),
+            vec![Frame::new_session_from(
+                1,
+                localhost_80(),
+                "127.0.0.5:54321".parse().unwrap(),
+                None
+            )]
+        );
     }
 
     // Spec §11 example 1.
@@ -685,23 +892,23 @@ mod tests {
         let frames = decode_all(&new_with_domain(1, b"127.0.0.1")).unwrap();
         assert_eq!(
             frames[0].kind,
-            FrameKind::New(Destination::tcp(Address::Ipv4(Ipv4Addr::LOCALHOST), 53))
+            new_kind(Destination::tcp(Address::Ipv4(Ipv4Addr::LOCALHOST), 53))
         );
         let frames = decode_all(&new_with_domain(2, b"[::1]")).unwrap();
         assert_eq!(
             frames[0].kind,
-            FrameKind::New(Destination::udp(Address::Ipv6(Ipv6Addr::LOCALHOST), 53))
+            new_kind(Destination::udp(Address::Ipv6(Ipv6Addr::LOCALHOST), 53))
         );
         // A digit-led name that is no IP is an ordinary domain.
         let frames = decode_all(&new_with_domain(1, b"1a.com")).unwrap();
         assert_eq!(
             frames[0].kind,
-            FrameKind::New(Destination::tcp(Address::Domain("1a.com".into()), 53))
+            new_kind(Destination::tcp(Address::Domain("1a.com".into()), 53))
         );
         let frames = decode_all(&new_with_domain(1, b"Under_score-1.example")).unwrap();
         assert_eq!(
             frames[0].kind,
-            FrameKind::New(Destination::tcp(
+            new_kind(Destination::tcp(
                 Address::Domain("Under_score-1.example".into()),
                 53
             ))
@@ -794,7 +1001,7 @@ mod tests {
     #[test]
     fn a_data_less_new_can_be_given_data_later() {
         let mut out = BytesMut::new();
-        let at = put_new_header(&mut out, 1, &localhost_80(), None).unwrap();
+        let at = put_new_header(&mut out, 1, &localhost_80(), None, None).unwrap();
         set_option_data(&mut out, at);
         out.put_u16(3);
         out.extend_from_slice(b"GET");
@@ -812,12 +1019,30 @@ mod tests {
         ]
     }
 
+    fn arb_source() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>())
+                .prop_map(|(o, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), port)),
+            (any::<[u8; 16]>(), any::<u16>())
+                .prop_map(|(o, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port)),
+        ]
+    }
+
     fn arb_frame() -> impl Strategy<Value = Frame> {
         let kind = prop_oneof![
-            (any::<bool>(), arb_address(), any::<u16>()).prop_map(|(udp, address, port)| {
-                let network = if udp { Network::Udp } else { Network::Tcp };
-                FrameKind::New(Destination::new(network, address, port))
-            }),
+            (
+                any::<bool>(),
+                arb_address(),
+                any::<u16>(),
+                proptest::option::of(arb_source())
+            )
+                .prop_map(|(udp, address, port, source)| {
+                    let network = if udp { Network::Udp } else { Network::Tcp };
+                    FrameKind::New {
+                        destination: Destination::new(network, address, port),
+                        source,
+                    }
+                }),
             Just(FrameKind::Keep),
             (any::<bool>(), any::<bool>())
                 .prop_map(|(error, half_close)| FrameKind::End { error, half_close }),

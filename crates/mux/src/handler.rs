@@ -3,6 +3,7 @@
 //! it in the driver's accept callback, so the driver never names it.
 
 use std::io;
+use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use rayback_core::{Destination, Stream};
@@ -11,6 +12,15 @@ use rayback_core::{Destination, Stream};
 #[async_trait]
 pub trait SessionHandler: Send + Sync + 'static {
     /// Carries `stream` (a sub-stream; core packet framing for UDP) toward
-    /// `destination`. Runs in its own task; an error is logged.
-    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()>;
+    /// `destination`. `source` is the visitor the peer named in its New
+    /// (a Rayback portal's extension; `None` from V2Ray): the peer's word,
+    /// for a handler that trusts its peer (the bridge trusts the portal it
+    /// dialled) to use or to ignore. Runs in its own task; an error is
+    /// logged.
+    async fn handle(
+        &self,
+        destination: Destination,
+        source: Option<SocketAddr>,
+        stream: Stream,
+    ) -> io::Result<()>;
 }

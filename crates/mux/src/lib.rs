@@ -104,6 +104,11 @@
 //!   half-close); a Rayback peer instead reads EOF and keeps writing until
 //!   its own End. Either way we still read until the peer's End
 //!   ([`stream`] has the table).
+//! * The visitor's source, a Rayback extension: a client made with
+//!   [`ClientSettings::send_source`] (a portal whose bridge asked for it)
+//!   appends the source given to [`MuxClient::open_from`] to the New's
+//!   metadata, where V2Ray reads nothing; a server hands it to its
+//!   [`SessionHandler`] ([`frame`] has the layout).
 
 pub mod client;
 mod conn;

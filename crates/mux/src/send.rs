@@ -39,6 +39,7 @@
 //! `conn` module and [`crate::stream`]), frame layouts ([`crate::frame`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::task::Waker;
 
 use bytes::{BufMut, BytesMut};
@@ -176,16 +177,18 @@ impl SendQueue {
     }
 
     /// Queues `id`'s New (no data yet: its first write rides in it while
-    /// it is the last control frame).
+    /// it is the last control frame), naming the visitor's `source` when
+    /// given (the Rayback extension).
     pub(crate) fn push_new(
         &mut self,
         id: SessionId,
         destination: &Destination,
+        source: Option<&SocketAddr>,
     ) -> Result<(), MuxError> {
         if self.closed {
             return Err(MuxError::Closed);
         }
-        let option_at = frame::put_new_header(&mut self.control, id, destination, None)?;
+        let option_at = frame::put_new_header(&mut self.control, id, destination, source, None)?;
         self.tail_new = Some((id, option_at));
         Ok(())
     }
@@ -449,7 +452,7 @@ mod tests {
         while let Some(frame) = codec.decode_frame(&mut first).expect("valid frames") {
             let len = frame.data.as_ref().map_or(0, Bytes::len);
             seen.push(match frame.kind {
-                FrameKind::New(_) => Seen::New(frame.session_id, len),
+                FrameKind::New { .. } => Seen::New(frame.session_id, len),
                 FrameKind::Keep => Seen::Keep(frame.session_id, len),
                 FrameKind::End { .. } => Seen::End(frame.session_id),
                 FrameKind::KeepAlive => Seen::KeepAlive,
@@ -594,7 +597,7 @@ mod tests {
         let mut queue = SendQueue::new(LIMIT, FRAME);
         fill(&mut queue, 1, MAX_WRITE);
         queue.push_keepalive();
-        queue.push_new(9, &destination()).unwrap();
+        queue.push_new(9, &destination(), None).unwrap();
         assert_eq!(
             queue.push_stream(9, b"GET / HTTP/1.1\r\n\r\n"),
             Push::Taken(18)
@@ -618,7 +621,7 @@ mod tests {
         let end = seen.iter().position(|f| *f == Seen::End(3)).unwrap();
         assert!(data < end);
         // A New whose data rode in it, then its End.
-        queue.push_new(7, &destination()).unwrap();
+        queue.push_new(7, &destination(), None).unwrap();
         assert_eq!(queue.push_stream(7, &[1u8; 10]), Push::Taken(10));
         queue.push_end(7, false, false);
         let (seen, _) = take(&mut queue);
@@ -630,7 +633,7 @@ mod tests {
         let mut queue = SendQueue::new(LIMIT, FRAME);
         fill(&mut queue, 1, MAX_WRITE);
         assert_eq!(queue.push_packet(2, &[0u8; 64]), Push::Taken(64));
-        queue.push_new(3, &destination()).unwrap();
+        queue.push_new(3, &destination(), None).unwrap();
         assert_eq!(queue.push_stream(3, &[0u8; 1]), Push::Taken(1));
         // A second datagram of the same session in the same batch waits.
         assert_eq!(queue.push_packet(2, &[0u8; 64]), Push::Full);
@@ -726,6 +729,6 @@ mod tests {
         assert_eq!(waiter.count(), 2);
         assert_eq!(queue.len(), 0);
         assert_eq!(queue.push_stream(1, b"x"), Push::Closed);
-        assert!(queue.push_new(2, &destination()).is_err());
+        assert!(queue.push_new(2, &destination(), None).is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! scaling rule (it reads [`ServerHandle::active_sessions`]).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -52,12 +53,12 @@ impl MuxServer {
         config: ServerSettings,
     ) -> ServerHandle {
         let conn = Connection::new(Role::Server, config.mux, config.max_sessions);
-        let accept: Accept = Box::new(move |conn, key, id, destination| {
+        let accept: Accept = Box::new(move |conn, key, id, destination, source| {
             let stream = MuxStream::new(Arc::clone(conn), key, id, destination.network);
-            tracing::debug!(id, %destination, "mux session opened by the peer");
+            tracing::debug!(id, %destination, ?source, "mux session opened by the peer");
             let handler = Arc::clone(&handler);
             tokio::spawn(async move {
-                if let Err(error) = handler.handle(destination, Box::new(stream)).await {
+                if let Err(error) = handler.handle(destination, source, Box::new(stream)).await {
                     tracing::debug!(id, %error, "mux session handler failed");
                 }
             });
@@ -142,7 +143,14 @@ struct DispatchHandler {
 
 #[async_trait]
 impl SessionHandler for DispatchHandler {
-    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
+    /// The source a New names is ignored: a mux inbound's client is
+    /// anyone, so its sessions keep the carrier's own source.
+    async fn handle(
+        &self,
+        destination: Destination,
+        _source: Option<SocketAddr>,
+        stream: Stream,
+    ) -> io::Result<()> {
         self.dispatch
             .dispatch(self.template.redirected(destination), stream)
             .await

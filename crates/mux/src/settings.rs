@@ -83,6 +83,11 @@ pub struct ClientSettings {
     /// The connection closes itself when it has no session at a check made
     /// this often (V2Ray: every 16 s). `None` = never.
     pub idle_timeout: Option<Duration>,
+    /// Name the visitor's source in each New opened with one
+    /// ([`crate::MuxClient::open_from`]): a Rayback-only extension (see
+    /// [`crate::frame`]) that V2Ray ignores. The portal turns it on for a
+    /// bridge that asked for it; off by default.
+    pub send_source: bool,
 }
 
 impl Default for ClientSettings {
@@ -93,6 +98,7 @@ impl Default for ClientSettings {
             max_concurrency: None,
             max_total: None,
             idle_timeout: Some(Duration::from_secs(16)),
+            send_source: false,
         }
     }
 }

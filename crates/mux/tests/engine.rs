@@ -117,9 +117,11 @@ fn accept(engine: &mut Engine, id: SessionId, to: Destination, data: &[u8]) -> K
         Incoming::Accepted {
             key,
             destination,
+            source,
             data: riding,
         } => {
             assert_eq!(destination, to);
+            assert_eq!(source, None);
             assert_eq!(riding.as_deref(), data);
             if let Some(data) = riding {
                 assert_eq!(
@@ -224,6 +226,47 @@ fn client_open_queues_new_and_the_first_data_rides_in_it() {
         sent(&mut engine),
         [Frame::new_session(2, udp(), None), keep(1, b"more")]
     );
+}
+
+// The Rayback source extension: a New opened with a source names it, the
+// first data still rides in it, and a server hands the source on.
+#[test]
+fn a_source_rides_in_the_new_and_reaches_the_server() {
+    let visitor: std::net::SocketAddr = "127.0.0.5:40000".parse().unwrap();
+    let mut engine = client();
+    let key = engine
+        .open_from(&tcp(), Some(&visitor), None, None)
+        .unwrap();
+    assert_eq!(write(&mut engine, key, b"GET /"), Poll::Ready(Ok(5)));
+    let frames = sent(&mut engine);
+    assert_eq!(
+        frames,
+        [Frame::new_session_from(
+            1,
+            tcp(),
+            visitor,
+            Some(Bytes::from_static(b"GET /"))
+        )]
+    );
+    let mut server = server();
+    let frame = frames.into_iter().next().unwrap();
+    match server.handle_frame(frame, Instant::now()) {
+        Incoming::Accepted {
+            destination,
+            source,
+            data,
+            ..
+        } => {
+            assert_eq!(destination, tcp());
+            assert_eq!(source, Some(visitor));
+            assert_eq!(data.as_deref(), Some(&b"GET /"[..]));
+        }
+        other => panic!("not accepted: {other:?}"),
+    }
+    // Without a source the New is V2Ray's own.
+    let second = engine.open_from(&udp(), None, None, None).unwrap();
+    assert_eq!(engine.session_id(second), 2);
+    assert_eq!(sent(&mut engine), [Frame::new_session(2, udp(), None)]);
 }
 
 #[test]

@@ -35,7 +35,12 @@ struct Services;
 
 #[async_trait]
 impl SessionHandler for Services {
-    async fn handle(&self, destination: Destination, mut stream: Stream) -> io::Result<()> {
+    async fn handle(
+        &self,
+        destination: Destination,
+        _source: Option<std::net::SocketAddr>,
+        mut stream: Stream,
+    ) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         match destination.port {
             SINK => while stream.read(&mut buf).await? > 0 {},

@@ -142,7 +142,12 @@ struct EchoHandler {
 
 #[async_trait]
 impl SessionHandler for EchoHandler {
-    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
+    async fn handle(
+        &self,
+        destination: Destination,
+        _source: Option<SocketAddr>,
+        stream: Stream,
+    ) -> io::Result<()> {
         self.seen.lock().unwrap().push(destination.clone());
         rayback_testkit::doubles::echo(&destination, stream).await
     }

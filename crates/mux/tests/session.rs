@@ -34,7 +34,12 @@ struct Echo {
 
 #[async_trait]
 impl SessionHandler for Echo {
-    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
+    async fn handle(
+        &self,
+        destination: Destination,
+        _source: Option<SocketAddr>,
+        stream: Stream,
+    ) -> io::Result<()> {
         self.seen.lock().unwrap().push(destination.clone());
         doubles::echo(&destination, stream).await
     }
@@ -133,7 +138,12 @@ struct Talker;
 
 #[async_trait]
 impl SessionHandler for Talker {
-    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
+    async fn handle(
+        &self,
+        destination: Destination,
+        _source: Option<SocketAddr>,
+        stream: Stream,
+    ) -> io::Result<()> {
         let port = destination.port as u64;
         let (mut reader, mut writer) = tokio::io::split(stream);
         let expected = seeded_bytes(port, 100_000 + port as usize);
@@ -221,7 +231,12 @@ struct Collect(tokio::sync::mpsc::UnboundedSender<(Destination, Stream)>);
 
 #[async_trait]
 impl SessionHandler for Collect {
-    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
+    async fn handle(
+        &self,
+        destination: Destination,
+        _source: Option<SocketAddr>,
+        stream: Stream,
+    ) -> io::Result<()> {
         let _ = self.0.send((destination, stream));
         Ok(())
     }
@@ -947,7 +962,12 @@ async fn half_close_echo_through_session_handlers() -> Result<()> {
 
     #[async_trait]
     impl SessionHandler for AnswerAfterEof {
-        async fn handle(&self, _destination: Destination, mut stream: Stream) -> io::Result<()> {
+        async fn handle(
+            &self,
+            _destination: Destination,
+            _source: Option<SocketAddr>,
+            mut stream: Stream,
+        ) -> io::Result<()> {
             echo_after_eof(&mut stream).await.map(drop)
         }
     }
@@ -1168,6 +1188,65 @@ async fn half_close_on_the_wire_and_against_a_v2ray_like_peer() -> Result<()> {
         }
         assert_eq!(peer.frame().await?, Frame::end(9, true));
         assert_eq!(server.active_sessions(), 0);
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+/// Echoes every sub-stream; records the source each New named.
+#[derive(Default)]
+struct Sources {
+    seen: Mutex<Vec<Option<SocketAddr>>>,
+}
+
+#[async_trait]
+impl SessionHandler for Sources {
+    async fn handle(
+        &self,
+        destination: Destination,
+        source: Option<SocketAddr>,
+        stream: Stream,
+    ) -> io::Result<()> {
+        self.seen.lock().unwrap().push(source);
+        doubles::echo(&destination, stream).await
+    }
+}
+
+// The visitor's source travels only from a client made with `send_source`;
+// `open` (no source) and a client without the setting send V2Ray's New.
+#[tokio::test]
+async fn the_source_reaches_the_handler_only_when_the_client_sends_it() -> Result<()> {
+    timeout(LIMIT, async {
+        let visitor: SocketAddr = "127.0.0.5:40000".parse()?;
+        let visitor6: SocketAddr = "[::1]:40001".parse()?;
+        for send_source in [true, false] {
+            let handler = Arc::new(Sources::default());
+            let (client, _server) = pair(
+                handler.clone(),
+                ClientSettings {
+                    send_source,
+                    ..ClientSettings::default()
+                },
+                ServerSettings::default(),
+            );
+            for (i, source) in [Some(visitor), None, Some(visitor6)]
+                .into_iter()
+                .enumerate()
+            {
+                let mut stream = client.open_from(dest(i as u16), source).await?;
+                let back = write_and_read(&mut stream, b"ping").await?;
+                ensure!(back == b"ping", "echo {i}");
+            }
+            let mut seen = handler.seen.lock().unwrap().clone();
+            seen.sort();
+            let mut expected = if send_source {
+                vec![Some(visitor), None, Some(visitor6)]
+            } else {
+                vec![None, None, None]
+            };
+            expected.sort();
+            ensure!(seen == expected, "send_source {send_source}: {seen:?}");
+        }
         anyhow::Ok(())
     })
     .await?

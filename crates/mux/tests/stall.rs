@@ -112,7 +112,12 @@ struct Receiver {
 
 #[async_trait]
 impl SessionHandler for Receiver {
-    async fn handle(&self, destination: Destination, mut stream: Stream) -> io::Result<()> {
+    async fn handle(
+        &self,
+        destination: Destination,
+        _source: Option<std::net::SocketAddr>,
+        mut stream: Stream,
+    ) -> io::Result<()> {
         let seed = destination.port as u64;
         let result = if seed == 0 {
             match self.pause {
@@ -344,7 +349,12 @@ struct Unused;
 
 #[async_trait]
 impl SessionHandler for Unused {
-    async fn handle(&self, _: Destination, _: Stream) -> io::Result<()> {
+    async fn handle(
+        &self,
+        _: Destination,
+        _source: Option<std::net::SocketAddr>,
+        _: Stream,
+    ) -> io::Result<()> {
         Ok(())
     }
 }

@@ -1,14 +1,21 @@
-//! The bridge: dials tunnel connections to the portal and serves the
-//! sessions the portal opens on them.
+//! The bridge: dials tunnel connections to the portal(s) and serves the
+//! sessions the portals open on them.
 //!
-//! One task ([`Bridge::run`]) owns the list of tunnel connections
-//! (each a `Tunnel`). It wakes every [`TICK`], when a tunnel dies,
-//! and on shutdown; each time it drops tunnels that are no longer active
-//! (drained, closed, or silent) and dials one more when there are none or
-//! when the sessions per connection exceed
-//! [`SESSIONS_PER_CONNECTION`] — V2Ray's
-//! rule, so a Rayback bridge grows like a V2Ray one. Failed dials are
-//! retried with capped exponential backoff and jitter.
+//! One task ([`Bridge::run`]) owns the tunnel connections, grouped by
+//! portal: every server the tunnel outbound lists (`vnext` with several
+//! entries) is a portal of its own (a `PortalLink`), holding at least one
+//! live tunnel and redialled on its own with capped exponential backoff
+//! and jitter, so a dead portal never holds up the others. The task wakes
+//! every [`TICK`], when a tunnel dies or a dial ends, and on shutdown;
+//! each time it drops tunnels that are no longer active (drained, closed,
+//! or silent for `heartbeat_timeout`) and dials where one is missing, or
+//! one more when the sessions per connection exceed
+//! [`SESSIONS_PER_CONNECTION`] — V2Ray's rule, so a Rayback bridge grows
+//! like a V2Ray one — at the portal with the fewest tunnels.
+//!
+//! V2Ray's own bridge picks one server per dial (round robin), which can
+//! leave a portal without any tunnel: behind a load balancer that portal
+//! then takes public connections it cannot serve.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +28,7 @@ use rayback_core::packet::read_packet;
 use rayback_core::{Address, Destination, Dispatch, Session, Stream, Tag};
 use rayback_mux::{MuxServer, ServerHandle, ServerSettings, SessionHandler};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,8 +46,10 @@ pub struct BridgeSettings {
     /// At most this many tunnel connections at once.
     pub max_connections: usize,
     /// A tunnel on which the portal sent nothing for this long is taken
-    /// for dead and replaced. 4.34 portals skip a heartbeat with
-    /// probability 1/64, so several periods are needed.
+    /// for dead and replaced (6 s: three of the portals' 2 s heartbeats;
+    /// a 4.34 portal sends an empty one, which may be skipped, one time
+    /// in 64, so one missed period is not enough). With the 2 s tick, a
+    /// dead path is noticed within 8 s.
     pub heartbeat_timeout: Duration,
     /// Mux limits for each tunnel connection.
     pub mux: ServerSettings,
@@ -54,7 +64,7 @@ impl BridgeSettings {
             tag,
             domain,
             max_connections: 16,
-            heartbeat_timeout: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(6),
             mux: ServerSettings::default(),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
@@ -107,10 +117,17 @@ pub struct Bridge {
     tracker: TaskTracker,
     /// Woken when a tunnel dies, so a replacement is dialled at once.
     tunnel_ended: Arc<Notify>,
-    /// The control state of the tunnel connections now counted.
-    live: Mutex<Vec<Arc<Liveness>>>,
+    /// The portals and the control state of their tunnel connections now
+    /// counted, as last published by the loop.
+    live: Mutex<Vec<PublishedPortal>>,
     /// Dials attempted over the bridge's life.
     dials: AtomicU64,
+}
+
+/// What the loop publishes of one portal for `status()`.
+struct PublishedPortal {
+    name: String,
+    tunnels: Vec<Arc<Liveness>>,
 }
 
 /// What metrics and `/status` show of a bridge.
@@ -122,7 +139,71 @@ pub struct BridgeStatus {
     pub dials: u64,
     /// Time since the portal last spoke on any tunnel connection.
     pub since_control: Option<Duration>,
+    /// Each portal the tunnel outbound lists, in its order.
+    pub portals: Vec<PortalLinkStatus>,
 }
+
+/// What metrics and `/status` show of the tunnels to one portal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortalLinkStatus {
+    /// `host:port` as the tunnel outbound lists it; empty when the outbound
+    /// has no server list (then there is one entry).
+    pub name: String,
+    /// Tunnel connections up and not draining.
+    pub connections: usize,
+    /// Time since this portal last spoke on any of them.
+    pub since_control: Option<Duration>,
+}
+
+/// The tunnels to one portal: one server of the tunnel outbound, kept
+/// up on its own (its own backoff), so a dead portal never holds up the
+/// others.
+struct PortalLink {
+    name: String,
+    /// The outbound's index of this server ([`Session::server`]); `None`
+    /// when the outbound has no list (it chooses).
+    server: Option<usize>,
+    tunnels: Vec<Tunnel>,
+    /// Dials that failed, or tunnels that died before the portal ever
+    /// spoke on them, in a row: they set the backoff.
+    failures: u32,
+    next_dial: Instant,
+    dialling: bool,
+}
+
+impl PortalLink {
+    fn new(name: String, server: Option<usize>) -> PortalLink {
+        PortalLink {
+            name,
+            server,
+            tunnels: Vec::new(),
+            failures: 0,
+            next_dial: Instant::now(),
+            dialling: false,
+        }
+    }
+
+    /// Whether a dial may start now.
+    fn may_dial(&self, now: Instant) -> bool {
+        !self.dialling && now >= self.next_dial
+    }
+
+    /// Earliest moment this portal wants a dial it is waiting out the
+    /// backoff for: when it has no tunnel (or `growing` and it may take one).
+    fn wants_dial_at(&self, growing: bool) -> Option<Instant> {
+        (!self.dialling && (self.tunnels.is_empty() || growing)).then_some(self.next_dial)
+    }
+
+    fn sessions(&self) -> usize {
+        self.tunnels
+            .iter()
+            .map(|tunnel| tunnel.server.active_sessions())
+            .sum()
+    }
+}
+
+/// A dial's outcome, handed back to the loop.
+type Dialled = (Option<usize>, io::Result<Tunnel>);
 
 impl Bridge {
     pub fn new(
@@ -144,113 +225,238 @@ impl Bridge {
         &self.settings
     }
 
-    /// Tunnel connections currently active.
+    /// Tunnel connections currently active, to all portals.
     pub fn connections(&self) -> usize {
-        self.live.lock().expect("not poisoned").len()
+        self.live
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|portal| portal.tunnels.len())
+            .sum()
     }
 
     pub fn status(&self) -> BridgeStatus {
         let live = self.live.lock().expect("not poisoned");
-        let since_control = live
+        let portals: Vec<PortalLinkStatus> = live
             .iter()
-            .filter_map(|liveness| *liveness.last_control.lock().expect("not poisoned"))
-            .max()
-            .map(|last| last.elapsed());
+            .map(|portal| PortalLinkStatus {
+                name: portal.name.clone(),
+                connections: portal.tunnels.len(),
+                since_control: portal
+                    .tunnels
+                    .iter()
+                    .filter_map(|liveness| *liveness.last_control.lock().expect("not poisoned"))
+                    .max()
+                    .map(|last| last.elapsed()),
+            })
+            .collect();
         BridgeStatus {
-            connections: live.len(),
+            connections: portals.iter().map(|portal| portal.connections).sum(),
             dials: self.dials.load(Ordering::Relaxed),
-            since_control,
+            since_control: portals
+                .iter()
+                .filter_map(|portal| portal.since_control)
+                .min(),
+            portals,
         }
     }
 
-    fn publish(&self, tunnels: &[Tunnel]) {
-        *self.live.lock().expect("not poisoned") = tunnels
+    fn publish(&self, portals: &[PortalLink]) {
+        *self.live.lock().expect("not poisoned") = portals
             .iter()
-            .map(|tunnel| tunnel.liveness.clone())
+            .map(|portal| PublishedPortal {
+                name: portal.name.clone(),
+                tunnels: portal
+                    .tunnels
+                    .iter()
+                    .map(|tunnel| tunnel.liveness.clone())
+                    .collect(),
+            })
             .collect();
     }
 
-    /// Keeps tunnel connections up until `shutdown`; then returns, leaving
-    /// open sessions to the tracker (they end with their connections).
+    /// The session of this bridge's tunnel dials (`TCP <domain>:0`).
+    fn tunnel_session(&self) -> Session {
+        let destination = Destination::tcp(Address::Domain(self.settings.domain.clone()), 0);
+        Session::new(destination).with_inbound_tag(self.settings.tag.clone())
+    }
+
+    /// Brings `portals` in line with the servers the tunnel outbound lists
+    /// now (a reload may change them): new ones are added, tunnels to
+    /// ones no longer listed are left to end with their sessions.
+    async fn refresh_portals(&self, portals: &mut Vec<PortalLink>) {
+        let names = self.dispatch.servers(&self.tunnel_session()).await;
+        let wanted: Vec<(String, Option<usize>)> = if names.is_empty() {
+            vec![(String::new(), None)]
+        } else {
+            names
+                .into_iter()
+                .enumerate()
+                .map(|(index, name)| (name, Some(index)))
+                .collect()
+        };
+        let same = portals.len() == wanted.len()
+            && portals
+                .iter()
+                .zip(&wanted)
+                .all(|(portal, (name, server))| portal.name == *name && portal.server == *server);
+        if same {
+            return;
+        }
+        let mut old = std::mem::take(portals);
+        for (name, server) in wanted {
+            match old.iter().position(|portal| portal.name == name) {
+                Some(at) => {
+                    let mut portal = old.swap_remove(at);
+                    portal.server = server;
+                    portals.push(portal);
+                }
+                None => portals.push(PortalLink::new(name, server)),
+            }
+        }
+        // Tunnels to a portal no longer listed serve their sessions out.
+        let orphans: Vec<Tunnel> = old.into_iter().flat_map(|portal| portal.tunnels).collect();
+        if !orphans.is_empty() {
+            self.tracker.spawn(Self::close_when_idle(orphans));
+        }
+    }
+
+    /// Drops `portal`'s tunnels that are no longer active (dead, or
+    /// drained), sends keepalives on the others when `ticked`, and moves
+    /// its backoff.
+    fn sweep(&self, portal: &mut PortalLink, ticked: bool) {
+        let timeout = self.settings.heartbeat_timeout;
+        let mut died_unheard = false;
+        portal.tunnels.retain(|tunnel| {
+            if tunnel.is_dead(timeout) {
+                if !tunnel.server.is_closed() {
+                    tracing::warn!(bridge = %self.settings.tag, portal = %portal.name, "tunnel connection silent for {timeout:?}; closing it");
+                    tunnel.server.close();
+                }
+                died_unheard |= tunnel.last_heard().is_none();
+                return false;
+            }
+            // A sign of life for a Rayback portal, which then can tell a
+            // dead tunnel from a quiet one; V2Ray ignores KeepAlive.
+            if ticked {
+                tunnel.server.send_keepalive();
+            }
+            // A drained connection keeps serving its sessions; it just
+            // no longer counts (the portal closes it when they end).
+            !tunnel.is_draining()
+        });
+        if died_unheard {
+            portal.failures = portal.failures.saturating_add(1);
+            portal.next_dial = Instant::now() + self.backoff(portal.failures);
+        } else if portal
+            .tunnels
+            .iter()
+            .any(|tunnel| tunnel.last_heard().is_some())
+        {
+            portal.failures = 0;
+        }
+    }
+
+    /// Keeps tunnel connections up to every portal until `shutdown`; then
+    /// returns, leaving open sessions to the tracker (they end with their
+    /// connections).
+    ///
+    /// Every portal gets a tunnel of its own, dialled on its own; growth
+    /// (more than [`SESSIONS_PER_CONNECTION`] sessions per connection,
+    /// V2Ray's rule) goes to the portal with the fewest tunnels, up to
+    /// `max_connections` in all.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tunnels: Vec<Tunnel> = Vec::new();
-        // Dials that failed, or tunnels that died before the portal ever
-        // spoke on them, in a row: they set the backoff.
-        let mut failures = 0u32;
-        let mut next_dial = Instant::now();
+        let mut portals: Vec<PortalLink> = Vec::new();
+        let mut dials: JoinSet<Dialled> = JoinSet::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Whether this pass was started by the tick (keepalives go out then).
+        // Whether this pass was started by the tick (keepalives go out then,
+        // and the portal list is looked at again).
         let mut ticked = true;
-        'serving: loop {
-            let timeout = self.settings.heartbeat_timeout;
-            let mut died_unheard = false;
-            tunnels.retain(|tunnel| {
-                if tunnel.is_dead(timeout) {
-                    if !tunnel.server.is_closed() {
-                        tracing::warn!(bridge = %self.settings.tag, "tunnel connection silent for {timeout:?}; closing it");
-                        tunnel.server.close();
-                    }
-                    died_unheard |= tunnel.last_heard().is_none();
-                    return false;
-                }
-                // A sign of life for a Rayback portal, which then can tell a
-                // dead tunnel from a quiet one; V2Ray ignores KeepAlive.
-                if ticked {
-                    tunnel.server.send_keepalive();
-                }
-                // A drained connection keeps serving its sessions; it just
-                // no longer counts (the portal closes it when they end).
-                !tunnel.is_draining()
-            });
-            if died_unheard {
-                failures = failures.saturating_add(1);
-                next_dial = Instant::now() + self.backoff(failures);
-            } else if tunnels.iter().any(|tunnel| tunnel.last_heard().is_some()) {
-                failures = 0;
+        loop {
+            if ticked {
+                self.refresh_portals(&mut portals).await;
             }
-            self.publish(&tunnels);
-            let sessions: usize = tunnels.iter().map(|w| w.server.active_sessions()).sum();
-            let wanted = tunnels.is_empty() || sessions / tunnels.len() > SESSIONS_PER_CONNECTION;
-            if wanted && tunnels.len() < self.settings.max_connections {
-                if Instant::now() < next_dial {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(next_dial) => {}
-                        () = shutdown.cancelled() => break 'serving,
-                    }
-                    continue;
-                }
-                let dial = tokio::select! {
-                    dial = self.dial() => dial,
-                    () = shutdown.cancelled() => break 'serving,
-                };
-                match dial {
-                    Ok(tunnel) => {
-                        tunnels.push(tunnel);
-                        self.publish(&tunnels);
-                        tracing::info!(bridge = %self.settings.tag, connections = tunnels.len(), "tunnel connection up");
-                    }
-                    Err(error) => {
-                        failures = failures.saturating_add(1);
-                        let delay = self.backoff(failures);
-                        next_dial = Instant::now() + delay;
-                        tracing::warn!(bridge = %self.settings.tag, "dialling the portal failed: {error}; retrying in {delay:?}");
-                    }
-                }
-                // Look again at once: under load more may be needed now
-                // (V2Ray adds one per 2 s tick; Rayback catches up at once).
-                ticked = false;
-                continue;
+            for portal in &mut portals {
+                self.sweep(portal, ticked);
             }
+            self.publish(&portals);
+            let now = Instant::now();
+            let tunnels: usize = portals.iter().map(|portal| portal.tunnels.len()).sum();
+            let in_flight = portals.iter().filter(|portal| portal.dialling).count();
+            let sessions: usize = portals.iter().map(PortalLink::sessions).sum();
+            let growing = tunnels > 0
+                && sessions / (tunnels + in_flight) > SESSIONS_PER_CONNECTION
+                && tunnels + in_flight < self.settings.max_connections;
+            // Every portal without a tunnel gets a dial; growth goes to the
+            // one with the fewest tunnels among those free to dial.
+            for portal in &mut portals {
+                if portal.tunnels.is_empty() && portal.may_dial(now) {
+                    self.start_dial(&mut dials, portal);
+                }
+            }
+            if growing {
+                if let Some(portal) = portals
+                    .iter_mut()
+                    .filter(|portal| portal.may_dial(now))
+                    .min_by_key(|portal| portal.tunnels.len())
+                {
+                    self.start_dial(&mut dials, portal);
+                }
+            }
+            let wake_at = portals
+                .iter()
+                .filter_map(|portal| portal.wants_dial_at(growing))
+                .filter(|at| *at > now)
+                .min();
             ticked = tokio::select! {
                 _ = tick.tick() => true,
                 () = self.tunnel_ended.notified() => false,
-                () = shutdown.cancelled() => break 'serving,
+                Some(joined) = dials.join_next() => {
+                    if let Ok((server, dialled)) = joined {
+                        if let Some(portal) = portals.iter_mut().find(|portal| portal.server == server) {
+                            self.dialled(portal, dialled);
+                        }
+                    }
+                    false
+                }
+                () = sleep_until_some(wake_at) => false,
+                () = shutdown.cancelled() => break,
             };
         }
-        // Stopping: no more dials; tunnels close as their sessions end, and
-        // the tracker lets the app's grace period wait for that.
+        // Stopping: no more dials (those in flight are dropped); tunnels
+        // close as their sessions end, and the tracker lets the app's grace
+        // period wait for that.
+        dials.abort_all();
+        let tunnels: Vec<Tunnel> = portals
+            .into_iter()
+            .flat_map(|portal| portal.tunnels)
+            .collect();
         self.tracker.spawn(Self::close_when_idle(tunnels));
+    }
+
+    fn start_dial(self: &Arc<Self>, dials: &mut JoinSet<Dialled>, portal: &mut PortalLink) {
+        portal.dialling = true;
+        let bridge = Arc::clone(self);
+        let server = portal.server;
+        dials.spawn(async move { (server, bridge.dial(server).await) });
+    }
+
+    /// A dial to `portal` ended.
+    fn dialled(&self, portal: &mut PortalLink, dialled: io::Result<Tunnel>) {
+        portal.dialling = false;
+        match dialled {
+            Ok(tunnel) => {
+                portal.tunnels.push(tunnel);
+                tracing::info!(bridge = %self.settings.tag, portal = %portal.name, connections = portal.tunnels.len(), "tunnel connection up");
+            }
+            Err(error) => {
+                portal.failures = portal.failures.saturating_add(1);
+                let delay = self.backoff(portal.failures);
+                portal.next_dial = Instant::now() + delay;
+                tracing::warn!(bridge = %self.settings.tag, portal = %portal.name, "dialling the portal failed: {error}; retrying in {delay:?}");
+            }
+        }
     }
 
     /// After shutdown: each tunnel connection is closed as soon as the
@@ -285,12 +491,12 @@ impl Bridge {
         base.mul_f64(jitter)
     }
 
-    /// Dials one tunnel connection through the router and starts serving
-    /// Mux.Cool on it.
-    async fn dial(&self) -> io::Result<Tunnel> {
+    /// Dials one tunnel connection through the router (to the outbound's
+    /// server `server`, when given) and starts serving Mux.Cool on it.
+    async fn dial(&self, server: Option<usize>) -> io::Result<Tunnel> {
         self.dials.fetch_add(1, Ordering::Relaxed);
-        let destination = Destination::tcp(Address::Domain(self.settings.domain.clone()), 0);
-        let session = Session::new(destination).with_inbound_tag(self.settings.tag.clone());
+        let mut session = self.tunnel_session();
+        session.server = server;
         let stream = self.dispatch.connect(&session).await?;
         let liveness = Arc::new(Liveness {
             draining: AtomicBool::new(false),
@@ -319,6 +525,14 @@ impl Bridge {
     }
 }
 
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Handles the sessions the portal opens on one tunnel connection.
 struct BridgeSessions {
     tag: Tag,
@@ -334,7 +548,15 @@ struct BridgeSessions {
 
 #[async_trait]
 impl SessionHandler for BridgeSessions {
-    async fn handle(&self, destination: Destination, stream: Stream) -> io::Result<()> {
+    /// `source` is the public visitor a Rayback portal names in the New
+    /// (`None` from V2Ray): trusted, since this bridge dialled that portal,
+    /// so routing's `source` rules and the access log see the visitor.
+    async fn handle(
+        &self,
+        destination: Destination,
+        source: Option<std::net::SocketAddr>,
+        stream: Stream,
+    ) -> io::Result<()> {
         let is_control = matches!(
             destination.address.domain(),
             Some(CONTROL_DOMAIN_V2RAY | CONTROL_DOMAIN_V2FLY)
@@ -349,7 +571,8 @@ impl SessionHandler for BridgeSessions {
         if busy > SESSIONS_PER_CONNECTION {
             self.wake.notify_one();
         }
-        let session = Session::new(destination).with_inbound_tag(self.tag.clone());
+        let mut session = Session::new(destination).with_inbound_tag(self.tag.clone());
+        session.source = source;
         let result = self.dispatch.dispatch(session, stream).await;
         self.sessions.fetch_sub(1, Ordering::Relaxed);
         result

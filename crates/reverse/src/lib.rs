@@ -25,7 +25,11 @@
 //!   treats a tunnel whose heartbeats stopped as dead (Rayback portals
 //!   always send them; 4.34 portals skip 1 in 64 at random, which the
 //!   timeout tolerates);
-//! - a draining connection keeps its sessions until they end.
+//! - a draining connection keeps its sessions until they end;
+//! - a Rayback portal tells a Rayback bridge who each public visitor is,
+//!   in metadata bytes of the New frame that V2Ray skips, so the bridge's
+//!   routing `source` rules and access log see the visitor (negotiated
+//!   per tunnel in the VMess request; wire layout in [`portal`]).
 //!
 //! This crate sits above `core` and `mux` only; the app wires it to the
 //! router and the VMess handlers.
@@ -34,7 +38,7 @@ pub mod bridge;
 pub mod control;
 pub mod portal;
 
-pub use bridge::{Bridge, BridgeSettings, BridgeStatus};
+pub use bridge::{Bridge, BridgeSettings, BridgeStatus, PortalLinkStatus};
 pub use portal::{Portal, PortalSettings, TunnelStatus};
 
 use std::time::Duration;

@@ -8,6 +8,29 @@
 //! public connection: [`Outbound::connect`] opens a sub-stream on the
 //! live, non-draining connection with the fewest active sessions (ties to
 //! the oldest), waiting up to `no_bridge_wait` for one to appear.
+//!
+//! # The visitor's source (a Rayback extension)
+//!
+//! A Rayback bridge sets option bit `0x40` in its VMess request (see
+//! `rayback_vmess::header::Options::SOURCE`); the portal's VMess inbound
+//! marks the tunnel's session [`Session::peer_reads_source`], and
+//! [`Portal::adopt`] then drives that tunnel with
+//! [`ClientSettings::send_source`]: every public session's New carries the
+//! visitor's address (the public inbound's `source`, from a PROXY header
+//! when there is one) after its destination, in the metadata bytes V2Ray
+//! 4.34 skips:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 2 | source port |
+//! | 1 | `01` IPv4, `03` IPv6 |
+//! | 4 or 16 | source address |
+//!
+//! (the full frame is in `rayback_mux::frame`). The bridge dispatches the
+//! session with that source, so its routing `source` rules and access log
+//! see the visitor. A V2Ray bridge never asks, so its tunnels get V2Ray's
+//! own New; a V2Ray portal never sends it, so a Rayback bridge's sessions
+//! then have no source, as before.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +42,9 @@ use async_trait::async_trait;
 use rand::Rng;
 use rayback_core::packet::write_packet;
 use rayback_core::relay::relay;
-use rayback_core::{Address, Destination, Outbound, Policy, SendBudget, Session, Stream, Tag};
+use rayback_core::{
+    unmap, Address, Destination, Outbound, Policy, SendBudget, Session, Stream, Tag,
+};
 use rayback_mux::{ClientSettings, MuxClient, MuxSettings};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -49,7 +74,8 @@ pub struct PortalSettings {
     /// A tunnel whose bridge sends KeepAlive frames (Rayback bridges do,
     /// every 2 s; V2Ray bridges send nothing when idle) and then nothing
     /// at all for this long is taken for dead and closed, so no public
-    /// connection is handed to a half-open tunnel.
+    /// connection is handed to a half-open tunnel (6 s, as the bridge's
+    /// `heartbeat_timeout`: both ends give up on a dead path together).
     pub bridge_silence: Duration,
     /// Most sub-streams the portal opens on one tunnel connection (a
     /// Rayback bridge refuses more than its `streamsPerConnection`); past
@@ -69,7 +95,7 @@ impl PortalSettings {
             control_domain: CONTROL_DOMAIN_V2RAY.to_owned(),
             no_bridge_wait: Duration::from_secs(2),
             drain_after: 16_384,
-            bridge_silence: Duration::from_secs(10),
+            bridge_silence: Duration::from_secs(6),
             max_streams: 1024,
             mux: MuxSettings::default(),
         }
@@ -92,6 +118,18 @@ struct Tunnel {
 impl Tunnel {
     fn is_usable(&self) -> bool {
         !self.draining.load(Ordering::Relaxed) && !self.client.is_closed()
+    }
+
+    /// A bridge that sends KeepAlive every [`TICK`] missed one: its path
+    /// may be dead (the bridge's host changed address, say). Picked only
+    /// when every other tunnel is quiet too, until `bridge_silence` closes
+    /// it.
+    fn is_quiet(&self) -> bool {
+        self.client.since_keepalive().is_some()
+            && self
+                .client
+                .silent_for()
+                .is_some_and(|silent| silent > TICK + TICK / 2)
     }
 
     fn has_room(&self, max_streams: usize) -> bool {
@@ -168,8 +206,8 @@ impl Portal {
             .collect()
     }
 
-    /// The live, non-draining tunnel connection with the fewest active
-    /// sessions, ties to the one with fewer bytes buffered (a tunnel busy
+    /// The live, non-draining tunnel connection whose bridge is not quiet
+    /// ([`Tunnel::is_quiet`]) with the fewest active sessions, ties to the one with fewer bytes buffered (a tunnel busy
     /// with a bulk transfer counts one session but a full queue), then to
     /// the oldest; a draining one only if nothing else is left. Closed
     /// connections are never picked.
@@ -183,6 +221,7 @@ impl Portal {
                 .filter(|tunnel| tunnel.is_usable() == usable && tunnel.has_room(max_streams))
                 .min_by_key(|tunnel| {
                     (
+                        tunnel.is_quiet(),
                         tunnel.client.active_sessions(),
                         tunnel.client.buffered_bytes(),
                     )
@@ -206,6 +245,9 @@ impl Portal {
             stream,
             ClientSettings {
                 mux: self.settings.mux.clone(),
+                // A Rayback bridge asks for the visitor's source in its
+                // VMess request; V2Ray never does (see the module docs).
+                send_source: session.peer_reads_source,
                 ..ClientSettings::default()
             },
         );
@@ -294,15 +336,20 @@ impl Portal {
         }
     }
 
-    /// Opens a sub-stream for a public connection.
-    async fn open(&self, destination: &Destination) -> io::Result<Stream> {
+    /// Opens a sub-stream for a public connection from `source` (named in
+    /// the New only on tunnels whose bridge reads it).
+    async fn open(
+        &self,
+        destination: &Destination,
+        source: Option<SocketAddr>,
+    ) -> io::Result<Stream> {
         let deadline = Instant::now() + self.settings.no_bridge_wait;
         loop {
             let adopted = self.adopted.notified();
             tokio::pin!(adopted);
             adopted.as_mut().enable();
             if let Some(tunnel) = self.pick() {
-                match tunnel.client.open(destination.clone()).await {
+                match tunnel.client.open_from(destination.clone(), source).await {
                     Ok(stream) => {
                         // Drain as soon as the limit is crossed, not at the
                         // next tick, so a burst cannot run the ids out.
@@ -355,14 +402,17 @@ fn random_padding() -> Vec<u8> {
 #[async_trait]
 impl Outbound for Portal {
     async fn connect(&self, session: &Session) -> io::Result<Stream> {
-        self.open(&session.destination).await
+        self.open(&session.destination, session.source.map(unmap))
+            .await
     }
 
     async fn handle(&self, session: Session, stream: Stream, policy: &Policy) -> io::Result<()> {
         if session.destination.address.domain() == Some(self.settings.domain.as_str()) {
             return self.adopt(&session, stream).await;
         }
-        let tunnel = self.open(&session.destination).await?;
+        let tunnel = self
+            .open(&session.destination, session.source.map(unmap))
+            .await?;
         relay(stream, tunnel, policy).await.map(drop)
     }
 }

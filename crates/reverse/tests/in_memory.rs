@@ -26,12 +26,20 @@ use tokio_util::task::TaskTracker;
 
 const DOMAIN: &str = "test.v2ray.com";
 
-/// The bridge side's router: tunnel dials go to the portal through a pipe,
-/// everything else to the echo server.
+/// The bridge side's router: tunnel dials go to a portal through a pipe,
+/// everything else to the echo server. With several portals it lists them
+/// as the tunnel outbound's servers, as a VMess `vnext` would, and a dial
+/// goes to the one the session names.
 struct BridgeRouter {
-    portal: Arc<Portal>,
+    portals: Vec<Arc<Portal>>,
     echo: SocketAddr,
     dials: AtomicUsize,
+    /// Dials per portal.
+    dials_to: Vec<AtomicUsize>,
+    /// While set, dials to that portal are refused (it is down).
+    down: Vec<std::sync::atomic::AtomicBool>,
+    /// While set, the links to that portal forward nothing.
+    silenced: Vec<Arc<std::sync::atomic::AtomicBool>>,
     /// The relays standing in for the network between bridge and portal.
     links: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     /// Tunnels numbered up to this one report a low send budget.
@@ -42,10 +50,18 @@ struct BridgeRouter {
 
 impl BridgeRouter {
     fn new(portal: Arc<Portal>, echo: SocketAddr) -> Arc<BridgeRouter> {
+        BridgeRouter::with_portals(vec![portal], echo)
+    }
+
+    fn with_portals(portals: Vec<Arc<Portal>>, echo: SocketAddr) -> Arc<BridgeRouter> {
+        let count = portals.len();
         Arc::new(BridgeRouter {
-            portal,
+            portals,
             echo,
             dials: AtomicUsize::new(0),
+            dials_to: (0..count).map(|_| AtomicUsize::new(0)).collect(),
+            down: (0..count).map(|_| Default::default()).collect(),
+            silenced: (0..count).map(|_| Default::default()).collect(),
             links: std::sync::Mutex::new(Vec::new()),
             budget_low_up_to: Arc::new(AtomicUsize::new(0)),
             blackhole: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -70,6 +86,15 @@ impl Dispatch for BridgeRouter {
 
     async fn connect(&self, session: &Session) -> io::Result<Stream> {
         assert_eq!(session.destination.address.domain(), Some(DOMAIN));
+        let index = match (self.portals.len(), session.server) {
+            (1, _) => 0,
+            (_, Some(index)) => index,
+            (_, None) => panic!("with several portals every dial names one"),
+        };
+        self.dials_to[index].fetch_add(1, Ordering::Relaxed);
+        if self.down[index].load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::ConnectionRefused.into());
+        }
         let number = self.dials.fetch_add(1, Ordering::Relaxed) + 1;
         let (bridge_end, link_a) = tokio::io::duplex(256 * 1024);
         let (link_b, portal_end) = tokio::io::duplex(256 * 1024);
@@ -78,16 +103,18 @@ impl Dispatch for BridgeRouter {
         // The test blackholes the links that exist when it says so; links
         // made after that work.
         let all = self.blackhole.clone();
-        if !all.load(Ordering::Relaxed) {
+        let this_portal = self.silenced[index].clone();
+        let silent = move || all.load(Ordering::Relaxed) || this_portal.load(Ordering::Relaxed);
+        if !silent() {
             tokio::spawn(async move {
-                while !all.load(Ordering::Relaxed) {
+                while !silent() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 blackhole.store(true, Ordering::Relaxed);
             });
         }
         self.links.lock().unwrap().push(link.abort_handle());
-        let portal = self.portal.clone();
+        let portal = self.portals[index].clone();
         let mut adopted = Session::new(session.destination.clone());
         let low_up_to = self.budget_low_up_to.clone();
         adopted.send_budget = Some(rayback_core::SendBudget::new(move || {
@@ -99,6 +126,15 @@ impl Dispatch for BridgeRouter {
                 .await;
         });
         Ok(Box::new(bridge_end))
+    }
+
+    async fn servers(&self, _session: &Session) -> Vec<String> {
+        if self.portals.len() == 1 {
+            return Vec::new();
+        }
+        (0..self.portals.len())
+            .map(|index| format!("portal-{index}:1024"))
+            .collect()
     }
 }
 
@@ -415,6 +451,113 @@ async fn the_bridge_understands_the_v2fly_control_domain() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        shutdown.cancel();
+    })
+    .await
+    .expect("bounded");
+}
+
+/// Waits (bounded) until `portal` has a tunnel and serves an echo.
+async fn until_served(portal: &Portal, what: &str) -> Duration {
+    let started = tokio::time::Instant::now();
+    let target = Destination::tcp(Address::Ipv4([127, 0, 0, 1].into()), 9);
+    loop {
+        if !portal.tunnels().is_empty() {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(1),
+                echo_through(portal, target.clone(), what.as_bytes()),
+            )
+            .await;
+            if matches!(attempt, Ok(Ok(ref got)) if got == what.as_bytes()) {
+                return started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what}: not served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_bridge_keeps_a_tunnel_to_every_portal_and_redials_each_on_its_own() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let echo = echo_server().await.unwrap();
+        let (mut portal_settings, mut bridge_settings) = settings();
+        portal_settings.bridge_silence = Duration::from_secs(3);
+        bridge_settings.heartbeat_timeout = Duration::from_secs(3);
+        let portals: Vec<Arc<Portal>> = (0..3)
+            .map(|_| Arc::new(Portal::new(portal_settings.clone())))
+            .collect();
+        let router = BridgeRouter::with_portals(portals.clone(), echo);
+        // Portal 1 is down when the bridge starts: the others must not wait.
+        router.down[1].store(true, Ordering::Relaxed);
+        let bridge = Arc::new(Bridge::new(
+            bridge_settings,
+            router.clone(),
+            TaskTracker::new(),
+        ));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(bridge.clone().run(shutdown.clone()));
+        until_served(&portals[0], "portal 0").await;
+        until_served(&portals[2], "portal 2").await;
+        assert!(portals[1].tunnels().is_empty());
+        assert!(router.dials_to[1].load(Ordering::Relaxed) >= 1);
+        let names: Vec<String> = bridge.status().portals.into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["portal-0:1024", "portal-1:1024", "portal-2:1024"]);
+
+        // Portal 1 comes up: redialled on its own backoff (at most 2 s).
+        router.down[1].store(false, Ordering::Relaxed);
+        let took = until_served(&portals[1], "portal 1").await;
+        eprintln!("portal 1 served {took:?} after it came up");
+
+        // The path to portal 2 goes silent: only its tunnel is replaced,
+        // and portal 0 serves throughout.
+        let dials_to_0 = router.dials_to[0].load(Ordering::Relaxed);
+        router.silenced[2].store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        router.silenced[2].store(false, Ordering::Relaxed);
+        let target = Destination::tcp(Address::Ipv4([127, 0, 0, 1].into()), 9);
+        let silenced = tokio::time::Instant::now();
+        let mut rounds = 0;
+        let back = loop {
+            let got = echo_through(&portals[0], target.clone(), b"meanwhile")
+                .await
+                .unwrap();
+            assert_eq!(got, b"meanwhile");
+            rounds += 1;
+            let attempt = tokio::time::timeout(
+                Duration::from_millis(500),
+                echo_through(&portals[2], target.clone(), b"portal 2 again"),
+            )
+            .await;
+            if matches!(attempt, Ok(Ok(ref got)) if got == b"portal 2 again") {
+                break silenced.elapsed();
+            }
+            assert!(silenced.elapsed() < Duration::from_secs(15), "portal 2 not back");
+        };
+        eprintln!("portal 2 served again {back:?} after its path went silent; portal 0 served {rounds} echoes meanwhile");
+        assert_eq!(router.dials_to[0].load(Ordering::Relaxed), dials_to_0);
+
+        // Growth: 60 sessions held on portal 0's tunnels make the bridge
+        // add tunnels, spread over the portals.
+        let mut held = Vec::new();
+        for _ in 0..60 {
+            held.push(portals[0].connect(&Session::new(target.clone())).await.unwrap());
+        }
+        let started = tokio::time::Instant::now();
+        let counts = loop {
+            let counts: Vec<usize> = bridge.status().portals.iter().map(|p| p.connections).collect();
+            if counts.iter().sum::<usize>() >= 4 {
+                break counts;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "no growth: {counts:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (least, most) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(most - least <= 1, "growth not spread: {counts:?}");
+        drop(held);
         shutdown.cancel();
     })
     .await

@@ -401,10 +401,23 @@ pub async fn http_get(addr: SocketAddr, timeout: Duration) -> Result<(u16, Vec<u
                 format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
             )
             .await?;
-        let mut response = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        read_http_response(&mut socket).await
+    })
+    .await
+    .with_context(|| format!("GET from {addr} took over {timeout:?}"))?
+}
+
+/// Reads one HTTP/1 response from `socket`: its status code and body, the
+/// body by `Content-Length` (without waiting for the close), else up to the
+/// close (de-chunked when the head says `chunked`). A close before the head
+/// or before `Content-Length` bytes is an error.
+pub async fn read_http_response(socket: &mut TcpStream) -> Result<(u16, Vec<u8>)> {
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let head_end = response.windows(4).position(|w| w == b"\r\n\r\n");
+        let read = match head_end {
+            Some(end) => {
                 let head = String::from_utf8_lossy(&response[..end]).into_owned();
                 let code: u16 = head
                     .split_whitespace()
@@ -417,29 +430,57 @@ pub async fn http_get(addr: SocketAddr, timeout: Duration) -> Result<(u16, Vec<u
                         .then(|| value.trim().parse::<usize>().ok())
                         .flatten()
                 });
-                let body_start = end + 4;
-                match length {
-                    Some(length) if response.len() >= body_start + length => {
-                        return anyhow::Ok((
-                            code,
-                            response[body_start..body_start + length].to_vec(),
-                        ));
+                let body = &response[end + 4..];
+                if let Some(length) = length {
+                    if body.len() >= length {
+                        return Ok((code, body[..length].to_vec()));
                     }
-                    _ => {}
                 }
+                let read = socket.read(&mut buf).await?;
+                if read == 0 && length.is_none() {
+                    let chunked = head
+                        .to_ascii_lowercase()
+                        .contains("transfer-encoding: chunked");
+                    let body = if chunked {
+                        dechunk(body)
+                    } else {
+                        body.to_vec()
+                    };
+                    return Ok((code, body));
+                }
+                read
             }
-            let read = socket.read(&mut buf).await?;
-            if read == 0 {
-                bail!(
-                    "the connection closed after {} bytes, before a complete response",
-                    response.len()
-                );
-            }
-            response.extend_from_slice(&buf[..read]);
+            None => socket.read(&mut buf).await?,
+        };
+        if read == 0 {
+            bail!(
+                "the connection closed after {} bytes, before a complete response",
+                response.len()
+            );
         }
-    })
-    .await
-    .with_context(|| format!("GET from {addr} took over {timeout:?}"))?
+        response.extend_from_slice(&buf[..read]);
+    }
+}
+
+/// A chunked body's data (what a complete or truncated body holds).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line_end])
+            .ok()
+            .and_then(|size| usize::from_str_radix(size.trim(), 16).ok());
+        let start = line_end + 2;
+        match size {
+            Some(size) if size > 0 && body.len() >= start + size => {
+                out.extend_from_slice(&body[start..start + size]);
+                body = body[start + size..]
+                    .strip_prefix(b"\r\n")
+                    .unwrap_or(&body[start + size..]);
+            }
+            _ => break,
+        }
+    }
+    out
 }
 
 /// Sends `data` on a new connection to `addr` while reading the same

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | command | 0x03 Mux for TCP to `v1.mux.cool` (no address), 0x02 for UDP sessions, 0x01 otherwise |
 //! | addons | empty |
-//! | servers | round robin over `vnext`, a random user of the server; up to 5 attempts with 0/200/400/600/800 ms pauses |
+//! | servers | round robin over `vnext` (or the one the session names: a bridge's tunnel to each portal), a random user of the server; up to 5 attempts with 0/200/400/600/800 ms pauses |
 //! | header flush | with the first payload, or 100 ms after connecting once the stream is read, or on flush |
 //! | response header | read on the first read |
 //!
@@ -15,7 +15,7 @@
 //! framing is VLESS's own: they pass through unchanged.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,7 +113,7 @@ impl VlessOutbound {
             if pause > 0 {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
-            let index = self.next_server.fetch_add(1, Ordering::Relaxed) % self.servers.len();
+            let index = session.server_index(&self.next_server, self.servers.len());
             let server = &self.servers[index];
             match self
                 .transport
@@ -143,5 +143,12 @@ impl VlessOutbound {
 impl Outbound for VlessOutbound {
     async fn connect(&self, session: &Session) -> io::Result<Stream> {
         Ok(Box::new(self.connect_stream(session).await?))
+    }
+
+    fn servers(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|server| format!("{}:{}", server.address, server.port))
+            .collect()
     }
 }

@@ -190,6 +190,9 @@ impl VmessInbound {
                 level: user.level,
             });
         session.inbound_tag = self.tag.clone();
+        // A Rayback client (a bridge) reads visitors' sources in Mux.Cool
+        // New frames: a portal that adopts this stream sends them.
+        session.peer_reads_source = accepted.header.options.has(Options::SOURCE);
         let budget = stream.budget_watch();
         session.send_budget = Some(SendBudget::new(move || budget.near_budget()));
         tracing::debug!(%peer, destination = %session.destination, email = %user.email, "vmess request accepted");
@@ -209,15 +212,13 @@ impl VmessInbound {
         let request_keys = DirectionKeys::request(header);
         let response_keys = DirectionKeys::response(header, accepted.mode);
         let framing = BodyFraming::new(header.security, header.options, header.command);
-        // Rayback's rekey extension: agreed when the client asks for it and
-        // the body has a cipher to rekey.
-        let rekey = header.options.has(Options::REKEY) && framing.algorithm().is_some();
+        let rekey = agrees_to_rekey(header.options, framing);
         let mut response = Vec::with_capacity(64);
         header::seal_response(
             &response_keys,
             accepted.mode,
             header.response_auth,
-            if rekey { Options::REKEY } else { 0 },
+            response_options(header.options, framing),
             &mut response,
         );
         let mut sealer = ChunkSealer::new(framing, &response_keys);
@@ -267,6 +268,26 @@ impl Inbound for VmessInbound {
     }
 }
 
+/// Rayback's rekey extension: agreed when the client asks for it and the
+/// body has a cipher to rekey.
+fn agrees_to_rekey(options: Options, framing: BodyFraming) -> bool {
+    options.has(Options::REKEY) && framing.algorithm().is_some()
+}
+
+/// The response option byte: the Rayback extensions the client asked for
+/// and this server agrees to (rekey when the body has a cipher; the
+/// visitor's source always). 0 for a V2Ray client, which asks for neither.
+fn response_options(options: Options, framing: BodyFraming) -> u8 {
+    let mut answer = 0;
+    if agrees_to_rekey(options, framing) {
+        answer |= Options::REKEY;
+    }
+    if options.has(Options::SOURCE) {
+        answer |= Options::SOURCE;
+    }
+    answer
+}
+
 enum Refusal {
     Rejected(HandshakeError),
     Left,
@@ -301,5 +322,31 @@ async fn read_request(
             Ok(None) => return Err(Refusal::Rejected(HandshakeError::HeaderLength(u16::MAX))),
             Err(error) => return Err(Refusal::Rejected(error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::{BodySecurity, Command};
+
+    fn answer(options: u8, security: BodySecurity) -> u8 {
+        let options = Options(options);
+        response_options(options, BodyFraming::new(security, options, Command::Tcp))
+    }
+
+    // The response option byte for each mix of Rayback's extensions: a
+    // V2Ray client (0x0d, 0x05) gets 0, as from V2Ray; the source bit is
+    // answered whatever the body security, rekey only with a cipher.
+    #[test]
+    fn response_answers_the_extensions_asked_for() {
+        assert_eq!(answer(0x0d, BodySecurity::Aes128Gcm), 0);
+        assert_eq!(answer(0x05, BodySecurity::None), 0);
+        assert_eq!(answer(0x4d, BodySecurity::Aes128Gcm), 0x40);
+        assert_eq!(answer(0x8d, BodySecurity::ChaCha20Poly1305), 0x80);
+        assert_eq!(answer(0xcd, BodySecurity::Aes128Gcm), 0xc0);
+        assert_eq!(answer(0xc5, BodySecurity::None), 0x40);
+        // The bits V2Ray knows are never echoed.
+        assert_eq!(answer(0x1f, BodySecurity::Aes128Gcm), 0);
     }
 }

@@ -10,14 +10,14 @@
 //! | options | S M P (0x0D) for the AEAD ciphers, S M (0x05) for none; never P without M |
 //! | security | the user's; `auto` resolves by CPU architecture |
 //! | padding / response auth / body key and IV | random per connection |
-//! | servers | round robin over `vnext`, a random user of the server; up to 5 attempts with 0/200/400/600/800 ms pauses |
+//! | servers | round robin over `vnext` (or the one the session names: a bridge's tunnel to each portal), a random user of the server; up to 5 attempts with 0/200/400/600/800 ms pauses |
 //! | header flush | with the first payload, or 100 ms after connecting once the stream is read, or on flush |
 //!
 //! UDP sessions use packet streams ([`rayback_core::packet`]): every packet
 //! written becomes one chunk.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -148,7 +148,7 @@ impl VmessOutbound {
             if pause > 0 {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
-            let index = self.next_server.fetch_add(1, Ordering::Relaxed) % self.servers.len();
+            let index = session.server_index(&self.next_server, self.servers.len());
             let server = &self.servers[index];
             match self
                 .transport
@@ -192,8 +192,9 @@ impl VmessOutbound {
             body_iv,
             body_key,
             response_auth: rng.gen(),
-            // Offer Rayback's rekey extension; a V2Ray server ignores it.
-            options: Options(security.client_options().0 | Options::REKEY),
+            // Offer Rayback's rekey and visitor-source extensions; a
+            // V2Ray server ignores both.
+            options: Options(security.client_options().0 | Options::REKEY | Options::SOURCE),
             padding_len: rng.gen_range(0..16),
             security,
             command,
@@ -235,5 +236,12 @@ impl VmessOutbound {
 impl Outbound for VmessOutbound {
     async fn connect(&self, session: &Session) -> io::Result<Stream> {
         Ok(Box::new(self.connect_stream(session).await?))
+    }
+
+    fn servers(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|server| format!("{}:{}", server.address, server.port))
+            .collect()
     }
 }

@@ -59,7 +59,7 @@ pub struct Args {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Bridge quick start.
-    pub portal: Option<HostPort>,
+    pub portal: Vec<HostPort>,
     pub to: Vec<HostPort>,
     pub security: Option<Security>,
     pub ws_host: Option<String>,
@@ -71,6 +71,8 @@ pub struct Args {
     pub id: Option<Uuid>,
     pub domain: Option<String>,
     pub ws: Option<WsPath>,
+    /// `--drain-delay MS`: sets `rayback.drainDelay`.
+    pub drain_delay: Option<u32>,
     pub metrics: Option<SocketAddr>,
     pub print_config: bool,
     pub log_format: LogFormat,
@@ -130,14 +132,18 @@ struct PortalQuickFlags {
     /// The private key of --tls-cert (PEM)
     #[arg(long, value_name = "FILE", help_heading = QUICK)]
     tls_key: Option<PathBuf>,
+    /// After SIGTERM, answer /ready with 503 but keep serving this long before stopping
+    /// (sets rayback.drainDelay) [default: 0]
+    #[arg(long, value_name = "MS", value_parser = parse_drain_delay, help_heading = QUICK)]
+    drain_delay: Option<u32>,
 }
 
 /// The bridge's quick start.
 #[derive(clap::Args)]
 struct BridgeQuickFlags {
-    /// The portal's tunnel address
+    /// The portal's tunnel address; repeat for several portals (each its own address, not a balancer's): a tunnel to every one
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, help_heading = QUICK)]
-    portal: Option<HostPort>,
+    portal: Vec<HostPort>,
     /// A local service; repeat for several services, in the order of the portal's --public
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, help_heading = QUICK)]
     to: Vec<HostPort>,
@@ -174,6 +180,10 @@ struct BridgeQuickFlags {
     /// Accept any portal certificate: encrypted but not authenticated (implies --tls)
     #[arg(long, help_heading = QUICK)]
     insecure: bool,
+    /// After SIGTERM, answer /ready with 503 but keep serving this long before stopping
+    /// (sets rayback.drainDelay) [default: 0]
+    #[arg(long, value_name = "MS", value_parser = parse_drain_delay, help_heading = QUICK)]
+    drain_delay: Option<u32>,
 }
 
 /// Output, observability and packaging.
@@ -228,6 +238,7 @@ impl Args {
                 args.ws = quick.ws;
                 args.tls_cert = quick.tls_cert;
                 args.tls_key = quick.tls_key;
+                args.drain_delay = quick.drain_delay;
             }
             Role::Bridge => {
                 let quick = BridgeQuickFlags::from_arg_matches(matches)?;
@@ -242,9 +253,21 @@ impl Args {
                 args.server_name = quick.server_name;
                 args.ca = quick.ca;
                 args.insecure = quick.insecure;
+                args.drain_delay = quick.drain_delay;
             }
         }
         Ok(args)
+    }
+}
+
+/// `--drain-delay`: milliseconds, within `rayback.drainDelay`'s bounds.
+fn parse_drain_delay(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(millis) if millis <= quick::MAX_DRAIN_DELAY_MS => Ok(millis),
+        _ => Err(format!(
+            "expected milliseconds from 0 to {}",
+            quick::MAX_DRAIN_DELAY_MS
+        )),
     }
 }
 
@@ -297,6 +320,7 @@ pub(super) fn examples(role: Role) -> &'static [&'static str] {
             "bridge --portal portal.example.com:1024 --id UUID --to 127.0.0.1:80",
             "bridge --portal 203.0.113.7:1024 --id UUID --to 127.0.0.1:80 --to 127.0.0.1:443",
             "bridge --portal HOST:1024 --id UUID --to 127.0.0.1:80 --print-config > bridge.json",
+            "bridge --portal a.example:1024 --portal b.example:1024 --id UUID --to 127.0.0.1:80    # a tunnel to each portal",
             "bridge --portal portal.example.com:443 --id UUID --to 127.0.0.1:80 --ws /tunnel --tls",
             "bridge --portal HOST:443 --id UUID --to 127.0.0.1:80 --ws /tunnel --ca cert.pem --server-name localhost",
         ],
@@ -482,7 +506,7 @@ impl Args {
         let given = [
             ("--tunnel", self.tunnel.is_some()),
             ("--public", !self.public.is_empty()),
-            ("--portal", self.portal.is_some()),
+            ("--portal", !self.portal.is_empty()),
             ("--to", !self.to.is_empty()),
             ("--id", self.id.is_some()),
             ("--domain", self.domain.is_some()),
@@ -495,6 +519,7 @@ impl Args {
             ("--server-name", self.server_name.is_some()),
             ("--ca", self.ca.is_some()),
             ("--insecure", self.insecure),
+            ("--drain-delay", self.drain_delay.is_some()),
         ];
         given
             .into_iter()
@@ -567,6 +592,7 @@ impl Args {
                             id,
                             domain,
                             metrics: self.metrics,
+                            drain_delay: self.drain_delay,
                             ws: self.ws.clone(),
                             tls: ServerTls::from_flags(
                                 self.tls_cert.as_deref(),
@@ -579,7 +605,7 @@ impl Args {
                 }
             }
             Role::Bridge => {
-                if self.portal.is_none() {
+                if self.portal.is_empty() {
                     missing.push("--portal");
                 }
                 if self.to.is_empty() {
@@ -588,26 +614,25 @@ impl Args {
                 if self.id.is_none() {
                     missing.push("--id");
                 }
-                match (&self.portal, self.id) {
-                    (Some(portal), Some(id)) if missing.is_empty() => {
-                        QuickStart::Bridge(BridgeFlags {
-                            portal: portal.clone(),
-                            to: self.to.clone(),
-                            id,
-                            domain,
-                            security: self.security.unwrap_or_default(),
-                            metrics: self.metrics,
-                            ws: WebSocket::from_flags(self.ws.as_ref(), self.ws_host.as_deref())
-                                .map_err(|error| error.to_string())?,
-                            tls: ClientTls::from_flags(ClientTlsFlags {
-                                tls: self.tls,
-                                server_name: self.server_name.as_deref(),
-                                ca: self.ca.as_deref(),
-                                insecure: self.insecure,
-                            })
+                match self.id {
+                    Some(id) if missing.is_empty() => QuickStart::Bridge(BridgeFlags {
+                        portals: self.portal.clone(),
+                        to: self.to.clone(),
+                        id,
+                        domain,
+                        security: self.security.unwrap_or_default(),
+                        metrics: self.metrics,
+                        drain_delay: self.drain_delay,
+                        ws: WebSocket::from_flags(self.ws.as_ref(), self.ws_host.as_deref())
                             .map_err(|error| error.to_string())?,
+                        tls: ClientTls::from_flags(ClientTlsFlags {
+                            tls: self.tls,
+                            server_name: self.server_name.as_deref(),
+                            ca: self.ca.as_deref(),
+                            insecure: self.insecure,
                         })
-                    }
+                        .map_err(|error| error.to_string())?,
+                    }),
                     _ => return Err(missing_message(role, &missing)),
                 }
             }

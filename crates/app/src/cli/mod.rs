@@ -19,8 +19,9 @@
 //! |---|---|
 //! | `-config`/`-c FILE` (repeatable), `-confdir DIR`, `-format json\|toml` | V2Ray's configuration sources |
 //! | `-test`, `-version` | V2Ray's check and version |
-//! | `--tunnel`, `--public`, `--tls-cert`, `--tls-key` (portal); `--portal`, `--to`, `--security`, `--ws-host`, `--tls`, `--server-name`, `--ca`, `--insecure` (bridge); `--id`, `--domain`, `--ws` | the quick start, exclusive with the file flags |
+//! | `--tunnel`, `--public`, `--tls-cert`, `--tls-key` (portal); `--portal` (repeatable: one `vnext` entry per portal), `--to`, `--security`, `--ws-host`, `--tls`, `--server-name`, `--ca`, `--insecure` (bridge); `--id`, `--domain`, `--ws` | the quick start, exclusive with the file flags |
 //! | `--metrics ADDR` | Prometheus endpoint (`rayback.metrics`), with a file or a quick start |
+//! | `--drain-delay MS` | after SIGTERM, stay unready but serving this long (`rayback.drainDelay`), quick start |
 //! | `--print-config` | print the configuration as V2Ray JSON and exit |
 //! | `--log-format text\|json` | log lines for people or machines |
 //! | `--new-id`, `--completions SHELL`, `--man` | print a UUID, completions, or the man page, alone |

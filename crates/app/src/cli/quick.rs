@@ -27,7 +27,7 @@
 //!
 //! | flag (bridge)     | JSON                                                             |
 //! |-------------------|------------------------------------------------------------------|
-//! | `--portal H:P`    | outbound `interconn`: vmess to H:P, `users: [{id, security}]`    |
+//! | `--portal H:P`    | outbound `interconn`: vmess to H:P, `users: [{id, security}]`; repeated: one `vnext` entry per portal, a tunnel to each |
 //! | `--to H:P` #i     | outbound `out[-i]`: freedom, `redirect: H:P`                     |
 //! | `--domain D`      | `reverse.bridges: [{tag: bridge, domain: D}]`                    |
 //! | `--ws PATH`       | `interconn`: `network: ws`, `wsSettings: {path: PATH}`           |
@@ -402,18 +402,21 @@ impl ClientTls {
         }))
     }
 
-    /// `tlsSettings` for dialling `portal`; `None` when it would be empty.
-    fn to_json(&self, portal: &HostPort) -> Option<Json> {
-        let server_name = match (&self.server_name, &self.trust) {
-            (Some(name), _) => Some(name.as_str()),
-            (None, Trust::Anything) => None,
+    /// `tlsSettings` for dialling `portals` (one `tlsSettings` serves
+    /// them all); `None` when it would be empty.
+    fn to_json(&self, portals: &[HostPort]) -> Option<Json> {
+        let server_name = match (&self.server_name, &self.trust, portals) {
+            (Some(name), _, _) => Some(name.as_str()),
+            (None, Trust::Anything, _) => None,
             // V2Ray names only a dialled domain and Go's TLS refuses to
-            // verify without a name; Rayback verifies the IP, so say so.
-            (None, _) => portal
+            // verify without a name; Rayback verifies the IP, so say so
+            // (when there is one portal: several need --server-name).
+            (None, _, [portal]) => portal
                 .host
                 .parse::<IpAddr>()
                 .is_ok()
                 .then_some(portal.host.as_str()),
+            (None, _, _) => None,
         };
         let mut settings = Json::Object(Vec::new());
         if let Some(name) = server_name {
@@ -465,6 +468,8 @@ pub struct PortalFlags {
     pub id: Uuid,
     pub domain: String,
     pub metrics: Option<SocketAddr>,
+    /// `--drain-delay`: `rayback.drainDelay` in ms, when given.
+    pub drain_delay: Option<u32>,
     /// `--ws`: the tunnel listener speaks WebSocket on this path.
     pub ws: Option<WsPath>,
     /// `--tls-cert`/`--tls-key`: the tunnel listener speaks TLS.
@@ -474,14 +479,17 @@ pub struct PortalFlags {
 /// A bridge from flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BridgeFlags {
-    /// The portal's tunnel address.
-    pub portal: HostPort,
+    /// The portals' tunnel addresses (`--portal`, repeatable): one `vnext`
+    /// entry each, and the bridge keeps a tunnel to every one. Never empty.
+    pub portals: Vec<HostPort>,
     /// Local services, in service order; never empty.
     pub to: Vec<HostPort>,
     pub id: Uuid,
     pub domain: String,
     pub security: Security,
     pub metrics: Option<SocketAddr>,
+    /// `--drain-delay`: `rayback.drainDelay` in ms, when given.
+    pub drain_delay: Option<u32>,
     /// `--ws`, `--ws-host`: the tunnel is dialled over WebSocket.
     pub ws: Option<WebSocket>,
     /// `--tls` and its companions: the tunnel is dialled over TLS.
@@ -666,12 +674,19 @@ fn rule(inbound_tags: Vec<String>, outbound_tag: &str) -> Json {
     ])
 }
 
-fn add_rayback_extras(top: &mut Json, metrics: Option<SocketAddr>) {
+/// The largest `--drain-delay` (`rayback.drainDelay`'s bound).
+pub const MAX_DRAIN_DELAY_MS: u32 = 600_000;
+
+fn add_rayback_extras(top: &mut Json, metrics: Option<SocketAddr>, drain_delay: Option<u32>) {
+    let mut fields = Vec::new();
     if let Some(metrics) = metrics {
-        top.push(
-            "rayback",
-            Json::object([("metrics", metrics.to_string().into())]),
-        );
+        fields.push(("metrics", metrics.to_string().into()));
+    }
+    if let Some(millis) = drain_delay {
+        fields.push(("drainDelay", Json::Scalar(Value::from(millis))));
+    }
+    if !fields.is_empty() {
+        top.push("rayback", Json::Object(fields));
     }
 }
 
@@ -749,7 +764,7 @@ impl PortalFlags {
                 )]),
             ),
         ]);
-        add_rayback_extras(&mut top, self.metrics);
+        add_rayback_extras(&mut top, self.metrics, self.drain_delay);
         top
     }
 }
@@ -795,21 +810,24 @@ impl BridgeFlags {
         if self.security != Security::Auto {
             user.push("security", self.security.v2ray_name());
         }
-        let server = Json::object([
-            ("address", self.portal.host.as_str().into()),
-            ("port", self.portal.port.into()),
-            ("users", Json::Array(vec![user])),
-        ]);
+        let servers = self
+            .portals
+            .iter()
+            .map(|portal| {
+                Json::object([
+                    ("address", portal.host.as_str().into()),
+                    ("port", portal.port.into()),
+                    ("users", Json::Array(vec![user.clone()])),
+                ])
+            })
+            .collect();
         let mut tunnel = Json::object([
             ("tag", TUNNEL_TAG.into()),
             ("protocol", "vmess".into()),
-            (
-                "settings",
-                Json::object([("vnext", Json::Array(vec![server]))]),
-            ),
+            ("settings", Json::object([("vnext", Json::Array(servers))])),
         ]);
         let ws = self.ws.as_ref().map(WebSocket::to_json);
-        let tls = self.tls.as_ref().map(|tls| tls.to_json(&self.portal));
+        let tls = self.tls.as_ref().map(|tls| tls.to_json(&self.portals));
         if let Some(stream) = stream_settings(ws, tls) {
             tunnel.push("streamSettings", stream);
         }
@@ -836,7 +854,7 @@ impl BridgeFlags {
             ("outbounds", Json::Array(outbounds)),
             ("routing", Json::object([("rules", Json::Array(rules))])),
         ]);
-        add_rayback_extras(&mut top, self.metrics);
+        add_rayback_extras(&mut top, self.metrics, self.drain_delay);
         top
     }
 }
@@ -894,6 +912,7 @@ mod tests {
             id: ID.parse().unwrap(),
             domain: "test.v2ray.com".into(),
             metrics: None,
+            drain_delay: None,
             ws: None,
             tls: None,
         }
@@ -901,12 +920,13 @@ mod tests {
 
     fn guide_bridge() -> BridgeFlags {
         BridgeFlags {
-            portal: host_port("127.0.0.1:1024"),
+            portals: vec![host_port("127.0.0.1:1024")],
             to: vec![host_port("127.0.0.1:80")],
             id: ID.parse().unwrap(),
             domain: "test.v2ray.com".into(),
             security: Security::Auto,
             metrics: None,
+            drain_delay: None,
             ws: None,
             tls: None,
         }
@@ -1081,7 +1101,7 @@ mod tests {
         let ca = certificate.cert_path.to_str().unwrap();
         let bridge_with = |portal: &str, ws: Option<WebSocket>, tls: Option<ClientTls>| {
             let mut bridge = guide_bridge();
-            bridge.portal = host_port(portal);
+            bridge.portals = vec![host_port(portal)];
             bridge.ws = ws;
             bridge.tls = tls;
             QuickStart::Bridge(bridge)
@@ -1278,6 +1298,23 @@ mod tests {
     }
 
     #[test]
+    fn drain_delay_lands_in_the_rayback_object() {
+        let mut portal = guide_portal();
+        portal.drain_delay = Some(1500);
+        let text = QuickStart::Portal(portal).to_text();
+        assert!(text.contains("\"drainDelay\": 1500"), "{text}");
+        let config = QuickStart::Portal(guide_portal()).config().unwrap();
+        assert_eq!(config.rayback.drain_delay, std::time::Duration::ZERO);
+        let mut bridge = guide_bridge();
+        bridge.drain_delay = Some(MAX_DRAIN_DELAY_MS);
+        let config = QuickStart::Bridge(bridge).config().unwrap();
+        assert_eq!(
+            config.rayback.drain_delay,
+            std::time::Duration::from_millis(u64::from(MAX_DRAIN_DELAY_MS))
+        );
+    }
+
+    #[test]
     fn metrics_land_in_the_rayback_object() {
         let mut portal = guide_portal();
         portal.metrics = Some("127.0.0.1:9100".parse().unwrap());
@@ -1337,5 +1374,42 @@ mod tests {
             .collect();
         assert!(portal.check().is_err());
         assert!(guide_portal().check().is_ok());
+    }
+
+    #[test]
+    fn every_portal_is_a_vnext_entry() {
+        let mut bridge = guide_bridge();
+        bridge.portals = ["10.0.0.1:1024", "10.0.0.2:1024", "portal-c.example:443"]
+            .into_iter()
+            .map(host_port)
+            .collect();
+        let quick = QuickStart::Bridge(bridge.clone());
+        let json = quick.to_json().to_value();
+        let vnext = &json["outbounds"][1]["settings"]["vnext"];
+        let dialled: Vec<String> = vnext
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|server| format!("{}:{}", server["address"].as_str().unwrap(), server["port"]))
+            .collect();
+        assert_eq!(
+            dialled,
+            ["10.0.0.1:1024", "10.0.0.2:1024", "portal-c.example:443"]
+        );
+        for server in vnext.as_array().unwrap() {
+            assert_eq!(server["users"][0]["id"], ID);
+        }
+        v2ray_accepts(&quick);
+        // One tlsSettings serves every portal: an IP is named only when it
+        // is the one portal dialled.
+        bridge.tls = client_tls(ClientTlsFlags {
+            tls: true,
+            ..Default::default()
+        });
+        let stream = tunnel_stream(&QuickStart::Bridge(bridge.clone()));
+        assert_eq!(stream, json!({"security": "tls"}));
+        bridge.portals.truncate(1);
+        let stream = tunnel_stream(&QuickStart::Bridge(bridge));
+        assert_eq!(stream["tlsSettings"]["serverName"], "10.0.0.1");
     }
 }

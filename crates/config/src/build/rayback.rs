@@ -1,6 +1,6 @@
 //! The top-level `rayback` object, Rayback's own keys that V2Ray ignores:
-//! the `/metrics` listen address, `noBridgeWait`, `workers` and `limits`,
-//! each checked against its bounds.
+//! the `/metrics` listen address, `noBridgeWait`, `drainDelay`, `workers`
+//! and `limits`, each checked against its bounds.
 //!
 //! Only the object is read here, from the piece `build`'s `mod.rs` kept
 //! after merging; the defaults are the model's `RaybackExtras`.
@@ -21,12 +21,18 @@ const LIMIT_KEYS: &[&str] = &[
     "streamBuffer",
 ];
 
+/// The largest `rayback.drainDelay`, in milliseconds.
+pub const MAX_DRAIN_DELAY_MS: i64 = 600_000;
+
 pub(super) fn build_rayback(
     cx: &mut Cx<'_>,
     piece: &Piece<'_>,
 ) -> Result<RaybackExtras, ConfigError> {
     let object = cx.object(piece.node, &piece.path)?;
-    object.warn_unknown(cx, &["metrics", "noBridgeWait", "workers", "limits"]);
+    object.warn_unknown(
+        cx,
+        &["metrics", "noBridgeWait", "drainDelay", "workers", "limits"],
+    );
     let mut extras = RaybackExtras::default();
     if let Some(node) = object.get("metrics") {
         let path = object.at("metrics");
@@ -38,6 +44,12 @@ pub(super) fn build_rayback(
     if let Some(node) = object.get("noBridgeWait") {
         extras.no_bridge_wait =
             Duration::from_millis(u64::from(cx.u32(node, &object.at("noBridgeWait"))?));
+    }
+    // At most ten minutes: a load balancer notices a failing health check
+    // within seconds; a longer delay only keeps a stopping process around.
+    if let Some(node) = object.get("drainDelay") {
+        let millis = cx.integer(node, &object.at("drainDelay"), 0, MAX_DRAIN_DELAY_MS)?;
+        extras.drain_delay = Duration::from_millis(millis as u64);
     }
     if let Some(node) = object.get("workers") {
         extras.workers = cx.integer(node, &object.at("workers"), 0, 1024)? as u32;
@@ -73,4 +85,48 @@ pub(super) fn build_rayback(
         }
     }
     Ok(extras)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    fn parse(rayback: &str) -> Result<crate::model::Config, String> {
+        crate::parse_str("drain.json", &format!("{{\"rayback\": {rayback}}}"))
+            .map(|parsed| parsed.config)
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn drain_delay_defaults_to_zero_and_reads_milliseconds() {
+        assert_eq!(parse("{}").unwrap().rayback.drain_delay, Duration::ZERO);
+        for (text, millis) in [("0", 0), ("1500", 1500), ("600000", 600_000)] {
+            let config = parse(&format!("{{\"drainDelay\": {text}}}")).unwrap();
+            assert_eq!(config.rayback.drain_delay, Duration::from_millis(millis));
+        }
+    }
+
+    #[test]
+    fn drain_delay_out_of_bounds_names_the_field() {
+        for bad in ["-1", "600001", "1.5", "\"5s\"", "true"] {
+            let error = parse(&format!("{{\"drainDelay\": {bad}}}")).unwrap_err();
+            assert!(
+                error.contains("rayback.drainDelay"),
+                "{bad}: the error does not name the field: {error}"
+            );
+        }
+        let error = parse("{\"drainDelay\": 600001}").unwrap_err();
+        assert!(error.contains("0..=600000"), "{error}");
+    }
+
+    #[test]
+    fn drain_delay_round_trips_through_print_config() {
+        let config = parse("{\"drainDelay\": 2500}").unwrap();
+        let printed = config.to_v2ray_json();
+        assert_eq!(printed["rayback"]["drainDelay"], 2500);
+        let again = crate::parse_str("printed.json", &printed.to_string())
+            .unwrap()
+            .config;
+        assert_eq!(again.rayback.drain_delay, Duration::from_millis(2500));
+    }
 }

@@ -23,13 +23,13 @@
 //! else.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use rayback_core::{Inbound, InboundContext, Prefixed, Session, Stream, Tag, User};
+use rayback_core::{unmap, Inbound, InboundContext, Prefixed, Session, Stream, Tag, User};
 use rayback_transport::{Accepted, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -368,17 +368,6 @@ async fn read_head(conn: &mut Stream, buffer: &mut BytesMut) -> io::Result<Reque
             }
             Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
         }
-    }
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        IpAddr::V4(_) => addr,
     }
 }
 

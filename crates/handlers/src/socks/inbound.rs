@@ -33,7 +33,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use rayback_core::{Address, Destination, Inbound, InboundContext, Prefixed, Session, Tag, User};
+use rayback_core::{
+    unmap, Address, Destination, Inbound, InboundContext, Prefixed, Session, Tag, User,
+};
 use rayback_transport::{Accepted, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -461,17 +463,6 @@ async fn refuse(conn: &mut rayback_core::Stream, error: SocksError) -> io::Error
         let _ = conn.flush().await;
     }
     io::Error::new(io::ErrorKind::InvalidData, error)
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        IpAddr::V4(_) => addr,
-    }
 }
 
 /// The live UDP sessions, by client and destination.

@@ -394,6 +394,8 @@ pub fn session(case: &Case, source: SocketAddr) -> Session {
         }),
         send_budget: None,
         protocol: None,
+        server: None,
+        peer_reads_source: false,
     }
 }
 

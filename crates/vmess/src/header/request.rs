@@ -16,7 +16,7 @@
 //! | 16 | request body IV |
 //! | 16 | request body key |
 //! | 1 | response auth `V` |
-//! | 1 | options (S 0x01, M 0x04, P 0x08) |
+//! | 1 | options (S 0x01, M 0x04, P 0x08; Rayback only: source 0x40, rekey 0x80) |
 //! | 1 | padding length `P` << 4 ‖ security |
 //! | 1 | reserved (0) |
 //! | 1 | command: 1 TCP, 2 UDP, 3 Mux |
@@ -59,6 +59,15 @@ impl Options {
     /// [`crate::body::rekeyed`]) instead of running out of nonces. Without
     /// the answer (a V2Ray server) nothing changes.
     pub const REKEY: u8 = 0x80;
+    /// Rayback's extension, unknown to V2Ray (which gives meaning to bits
+    /// 0x01–0x10 only): the client (a bridge) reads the visitor's source
+    /// that a Rayback portal may append to Mux.Cool New frames (see
+    /// `rayback_mux::frame`). A Rayback server answers it with the same
+    /// bit in the response option byte and marks the session
+    /// (`Session::peer_reads_source`); whatever it carries, a portal then
+    /// names each public session's source. A V2Ray server neither answers
+    /// nor sends sources, and a V2Ray client never asks.
+    pub const SOURCE: u8 = 0x40;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
