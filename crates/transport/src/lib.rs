@@ -22,6 +22,7 @@ pub mod http;
 pub mod proxy;
 pub mod socket;
 pub mod tls;
+pub mod vnext;
 pub mod ws;
 
 use std::io;

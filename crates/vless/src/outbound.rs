@@ -7,7 +7,7 @@
 //! |---|---|
 //! | command | 0x03 Mux for TCP to `v1.mux.cool` (no address), 0x02 for UDP sessions, 0x01 otherwise |
 //! | addons | empty |
-//! | servers | round robin over `vnext` (or the one the session names: a bridge's tunnel to each portal), a random user of the server; up to 5 attempts with 0/200/400/600/800 ms pauses |
+//! | servers | as 4.34 ([`rayback_transport::vnext`]): round robin, or the server the session names; a random user of the server |
 //! | header flush | with the first payload, or 100 ms after connecting once the stream is read, or on flush |
 //! | response header | read on the first read |
 //!
@@ -22,15 +22,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use rayback_core::{Address, Outbound, Session, Stream};
+use rayback_transport::vnext::{self, Endpoint};
 use rayback_transport::{Conn, Transport};
 
 use crate::header::RequestHeader;
 use crate::metrics::{increment, VlessMetrics};
 use crate::stream::VlessStream;
 use crate::VlessError;
-
-/// Connection attempts per `connect`, and the pause before each.
-const ATTEMPT_PAUSES_MS: [u64; 5] = [0, 200, 400, 600, 800];
 
 /// A user of a `vnext` server (`encryption` is always `none`).
 #[derive(Clone, PartialEq, Eq)]
@@ -68,6 +66,16 @@ pub struct VlessOutboundSettings {
     pub connect_timeout: Duration,
     /// What carries the connections (`streamSettings`).
     pub transport: Arc<Transport>,
+}
+
+impl Endpoint for VlessServer {
+    fn address(&self) -> &Address {
+        &self.address
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 /// A VLESS client.
@@ -108,34 +116,22 @@ impl VlessOutbound {
     ///
     /// Cancelling the future drops any socket being dialled.
     pub async fn connect_stream(&self, session: &Session) -> io::Result<VlessStream<Conn>> {
-        let mut last_error = None;
-        for pause in ATTEMPT_PAUSES_MS {
-            if pause > 0 {
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-            }
-            let index = session.server_index(&self.next_server, self.servers.len());
-            let server = &self.servers[index];
-            match self
-                .transport
-                .dial(&server.address, server.port, self.connect_timeout)
-                .await
-            {
-                Ok(socket) => {
-                    increment(&self.metrics.connections_opened);
-                    let user = &server.users[rand::thread_rng().gen_range(0..server.users.len())];
-                    let mut request = Vec::with_capacity(64);
-                    RequestHeader::for_session(user.id, &session.destination)
-                        .encode(&mut request)
-                        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-                    return Ok(VlessStream::client(socket, request));
-                }
-                Err(error) => {
-                    tracing::debug!(server = %server.address, port = server.port, %error, "vless dial failed");
-                    last_error = Some(error);
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other("no vless server to dial")))
+        let (socket, server) = vnext::dial(
+            &self.transport,
+            &self.servers,
+            session,
+            &self.next_server,
+            self.connect_timeout,
+            "vless",
+        )
+        .await?;
+        increment(&self.metrics.connections_opened);
+        let user = &server.users[rand::thread_rng().gen_range(0..server.users.len())];
+        let mut request = Vec::with_capacity(64);
+        RequestHeader::for_session(user.id, &session.destination)
+            .encode(&mut request)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        Ok(VlessStream::client(socket, request))
     }
 }
 
@@ -146,9 +142,6 @@ impl Outbound for VlessOutbound {
     }
 
     fn servers(&self) -> Vec<String> {
-        self.servers
-            .iter()
-            .map(|server| format!("{}:{}", server.address, server.port))
-            .collect()
+        vnext::names(&self.servers)
     }
 }

@@ -10,7 +10,7 @@
 //! | options | S M P (0x0D) for the AEAD ciphers, S M (0x05) for none; never P without M |
 //! | security | the user's; `auto` resolves by CPU architecture |
 //! | padding / response auth / body key and IV | random per connection |
-//! | servers | round robin over `vnext` (or the one the session names: a bridge's tunnel to each portal), a random user of the server; up to 5 attempts with 0/200/400/600/800 ms pauses |
+//! | servers | as 4.34 ([`rayback_transport::vnext`]): round robin, or the server the session names; a random user of the server |
 //! | header flush | with the first payload, or 100 ms after connecting once the stream is read, or on flush |
 //!
 //! UDP sessions use packet streams ([`rayback_core::packet`]): every packet
@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rand::{Rng, RngCore};
 use rayback_core::{Address, Outbound, Session, Stream};
+use rayback_transport::vnext::{self, Endpoint};
 use rayback_transport::{Conn, Transport};
 
 use crate::body::{BodyFraming, ChunkOpener, ChunkSealer};
@@ -36,9 +37,6 @@ use crate::header::{
 use crate::id::UserId;
 use crate::metrics::{increment, VmessMetrics};
 use crate::stream::VmessStream;
-
-/// Connection attempts per `connect`, and the pause before each.
-const ATTEMPT_PAUSES_MS: [u64; 5] = [0, 200, 400, 600, 800];
 
 /// A user of a `vnext` server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +79,16 @@ struct PreparedServer {
     address: Address,
     port: u16,
     users: Vec<PreparedUser>,
+}
+
+impl Endpoint for PreparedServer {
+    fn address(&self) -> &Address {
+        &self.address
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 /// A VMess client.
@@ -143,30 +151,18 @@ impl VmessOutbound {
     ///
     /// Cancelling the future drops any socket being dialled.
     pub async fn connect_stream(&self, session: &Session) -> io::Result<VmessStream<Conn>> {
-        let mut last_error = None;
-        for pause in ATTEMPT_PAUSES_MS {
-            if pause > 0 {
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-            }
-            let index = session.server_index(&self.next_server, self.servers.len());
-            let server = &self.servers[index];
-            match self
-                .transport
-                .dial(&server.address, server.port, self.connect_timeout)
-                .await
-            {
-                Ok(socket) => {
-                    increment(&self.metrics.connections_opened);
-                    let user = &server.users[rand::thread_rng().gen_range(0..server.users.len())];
-                    return self.wrap(socket, user, session);
-                }
-                Err(error) => {
-                    tracing::debug!(server = %server.address, port = server.port, %error, "vmess dial failed");
-                    last_error = Some(error);
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other("no vmess server to dial")))
+        let (socket, server) = vnext::dial(
+            &self.transport,
+            &self.servers,
+            session,
+            &self.next_server,
+            self.connect_timeout,
+            "vmess",
+        )
+        .await?;
+        increment(&self.metrics.connections_opened);
+        let user = &server.users[rand::thread_rng().gen_range(0..server.users.len())];
+        self.wrap(socket, user, session)
     }
 
     fn wrap(
@@ -239,9 +235,6 @@ impl Outbound for VmessOutbound {
     }
 
     fn servers(&self) -> Vec<String> {
-        self.servers
-            .iter()
-            .map(|server| format!("{}:{}", server.address, server.port))
-            .collect()
+        vnext::names(&self.servers)
     }
 }
