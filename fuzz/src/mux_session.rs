@@ -129,6 +129,7 @@ impl Settings {
                 max_frame_data: pick(byte >> 5, &[16, 256, 4096, 61440]),
                 stall_timeout: STALL,
                 max_packet: V2RAY_MAX_PACKET,
+                large_packets_agreed: None,
             },
             max_sessions: if byte & 0x80 != 0 { 64 } else { 2 },
         }

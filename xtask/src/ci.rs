@@ -47,6 +47,19 @@ const STEPS: &[Step] = &[
         env: &[],
     },
     Step {
+        // `--all-targets` builds every example but runs no doctest.
+        name: "doctests",
+        program: "cargo",
+        args: &["test", "--workspace", "--doc"],
+        env: &[],
+    },
+    Step {
+        name: "example against the real v2ray",
+        program: "cargo",
+        args: &["xtask", "examples"],
+        env: &[],
+    },
+    Step {
         name: "fuzz corpus and regressions replayed (stable)",
         program: "cargo",
         args: &[

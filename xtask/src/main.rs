@@ -9,6 +9,7 @@
 //! | `fuzz [TARGET...] [--seconds N]` | runs the libFuzzer targets of `fuzz/` (nightly, cargo-fuzz) |
 //! | `soak [--only tests\|fuzz] [--fuzz-seconds N]` | the long tier, outside CI: the battery suites in release with `RAYBACK_SOAK=1`, then every fuzz target N s (default 300) |
 //! | `dist [--debug]` | binaries, completions, man pages and systemd units in `target/dist/` |
+//! | `examples` | runs crate examples (config `check`, VMess `fetch`, Mux.Cool `client`) against the real v2ray; skipped without one |
 //!
 //! It is not part of the product: it builds and runs the binaries, the
 //! real `v2ray`, tests and benchmarks.
@@ -17,6 +18,7 @@ mod bench;
 mod ci;
 mod demo;
 mod dist;
+mod examples;
 mod fuzz;
 mod soak;
 mod web;
@@ -32,10 +34,11 @@ fn main() -> Result<()> {
         "ci" => ci::run(&rest),
         "demo" => demo::run(&rest),
         "dist" => dist::run(&rest),
+        "examples" => examples::run(&rest),
         "fuzz" => fuzz::run(&rest),
         "soak" => soak::run(&rest),
         "" | "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...] | fuzz [TARGET...] [--seconds N] | soak [--only tests|fuzz] [--fuzz-seconds N] | dist [--debug]>");
+            println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...] | fuzz [TARGET...] [--seconds N] | soak [--only tests|fuzz] [--fuzz-seconds N] | dist [--debug] | examples>");
             Ok(())
         }
         other => bail!("unknown xtask command {other:?}; try `cargo xtask help`"),

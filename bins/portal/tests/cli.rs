@@ -69,6 +69,22 @@ fn the_uncorrected_seed_snippet_fails_with_file_line_and_column() {
 }
 
 #[test]
+fn a_pasted_non_breaking_space_is_named_with_line_and_column() {
+    let dir = rayback_testkit::TempDir::new("nbsp").expect("temp dir");
+    let path = dir.path.join("config.json");
+    let text = "{\n  \"outbounds\": [\n    \u{A0}{\"protocol\": \"freedom\"}\n  ]\n}\n";
+    std::fs::write(&path, text).expect("config written");
+    let (code, output) = run_test(portal(), &path);
+    assert_eq!(code, 23, "{output}");
+    assert!(
+        output.contains(
+            "config.json:3:5: a non-breaking space (U+00A0) is not JSON whitespace; replace it with a normal space"
+        ),
+        "{output}"
+    );
+}
+
+#[test]
 fn a_config_without_the_role_runs_as_a_plain_proxy_and_says_so() {
     let path = seed("bridge.json");
     let (code, output) = run_test(portal(), &path);

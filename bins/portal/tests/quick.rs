@@ -29,16 +29,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use common::portal_binary;
+use anyhow::{bail, Result};
+use common::{bridge_binary, loopback, portal_binary, print_config, Flagged};
 use rayback_testkit::tls::SelfSigned;
-use rayback_testkit::{
-    free_port, http_get, v2ray_test, wait_for_port, workspace_root, TempDir, V2Ray,
-};
+use rayback_testkit::{free_port, http_get, v2ray_test, workspace_root, TempDir, V2Ray};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -46,65 +44,6 @@ use tokio::net::TcpListener;
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 const ID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
-
-/// A Rayback binary started from flags, killed (by PID) on drop; its
-/// output goes to a file shown when a test fails.
-struct Flagged {
-    child: Child,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Flagged {
-    fn start(binary: &Path, args: &[String]) -> Result<Flagged> {
-        let dir = TempDir::new("quick")?;
-        let log = dir.path.join("output.log");
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(binary)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Flagged {
-            child,
-            log,
-            _dir: dir,
-        })
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Flagged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-static BUILD_BRIDGE: std::sync::Once = std::sync::Once::new();
-
-/// The `bridge` binary, built (or found fresh) once per run: these tests
-/// need its current flags, and `cargo test -p portal` builds only the
-/// portal.
-fn bridge_binary() -> PathBuf {
-    BUILD_BRIDGE.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "bridge"])
-            .status()
-            .expect("cargo build runs");
-        assert!(status.success(), "building the bridge binary failed");
-    });
-    common::bridge_binary()
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 /// A web server on 127.0.0.1 that answers every `GET` with `page`.
 async fn page_server(page: &'static str) -> Result<SocketAddr> {
@@ -275,14 +214,6 @@ impl WsTls {
     }
 }
 
-async fn wait_ports(ports: &[u16], process: &Flagged) {
-    for port in ports {
-        if let Err(error) = wait_for_port(loopback(*port)).await {
-            panic!("{error:#}\n{}", process.output());
-        }
-    }
-}
-
 /// Runs a binary to completion (bounded).
 fn run(binary: &Path, args: &[&str]) -> Output {
     let mut child = Command::new(binary)
@@ -303,21 +234,12 @@ fn run(binary: &Path, args: &[&str]) -> Output {
     child.wait_with_output().expect("output")
 }
 
-fn print_config(binary: &Path, args: &[String]) -> String {
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.push("--print-config");
-    let output = run(binary, &args);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{args:?}: {stderr}");
-    String::from_utf8(output.stdout).expect("UTF-8 JSON")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_service_from_flags_alone() {
     tokio::time::timeout(TEST_LIMIT, async {
         let backend = page_server("the only service\n").await.unwrap();
         let (public, tunnel) = (free_port(), free_port());
-        let portal = Flagged::start(
+        let mut portal = Flagged::start(
             &portal_binary(),
             &[
                 "-tunnel".into(),
@@ -329,7 +251,7 @@ async fn one_service_from_flags_alone() {
             ],
         )
         .unwrap();
-        wait_ports(&[public, tunnel], &portal).await;
+        portal.wait_ports(&[public, tunnel]).await.unwrap();
         let bridge = Flagged::start(
             &bridge_binary(),
             &[
@@ -362,8 +284,8 @@ async fn one_service_from_flags_alone() {
 async fn two_services_pair_in_order() {
     tokio::time::timeout(TEST_LIMIT, async {
         let services = Services::new().await.unwrap();
-        let portal = Flagged::start(&portal_binary(), &services.portal_args()).unwrap();
-        wait_ports(&services.portal_ports(), &portal).await;
+        let mut portal = Flagged::start(&portal_binary(), &services.portal_args()).unwrap();
+        portal.wait_ports(&services.portal_ports()).await.unwrap();
         let bridge = Flagged::start(&bridge_binary(), &services.bridge_args()).unwrap();
         services
             .check("Rayback portal + Rayback bridge", || {
@@ -380,7 +302,7 @@ async fn two_services_pair_in_order() {
 async fn v2ray_runs_the_printed_portal() {
     tokio::time::timeout(TEST_LIMIT, async {
         let services = Services::new().await.unwrap();
-        let config = print_config(&portal_binary(), &services.portal_args());
+        let config = print_config(&portal_binary(), &services.portal_args()).unwrap();
         let _portal = V2Ray::start_text(&config, &services.portal_ports())
             .await
             .unwrap();
@@ -400,9 +322,9 @@ async fn v2ray_runs_the_printed_portal() {
 async fn v2ray_runs_the_printed_bridge() {
     tokio::time::timeout(TEST_LIMIT, async {
         let services = Services::new().await.unwrap();
-        let portal = Flagged::start(&portal_binary(), &services.portal_args()).unwrap();
-        wait_ports(&services.portal_ports(), &portal).await;
-        let config = print_config(&bridge_binary(), &services.bridge_args());
+        let mut portal = Flagged::start(&portal_binary(), &services.portal_args()).unwrap();
+        portal.wait_ports(&services.portal_ports()).await.unwrap();
+        let config = print_config(&bridge_binary(), &services.bridge_args()).unwrap();
         let _bridge = V2Ray::start_text(&config, &[]).await.unwrap();
         services
             .check("Rayback portal + v2ray bridge (printed)", || {
@@ -420,8 +342,11 @@ async fn ws_and_tls_from_flags_alone() {
     let bridge_binary = bridge_binary();
     tokio::time::timeout(TEST_LIMIT, async {
         let setup = WsTls::new().await.unwrap();
-        let portal = Flagged::start(&portal_binary(), &setup.portal_args()).unwrap();
-        wait_ports(&[setup.public, setup.tunnel], &portal).await;
+        let mut portal = Flagged::start(&portal_binary(), &setup.portal_args()).unwrap();
+        portal
+            .wait_ports(&[setup.public, setup.tunnel])
+            .await
+            .unwrap();
         let bridge = Flagged::start(&bridge_binary, &setup.bridge_args(true)).unwrap();
         setup
             .check("quick portal + quick bridge over ws+tls", || {
@@ -443,15 +368,15 @@ async fn printed_ws_and_tls_configs_pass_v2ray_test() {
     let configs = [
         (
             "portal",
-            print_config(&portal_binary(), &setup.portal_args()),
+            print_config(&portal_binary(), &setup.portal_args()).unwrap(),
         ),
         (
             "bridge",
-            print_config(&bridge_binary(), &setup.bridge_args(true)),
+            print_config(&bridge_binary(), &setup.bridge_args(true)).unwrap(),
         ),
         (
             "bridge",
-            print_config(&bridge_binary(), &setup.bridge_args(false)),
+            print_config(&bridge_binary(), &setup.bridge_args(false)).unwrap(),
         ),
     ];
     for (role, config) in &configs {
@@ -511,9 +436,12 @@ async fn v2ray_runs_the_printed_ws_and_tls_bridge() {
     tokio::time::timeout(TEST_LIMIT, async {
         for server_name in [true, false] {
             let setup = WsTls::new().await.unwrap();
-            let portal = Flagged::start(&portal_binary(), &setup.portal_args()).unwrap();
-            wait_ports(&[setup.public, setup.tunnel], &portal).await;
-            let config = print_config(&bridge_binary, &setup.bridge_args(server_name));
+            let mut portal = Flagged::start(&portal_binary(), &setup.portal_args()).unwrap();
+            portal
+                .wait_ports(&[setup.public, setup.tunnel])
+                .await
+                .unwrap();
+            let config = print_config(&bridge_binary, &setup.bridge_args(server_name)).unwrap();
             let _bridge = V2Ray::start_text(&config, &[]).await.unwrap();
             setup
                 .check(
@@ -534,7 +462,7 @@ async fn v2ray_runs_the_printed_ws_and_tls_portal() {
     let bridge_binary = bridge_binary();
     tokio::time::timeout(TEST_LIMIT, async {
         let setup = WsTls::new().await.unwrap();
-        let config = print_config(&portal_binary(), &setup.portal_args());
+        let config = print_config(&portal_binary(), &setup.portal_args()).unwrap();
         let _portal = V2Ray::start_text(&config, &[setup.public, setup.tunnel])
             .await
             .unwrap();

@@ -1,11 +1,4 @@
-//! The application: turns a configuration into running inbounds, a router,
-//! outbounds and the reverse proxy's bridges and portals, and runs them
-//! until told to stop.
-//!
-//! This is the only crate where configuration becomes components
-//! ([`build`]); the binaries only parse flags ([`cli`]) and call [`run`].
-//! The [`dispatcher`] is the router plus the outbounds: every inbound,
-//! every bridge and every mux server hands its sessions to it.
+#![doc = include_str!("../README.md")]
 
 pub mod access;
 pub mod build;

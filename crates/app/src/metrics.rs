@@ -8,6 +8,12 @@
 //! message) and VMess handshake failures are read from their owners when
 //! scraped.
 //!
+//! `/status` is also what the status page (`/`, [`crate::endpoint`])
+//! polls, so it carries what the page shows: per bridge and per portal
+//! tunnel sessions, bytes, ages, reconnects and control ages; counters by
+//! tag; handshake failures by reason. It never names a user: every string
+//! in it goes through [`mask_uuids`], as a UUID prints in the logs.
+//!
 //! The health answers for load balancers are here too: `/live` (the
 //! process serves) and `/ready` ([`not_ready`]: every portal holds a
 //! usable bridge tunnel, every bridge holds a tunnel, and the process is
@@ -488,7 +494,34 @@ pub fn ready_text(sources: &Sources<'_>) -> (bool, String) {
     }
 }
 
+/// The counters of each tag on one side, for `/status`.
+fn tag_json(tagged: &Tagged) -> Vec<serde_json::Value> {
+    tagged
+        .snapshot()
+        .into_iter()
+        .map(|(tag, counters)| {
+            serde_json::json!({
+                "tag": tag,
+                "sessions_open": counters.open(),
+                "sessions_total": counters.sessions_total.load(Ordering::Relaxed),
+                "bytes_up": counters.bytes_up.load(Ordering::Relaxed),
+                "bytes_down": counters.bytes_down.load(Ordering::Relaxed),
+            })
+        })
+        .collect()
+}
+
 /// The `/status` document.
+///
+/// Besides the fields `/status` always had, each bridge has `sessions`,
+/// `reconnects`, `dial_failures`, `bytes_up`, `bytes_down` (its tunnels'
+/// carrier bytes, ended tunnels included) and per portal `up_seconds`,
+/// `sessions`, `reconnects`, `bytes_up`, `bytes_down`; each portal has
+/// `tunnels`, `sessions`, `bytes_up`, `bytes_down`, `no_bridge_refusals`
+/// and per tunnel `sessions`, `bytes_up`, `bytes_down`. Up is toward the
+/// service behind the bridge. `inbounds` and `outbounds` hold the
+/// counters by tag, `vmess` and `vless` the handshakes and their failures
+/// by reason.
 pub fn status_json(sources: &Sources<'_>) -> serde_json::Value {
     let bridges: Vec<_> = sources
         .bridges
@@ -501,10 +534,20 @@ pub fn status_json(sources: &Sources<'_>) -> serde_json::Value {
                 "connections": status.connections,
                 "dials": status.dials,
                 "control_age_seconds": status.since_control.map(|age| age.as_secs_f64()),
+                "sessions": status.sessions,
+                "reconnects": status.reconnects,
+                "dial_failures": status.dial_failures,
+                "bytes_up": status.bytes_up,
+                "bytes_down": status.bytes_down,
                 "portals": status.portals.iter().map(|portal| serde_json::json!({
                     "portal": portal.name,
                     "connections": portal.connections,
                     "control_age_seconds": portal.since_control.map(|age| age.as_secs_f64()),
+                    "up_seconds": portal.up_for.map(|age| age.as_secs_f64()),
+                    "sessions": portal.sessions,
+                    "reconnects": portal.reconnects,
+                    "bytes_up": portal.bytes_up,
+                    "bytes_down": portal.bytes_down,
                 })).collect::<Vec<_>>(),
             })
         })
@@ -513,9 +556,9 @@ pub fn status_json(sources: &Sources<'_>) -> serde_json::Value {
         .portals
         .iter()
         .map(|portal| {
-            let tunnels: Vec<_> = portal
-                .tunnels()
-                .into_iter()
+            let statuses = portal.tunnels();
+            let tunnels: Vec<_> = statuses
+                .iter()
                 .map(|tunnel| {
                     serde_json::json!({
                         "peer": tunnel.peer.map(|peer| peer.to_string()),
@@ -523,6 +566,9 @@ pub fn status_json(sources: &Sources<'_>) -> serde_json::Value {
                         "streams_open": tunnel.active_sessions,
                         "streams_total": tunnel.total_sessions,
                         "draining": tunnel.draining,
+                        "sessions": tunnel.sessions,
+                        "bytes_up": tunnel.bytes_up,
+                        "bytes_down": tunnel.bytes_down,
                     })
                 })
                 .collect();
@@ -530,14 +576,158 @@ pub fn status_json(sources: &Sources<'_>) -> serde_json::Value {
                 "tag": portal.settings().tag.as_str(),
                 "domain": portal.settings().domain,
                 "bridges": tunnels,
+                "tunnels": statuses.len(),
+                "sessions": statuses.iter().map(|tunnel| tunnel.sessions).sum::<usize>(),
+                "bytes_up": portal.bytes().up(),
+                "bytes_down": portal.bytes().down(),
+                "no_bridge_refusals": portal.no_bridge_refusals(),
             })
         })
         .collect();
-    serde_json::json!({
+    let vmess = sources.vmess;
+    let vmess_failures: serde_json::Map<String, serde_json::Value> = FailureReason::ALL
+        .iter()
+        .map(|reason| (reason.as_str().to_owned(), vmess.failures(*reason).into()))
+        .collect();
+    let vless = rayback_vless::VlessMetrics::process();
+    let vless_failures: serde_json::Map<String, serde_json::Value> =
+        rayback_vless::FailureReason::ALL
+            .iter()
+            .map(|reason| (reason.as_str().to_owned(), vless.failures(*reason).into()))
+            .collect();
+    let mut status = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": sources.metrics.uptime().as_secs_f64(),
         "ready": not_ready(sources).is_empty(),
         "draining": sources.metrics.is_draining(),
         "bridges": bridges,
         "portals": portals,
-    })
+        "inbounds": tag_json(&sources.metrics.inbounds),
+        "outbounds": tag_json(&sources.metrics.outbounds),
+        "vmess": {
+            "handshakes": vmess.handshakes_accepted.load(Ordering::Relaxed),
+            "handshake_failures": vmess_failures,
+            "peer_nonce_wraps": vmess.peer_nonce_wraps.load(Ordering::Relaxed),
+            "send_budget_exhausted": vmess.send_budget_exhausted.load(Ordering::Relaxed),
+        },
+        "vless": {
+            "handshakes": vless.handshakes_accepted.load(Ordering::Relaxed),
+            "handshake_failures": vless_failures,
+            "fallbacks": vless.fallbacks.load(Ordering::Relaxed),
+        },
+    });
+    mask_strings(&mut status);
+    status
+}
+
+/// Masks every UUID in every string of `value` (see [`mask_uuids`]).
+fn mask_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(masked) = mask_uuids(text) {
+                *text = masked;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_strings),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(mask_strings),
+        _ => {}
+    }
+}
+
+/// `text` with every hyphenated UUID (8-4-4-4-12 hex digits) shown as the
+/// logs show a user ID (`rayback_config::VmessId`): its first and last
+/// four hex digits, `2784…4b6b`. A tag or domain that happens to be a
+/// user's ID then does not publish it.
+pub fn mask_uuids(text: &str) -> std::borrow::Cow<'_, str> {
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    const LEN: usize = 36;
+    let bytes = text.as_bytes();
+    let is_uuid_at = |start: usize| {
+        let Some(candidate) = bytes.get(start..start + LEN) else {
+            return false;
+        };
+        let mut at = 0;
+        for (index, group) in GROUPS.iter().enumerate() {
+            if index > 0 {
+                if candidate[at] != b'-' {
+                    return false;
+                }
+                at += 1;
+            }
+            if !candidate[at..at + group].iter().all(u8::is_ascii_hexdigit) {
+                return false;
+            }
+            at += group;
+        }
+        true
+    };
+    let Some(first) = (0..bytes.len()).find(|&start| is_uuid_at(start)) else {
+        return std::borrow::Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..first]);
+    let mut at = first;
+    while at < bytes.len() {
+        if is_uuid_at(at) {
+            let hex: String = text[at..at + LEN]
+                .chars()
+                .filter(|c| *c != '-')
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            out.push_str(&hex[..4]);
+            out.push('…');
+            out.push_str(&hex[28..]);
+            at += LEN;
+        } else {
+            // Hex digits and hyphens are ASCII, so a UUID starts on a char
+            // boundary: copy one whole char.
+            let next = text[at..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&text[at..at + next]);
+            at += next;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_print_as_the_logs_print_them() {
+        let id = "27848739-7E62-4138-9fd3-098a63964b6b";
+        assert_eq!(mask_uuids(id), "2784…4b6b");
+        assert_eq!(
+            mask_uuids(&format!("tag-{id}.example ≠ {id}")),
+            "tag-2784…4b6b.example ≠ 2784…4b6b"
+        );
+        for plain in [
+            "portal",
+            "rayback.internal",
+            "127.0.0.1:1024",
+            "",
+            "é-27848739-7e62",
+        ] {
+            assert!(
+                matches!(mask_uuids(plain), std::borrow::Cow::Borrowed(_)),
+                "{plain}"
+            );
+        }
+        // The masked form agrees with the configuration's Debug/Display.
+        let vmess = rayback_config::VmessId(id.parse().unwrap());
+        assert_eq!(mask_uuids(id), vmess.to_string());
+    }
+
+    #[test]
+    fn status_json_masks_every_string() {
+        let mut value = serde_json::json!({
+            "a": ["x 27848739-7e62-4138-9fd3-098a63964b6b y", 1],
+            "b": {"c": "27848739-7e62-4138-9fd3-098a63964b6b"},
+        });
+        mask_strings(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"a": ["x 2784…4b6b y", 1], "b": {"c": "2784…4b6b"}})
+        );
+    }
 }

@@ -73,6 +73,9 @@ pub struct Running {
     metrics_endpoint: Option<SocketAddr>,
     /// What the metrics endpoint reads; replaced on reload.
     published: Arc<RwLock<Published>>,
+    /// `rayback.metricsAuth`, published with the rest (a reload's new
+    /// credentials apply to the next request).
+    metrics_auth: Option<rayback_config::MetricsAuth>,
 }
 
 impl Running {
@@ -124,6 +127,7 @@ impl Running {
             vmess: self.kept.vmess_metrics.clone(),
             bridges: self.bridges(),
             portals: self.portals.clone(),
+            auth: self.metrics_auth.clone(),
         }
     }
 
@@ -210,6 +214,7 @@ impl Running {
         }
         self.portals = built.portals;
         self.kept = built.kept;
+        self.metrics_auth = config.rayback.metrics_auth.clone();
         *self.published.write().expect("not poisoned") = self.snapshot();
         Ok(summary)
     }
@@ -366,6 +371,7 @@ pub async fn start(config: &Config) -> Result<Running> {
         kept: built.kept,
         metrics_endpoint: None,
         published: Arc::new(RwLock::new(Published::default())),
+        metrics_auth: config.rayback.metrics_auth.clone(),
     };
     *running.published.write().expect("not poisoned") = running.snapshot();
     if let Some(addr) = config.rayback.metrics {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rayback_app::{start, Running};
 use rayback_config::parse_str;
+use rayback_testkit::gauge::with_metrics_endpoint;
 use rayback_testkit::traffic::echo_piece;
 use rayback_testkit::{
     backend, echo_many, free_port, http_get, seed_configs, SeedPorts, BACKEND_PAGE,
@@ -22,15 +23,6 @@ use tokio::net::TcpStream;
 async fn rayback(name: &str, text: &str) -> Running {
     let config = parse_str(name, text).unwrap().config;
     start(&config).await.unwrap()
-}
-
-/// The portal config with a metrics endpoint added.
-fn with_metrics(portal: &str, metrics: SocketAddr) -> String {
-    let at = portal.rfind('}').unwrap();
-    format!(
-        "{},\n  \"rayback\": {{\"metrics\": \"{metrics}\"}}\n}}\n",
-        portal[..at].trim_end()
-    )
 }
 
 async fn wait_serving(public: SocketAddr) {
@@ -120,7 +112,11 @@ async fn metrics_count_bytes_and_connections_during_a_transfer() {
     };
     let (bridge_config, portal_config) = seed_configs(ports).unwrap();
     let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let portal = rayback("portal.json", &with_metrics(&portal_config, metrics_addr)).await;
+    let portal = rayback(
+        "portal.json",
+        &with_metrics_endpoint(&portal_config, metrics_addr),
+    )
+    .await;
     let bridge = rayback("bridge.json", &bridge_config).await;
     let public = SocketAddr::from(([127, 0, 0, 1], ports.public));
     wait_serving(public).await;

@@ -1,9 +1,19 @@
-//! Loads configuration files the way the Rayback binaries do and prints the
-//! verdict, the warnings, and optionally the merged config as V2Ray JSON.
+//! Loads V2Ray configuration files the way the Rayback binaries do, checks
+//! them, and prints the verdict, the warnings, and optionally the merged
+//! config as V2Ray JSON: Rayback's `v2ray -test -config FILE`.
 //!
-//! `cargo run -p rayback-config --example check -- [--print] [--repeat N] FILE...`
-//! (several files merge like `v2ray -config a -config b`; `--repeat N`
-//! parses N times and prints the mean time per parse).
+//! ```text
+//! cargo run -p rayback-config --example check -- [--print] [--repeat N] FILE...
+//! cargo run -p rayback-config --example check -- config-examples/seed/portal.json
+//! ```
+//!
+//! Any V2Ray 4.34 JSON (comments allowed) or TOML file will do; several
+//! files merge like `v2ray -config a -config b`, and `-` reads standard
+//! input. It prints "Configuration OK." and exits 0, or prints the error
+//! (file, JSON path or line and column) and exits 23, as v2ray does.
+//! `--print` prints the merged config as V2Ray JSON instead; `--repeat N`
+//! parses N times and prints the mean time per parse. `cargo xtask
+//! examples` runs it on the config it then starts the real v2ray with.
 
 use std::process::ExitCode;
 

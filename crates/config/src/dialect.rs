@@ -256,11 +256,140 @@ pub(crate) fn strip_comments(text: &str) -> String {
 pub(crate) fn parse_json(name: &str, text: &str) -> Result<Node, ConfigError> {
     let stripped = strip_comments(text);
     serde_json::from_str::<Node>(&stripped).map_err(|error| {
+        let error_offset = offset_of(&stripped, error.line(), error.column());
+        // serde_json stops at the first look-alike outside a string; one
+        // at (or just before) where it stopped is the cause, named here
+        // instead of "expected value".
+        if let Some((offset, look_alike)) = first_look_alike(&stripped) {
+            if offset <= error_offset + look_alike.character.len_utf8() {
+                let (line, column) = line_column(text, offset);
+                return syntax_error(name, text, line, column, look_alike.message(offset));
+            }
+        }
         let message = error.to_string();
         let suffix = format!(" at line {} column {}", error.line(), error.column());
         let message = message.strip_suffix(&suffix).unwrap_or(&message).to_owned();
         syntax_error(name, text, error.line(), error.column(), message)
     })
+}
+
+/// A character that passes for JSON syntax on a web page (a space, a
+/// quote) but is none, so a configuration copied from a page fails on
+/// something the person cannot see.
+struct LookAlike {
+    character: char,
+    /// What to call it: "a non-breaking space".
+    name: &'static str,
+    /// What it is mistaken for.
+    kind: LookAlikeKind,
+}
+
+enum LookAlikeKind {
+    /// Looks like a space: replace it with one.
+    Space,
+    /// Shows as nothing: delete it.
+    Invisible,
+    /// Looks like `"`: replace it with one.
+    Quote,
+}
+
+const LOOK_ALIKES: &[LookAlike] = &[
+    LookAlike {
+        character: '\u{00A0}',
+        name: "a non-breaking space",
+        kind: LookAlikeKind::Space,
+    },
+    LookAlike {
+        character: '\u{202F}',
+        name: "a narrow non-breaking space",
+        kind: LookAlikeKind::Space,
+    },
+    LookAlike {
+        character: '\u{3000}',
+        name: "an ideographic space",
+        kind: LookAlikeKind::Space,
+    },
+    LookAlike {
+        character: '\u{200B}',
+        name: "a zero-width space",
+        kind: LookAlikeKind::Invisible,
+    },
+    LookAlike {
+        character: '\u{FEFF}',
+        name: "a byte order mark",
+        kind: LookAlikeKind::Invisible,
+    },
+    LookAlike {
+        character: '\u{201C}',
+        name: "a curly quote",
+        kind: LookAlikeKind::Quote,
+    },
+    LookAlike {
+        character: '\u{201D}',
+        name: "a curly quote",
+        kind: LookAlikeKind::Quote,
+    },
+];
+
+impl LookAlike {
+    /// The syntax error's message for this character at byte `offset`.
+    fn message(&self, offset: usize) -> String {
+        let named = format!("{} (U+{:04X})", self.name, u32::from(self.character));
+        match self.kind {
+            // V2Ray rejects a leading BOM too; editors call the fix "UTF-8
+            // without BOM".
+            LookAlikeKind::Invisible if self.character == '\u{FEFF}' && offset == 0 => {
+                format!("{named} starts the file; save it as UTF-8 without a BOM")
+            }
+            LookAlikeKind::Space => {
+                format!("{named} is not JSON whitespace; replace it with a normal space")
+            }
+            LookAlikeKind::Invisible => format!("{named} is not JSON whitespace; delete it"),
+            LookAlikeKind::Quote => {
+                format!("{named} is not a JSON quote; replace it with a straight quote (\")")
+            }
+        }
+    }
+}
+
+/// The byte offset and kind of the first look-alike outside a `"…"`
+/// string of comment-free JSON `text` (inside a string it is content).
+fn first_look_alike(text: &str) -> Option<(usize, &'static LookAlike)> {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (offset, character) in text.char_indices() {
+        if in_string {
+            match (escaped, character) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if character == '"' {
+            in_string = true;
+            continue;
+        }
+        if let Some(look_alike) = LOOK_ALIKES
+            .iter()
+            .find(|look_alike| look_alike.character == character)
+        {
+            return Some((offset, look_alike));
+        }
+    }
+    None
+}
+
+/// The byte offset of 1-based `line` and byte `column` in `text`
+/// (serde_json's way of counting; column 0 means before the line).
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    (line_start + column.saturating_sub(1)).min(text.len())
 }
 
 /// Parses TOML into the same tree. TOML reports a byte span, which becomes
@@ -400,6 +529,67 @@ mod tests {
             shown.ends_with("    {\"é\": 1 x}\n            ^"),
             "{shown:?}"
         );
+    }
+
+    #[test]
+    fn look_alikes_are_named_where_they_are() {
+        for (character, message) in [
+            ('\u{00A0}', "a non-breaking space (U+00A0) is not JSON whitespace; replace it with a normal space"),
+            ('\u{202F}', "a narrow non-breaking space (U+202F) is not JSON whitespace; replace it with a normal space"),
+            ('\u{3000}', "an ideographic space (U+3000) is not JSON whitespace; replace it with a normal space"),
+            ('\u{200B}', "a zero-width space (U+200B) is not JSON whitespace; delete it"),
+            ('\u{FEFF}', "a byte order mark (U+FEFF) is not JSON whitespace; delete it"),
+            ('\u{201C}', "a curly quote (U+201C) is not a JSON quote; replace it with a straight quote (\")"),
+        ] {
+            // Before a value, a key, a comma and after the last value: each
+            // place serde_json stops differently.
+            for (text, line, column) in [
+                (format!("{{\n  \"a\":{character}1}}"), 2, 7),
+                (format!("{{\n{character}\"a\": 1}}"), 2, 1),
+                (format!("{{\"a\": 1{character}, \"b\": 2}}"), 1, 8),
+                (format!("{{\"a\": tr{character}ue}}"), 1, 9),
+                (format!("{{}}\n{character}"), 2, 1),
+            ] {
+                let error = parse_json("x.json", &text).expect_err(&text);
+                assert_eq!(error.position(), Some((line, column)), "{text:?}: {error}");
+                let shown = error.to_string();
+                let first = shown.lines().next().unwrap();
+                assert_eq!(first, format!("x.json:{line}:{column}: {message}"), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_named() {
+        let error = parse_json("x.json", "\u{FEFF}{}").expect_err("BOM");
+        assert!(
+            error.to_string().starts_with(
+                "x.json:1:1: a byte order mark (U+FEFF) starts the file; save it as UTF-8 without a BOM"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn look_alikes_in_strings_and_comments_are_content() {
+        let text = "{\"a\": \"x\u{00A0}y \\\" \u{201C}\u{FEFF}\"} // \u{00A0}\n";
+        let node = parse_json("x.json", text).expect("parses");
+        assert_eq!(
+            node,
+            Node::Object(vec![(
+                "a".into(),
+                Node::String("x\u{00A0}y \" \u{201C}\u{FEFF}".into())
+            )])
+        );
+        // An earlier, different error keeps its own message.
+        let error = parse_json("x.json", "{\"a\": 1,,\n \u{00A0}}").expect_err("bad");
+        assert!(
+            error
+                .to_string()
+                .starts_with("x.json:1:9: key must be a string"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("U+00A0"), "{error}");
     }
 
     #[test]

@@ -477,6 +477,9 @@ fn rayback(extras: &RaybackExtras) -> Value {
     if let Some(metrics) = extras.metrics {
         object.insert("metrics".into(), json!(metrics.to_string()));
     }
+    if let Some(auth) = &extras.metrics_auth {
+        object.insert("metricsAuth".into(), json!(auth.to_text()));
+    }
     object.insert(
         "noBridgeWait".into(),
         json!(extras.no_bridge_wait.as_millis() as u64),

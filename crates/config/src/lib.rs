@@ -1,30 +1,4 @@
-//! V2Ray 4.34 configuration: JSON (with comments) and TOML into typed,
-//! validated structs.
-//!
-//! `config` sits beside `routing`, `handlers` and the rest under `app` in
-//! ARCHITECTURE.md's picture and depends only on `core` (whose value types,
-//! such as `Network`, `Tag` and the domain strategies, it parses into). It reads
-//! text (the only IO is [`load_file`], which reads a file or standard
-//! input, and the certificate and key files a `tlsSettings` names, read
-//! while building) and returns a [`Config`] plus [`Warning`]s; it starts nothing and
-//! compiles no matcher (domain, IP and port syntax is the `routing` crate's).
-//!
-//! ```text
-//! Source (text) ──dialect──▶ ordered tree ──build (merge, validate)──▶ Config + warnings
-//!                                                   Config ──emit──▶ V2Ray JSON
-//! ```
-//!
-//! What it accepts is what V2Ray 4.34 accepts (see spec/routing-and-handlers.md
-//! §1–§11): comments, case-insensitive keys, string lists, several files
-//! merged like `v2ray -config a -config b`, the deprecated forms. What V2Ray
-//! rejects is rejected with a message naming the file and the JSON path (or
-//! line and column). What V2Ray has and Rayback lacks (other protocols,
-//! transports other than TCP and WebSocket, ...) is rejected as
-//! [`ConfigError::Unsupported`], never silently ignored.
-//!
-//! Rayback-only keys, ignored by V2Ray so files stay valid for both: the
-//! top-level `rayback` object ([`RaybackExtras`]) and a portal's
-//! `controlDomain` ([`ControlDomain`]).
+#![doc = include_str!("../README.md")]
 
 mod build;
 mod dialect;

@@ -561,6 +561,10 @@ pub enum BufferSize {
 pub struct RaybackExtras {
     /// Where to serve Prometheus `/metrics`; `None` = no endpoint.
     pub metrics: Option<SocketAddr>,
+    /// HTTP basic auth for the status page, `/status` and `/metrics`
+    /// (`metricsAuth`, `"user:password"`); `None` = open. `/live` and
+    /// `/ready` stay open either way.
+    pub metrics_auth: Option<MetricsAuth>,
     /// How long a public connection at a portal waits for a bridge
     /// connection before it is closed (`noBridgeWait`, ms; default 2000).
     pub no_bridge_wait: Duration,
@@ -578,11 +582,63 @@ impl Default for RaybackExtras {
     fn default() -> RaybackExtras {
         RaybackExtras {
             metrics: None,
+            metrics_auth: None,
             no_bridge_wait: Duration::from_millis(2000),
             drain_delay: Duration::ZERO,
             workers: 0,
             limits: Limits::default(),
         }
+    }
+}
+
+/// `rayback.metricsAuth` and `--metrics-auth`: `user:password` for HTTP
+/// basic auth on the metrics listener. Split at the first colon, as RFC
+/// 7617 does (a user has no colon; a password may). `Debug` hides the
+/// password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl MetricsAuth {
+    /// The `user:password` text, as written in a configuration.
+    pub fn to_text(&self) -> String {
+        format!("{}:{}", self.user, self.password)
+    }
+}
+
+impl std::str::FromStr for MetricsAuth {
+    type Err = String;
+
+    /// Parses `user:password`; the error says what is wrong without
+    /// repeating the value (it holds a password).
+    fn from_str(text: &str) -> Result<MetricsAuth, String> {
+        let Some((user, password)) = text.split_once(':') else {
+            return Err("expected user:password (no colon found)".to_owned());
+        };
+        if user.is_empty() {
+            return Err("expected user:password (the user is empty)".to_owned());
+        }
+        if password.is_empty() {
+            return Err("expected user:password (the password is empty)".to_owned());
+        }
+        if text.chars().any(char::is_control) {
+            return Err("expected user:password (control characters are not allowed)".to_owned());
+        }
+        Ok(MetricsAuth {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+}
+
+impl fmt::Debug for MetricsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsAuth")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
     }
 }
 

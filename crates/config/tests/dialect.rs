@@ -195,6 +195,32 @@ fn missing_comma_names_line_and_column() {
 }
 
 #[test]
+fn a_non_breaking_space_pasted_from_a_web_page_is_named() {
+    // Line 3 is indented with two spaces, two non-breaking spaces (as a
+    // web page renders `&nbsp;`) and a space: the first NBSP is column 3.
+    // Columns count bytes from 1, like every syntax error's; the
+    // indentation before it is ASCII, so this is also the character.
+    let text = "{\n  \"outbounds\": [\n  \u{A0}\u{A0} {\"protocol\": \"freedom\"}\n  ]\n}\n";
+    let error = parse_str("config.json", text).expect_err("NBSP outside a string");
+    assert!(error.is_syntax());
+    assert_eq!(error.position(), Some((3, 3)));
+    assert_eq!(
+        error.to_string(),
+        "config.json:3:3: a non-breaking space (U+00A0) is not JSON whitespace; \
+         replace it with a normal space\n      \u{A0}\u{A0} {\"protocol\": \"freedom\"}\n      ^"
+    );
+
+    // Inside a string it is just a character of the value.
+    let loaded = load(
+        "{\n  \"outbounds\": [\n    {\"protocol\": \"freedom\", \"tag\": \"out\u{A0}1\"}\n  ]\n}\n",
+    );
+    assert_eq!(
+        loaded.config.outbounds[0].tag.as_ref().map(Tag::as_str),
+        Some("out\u{A0}1")
+    );
+}
+
+#[test]
 fn empty_and_truncated_texts_are_syntax_errors() {
     assert!(parse_str("e.json", "").expect_err("empty").is_syntax());
     assert!(parse_str("e.json", "{\"outbounds\": [")

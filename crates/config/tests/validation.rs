@@ -386,6 +386,88 @@ fn bridge_wiring_is_checked() {
     ));
 }
 
+/// The one bridge-wiring warning of `loaded`, as printed.
+fn bridge_routing_warning(loaded: &Loaded) -> String {
+    let found: Vec<String> = loaded
+        .warnings
+        .iter()
+        .filter(|warning| warning.kind == WarningKind::BridgeRouting)
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    found[0].clone()
+}
+
+#[test]
+fn bridge_wiring_warnings_name_only_what_is_missing() {
+    let catch_all = r#"{"type": "field", "inboundTag": ["bridge"], "outboundTag": "out"}"#;
+    let tunnel = |entry: &str| {
+        format!(
+            r#"{{"type": "field", "inboundTag": ["bridge"], "domain": ["{entry}"], "outboundTag": "tunnel"}}"#
+        )
+    };
+    let other = r#"{"type": "field", "inboundTag": ["elsewhere"], "outboundTag": "out"}"#;
+
+    // Neither rule: both are asked for, in order.
+    assert_eq!(
+        bridge_routing_warning(&load(&bridge_config(other))),
+        "v.json: reverse.bridges[0]: no routing rule sends the bridge's own connections \
+         (inboundTag \"bridge\", domain full:t.example) to the portal; add a rule \
+         {inboundTag: [\"bridge\"], domain: [\"full:t.example\"]} to the outbound that reaches \
+         the portal, followed by {inboundTag: [\"bridge\"]} to the local service"
+    );
+
+    // Only the catch-all: only the domain rule is asked for, before it.
+    assert_eq!(
+        bridge_routing_warning(&load(&bridge_config(&format!("{other}, {catch_all}")))),
+        "v.json: reverse.bridges[0]: no routing rule sends the bridge's own connections \
+         (inboundTag \"bridge\", domain full:t.example) to the portal; add a rule \
+         {inboundTag: [\"bridge\"], domain: [\"full:t.example\"]} to the outbound that reaches \
+         the portal, before the catch-all rule routing.rules[1]"
+    );
+
+    // Only the domain rule, in each spelling that matches the domain:
+    // only the catch-all is asked for, after it.
+    for entry in ["full:t.example", "domain:t.example", "t.example"] {
+        assert_eq!(
+            bridge_routing_warning(&load(&bridge_config(&tunnel(entry)))),
+            format!(
+                "v.json: reverse.bridges[0]: no catch-all rule routes the bridge's sessions \
+                 (inboundTag \"bridge\"); they go to the default outbound; add a rule \
+                 {{inboundTag: [\"bridge\"]}} to the local service after routing.rules[0] \
+                 (the rule for domain {entry})"
+            )
+        );
+    }
+
+    // Both, in the wrong order: only the order is wrong.
+    assert_eq!(
+        bridge_routing_warning(&load(&bridge_config(&format!(
+            "{catch_all}, {other}, {}",
+            tunnel("domain:t.example")
+        )))),
+        "v.json: reverse.bridges[0]: the catch-all rule for inboundTag \"bridge\" comes before \
+         the rule for domain domain:t.example, so the bridge cannot reach the portal; move \
+         routing.rules[0] after routing.rules[2]"
+    );
+
+    // Legacy nesting names the rules where they are.
+    let legacy = bridge_config("").replace(
+        r#""routing": {"rules": []}"#,
+        &format!(
+            r#""routing": {{"settings": {{"rules": [{}]}}}}"#,
+            tunnel("full:t.example")
+        ),
+    );
+    assert_eq!(
+        bridge_routing_warning(&load(&legacy)),
+        "v.json: reverse.bridges[0]: no catch-all rule routes the bridge's sessions \
+         (inboundTag \"bridge\"); they go to the default outbound; add a rule \
+         {inboundTag: [\"bridge\"]} to the local service after routing.settings.rules[0] \
+         (the rule for domain full:t.example)"
+    );
+}
+
 // ---------------------------------------------------------------- vmess
 
 #[test]

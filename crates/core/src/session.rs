@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::address::Destination;
@@ -77,12 +77,101 @@ pub struct Session {
     /// when the caller picks: a bridge keeps a tunnel to every portal its
     /// tunnel outbound lists. `None`: the outbound's own choice.
     pub server: Option<usize>,
-    /// The peer that opened this connection reads the visitor's source in
-    /// Mux.Cool New frames (a Rayback-only extension it asked for in its
-    /// VMess request). A portal adopting the connection as a tunnel then
-    /// sends each public session's source; a V2Ray peer never asks.
-    pub peer_reads_source: bool,
+    /// The Rayback-only extensions the peer that opened this connection
+    /// asked for and the inbound agreed to (in its VMess request): a
+    /// portal adopting the connection as a tunnel then sends each public
+    /// session's source ([`Extensions::SOURCE`]) and datagrams over 2048
+    /// bytes ([`Extensions::LARGE_PACKETS`]). Empty for a V2Ray peer, which
+    /// never asks.
+    pub peer_extensions: Extensions,
+    /// Where the outbound that dials this connection records the
+    /// Rayback-only extensions its server agreed to, once the answer
+    /// arrives (VMess: the response header, which comes before any body
+    /// byte is read). A caller that wants to know (a bridge) puts a fresh
+    /// one here before dialling; `None`: nobody asks. Not inherited by
+    /// sessions carried inside the connection ([`Session::redirected`]).
+    pub agreed_by_server: Option<AgreedExtensions>,
 }
+
+/// A set of Rayback-only wire extensions, negotiated per connection: a
+/// Rayback client offers them, a Rayback server answers those it agrees
+/// to, and a V2Ray peer on either end neither offers nor answers any (see
+/// ARCHITECTURE.md for their wire signals).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Extensions(u8);
+
+impl Extensions {
+    pub const NONE: Extensions = Extensions(0);
+    /// The client (a bridge) reads the visitor's source that a portal
+    /// appends to Mux.Cool New frames.
+    pub const SOURCE: Extensions = Extensions(0x01);
+    /// Both ends take Mux.Cool packet frames of up to 65,535 bytes of
+    /// data, where V2Ray 4.34 refuses any over 2048 (and drops the whole
+    /// connection): UDP datagrams up to 65,507 bytes cross the tunnel.
+    pub const LARGE_PACKETS: Extensions = Extensions(0x02);
+
+    /// Whether every extension of `other` is in this set.
+    pub fn contains(self, other: Extensions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for Extensions {
+    type Output = Extensions;
+
+    fn bitor(self, other: Extensions) -> Extensions {
+        Extensions(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Extensions {
+    fn bitor_assign(&mut self, other: Extensions) {
+        self.0 |= other.0;
+    }
+}
+
+/// The extensions a connection's server agreed to, as learnt by the
+/// outbound that dialled it: a cheap, cloneable cell whose clones all see
+/// one value. Empty until the outbound records the answer, and for good
+/// when the server is V2Ray (or the outbound negotiates nothing).
+#[derive(Clone, Default)]
+pub struct AgreedExtensions(Arc<AtomicU8>);
+
+impl AgreedExtensions {
+    pub fn new() -> AgreedExtensions {
+        AgreedExtensions::default()
+    }
+
+    /// Records the server's answer (the outbound's side).
+    pub fn record(&self, agreed: Extensions) {
+        self.0.store(agreed.0, Ordering::Release);
+    }
+
+    /// What the server agreed to so far.
+    pub fn get(&self) -> Extensions {
+        Extensions(self.0.load(Ordering::Acquire))
+    }
+}
+
+impl fmt::Debug for AgreedExtensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AgreedExtensions")
+            .field(&self.get())
+            .finish()
+    }
+}
+
+impl PartialEq for AgreedExtensions {
+    fn eq(&self, other: &AgreedExtensions) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for AgreedExtensions {}
 
 /// An inbound's `sniffing` when enabled (or its legacy `domainOverride`):
 /// the dispatcher reads the first bytes of each TCP session, names the
@@ -177,7 +266,8 @@ impl Session {
             send_budget: None,
             protocol: None,
             server: None,
-            peer_reads_source: false,
+            peer_extensions: Extensions::NONE,
+            agreed_by_server: None,
         }
     }
 
@@ -220,6 +310,8 @@ impl Session {
     pub fn redirected(&self, destination: Destination) -> Session {
         Session {
             destination,
+            // The cell describes the carrying connection's own dial.
+            agreed_by_server: None,
             ..self.clone()
         }
     }

@@ -1,27 +1,4 @@
-//! V2Ray 4.34's built-in DNS client (`app/dns`), built on hickory-resolver.
-//!
-//! [`DnsResolver`] answers a query the way 4.34's `DNS.lookupIPInternal`
-//! does:
-//!
-//! 1. the static `hosts` (`hosts.rs`): every matching entry's addresses of
-//!    the wanted family; a domain value replaces the name (up to five hops
-//!    within the hosts, then the servers are asked for the new name);
-//! 2. the `servers` (`server.rs`): those whose `domains` match the name
-//!    first (a `localhost` server also claims dotless names and local
-//!    top-level domains, as in 4.34), then the others in config order;
-//!    among matching servers config order decides (4.34 orders them by
-//!    its matcher's internals). Each answer is filtered by
-//!    the server's `expectIps`. A server that times out, fails to answer or
-//!    whose answer `expectIps` empties passes the query to the next one;
-//!    a server that answers "no such name" or "no address" ends it, as in
-//!    4.34.
-//!
-//! Every query to one server is bounded by [`QUERY_TIMEOUT`]. Rule syntax
-//! (domains, CIDRs, `geoip:`, `geosite:`) is not parsed here: the caller
-//! compiles it with the routing crate's matchers and hands the result over
-//! through [`CompileRules`], so there is one implementation of each.
-//! [`SystemResolver`] is what runs without a `dns` object: the system
-//! resolver, bounded the same way.
+#![doc = include_str!("../README.md")]
 
 mod hosts;
 mod server;

@@ -190,7 +190,8 @@ impl DokodemoDoor {
             send_budget: None,
             protocol: None,
             server: None,
-            peer_reads_source: false,
+            peer_extensions: Default::default(),
+            agreed_by_server: None,
         }
     }
 

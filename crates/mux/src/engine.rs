@@ -43,7 +43,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use rayback_core::{Address, Destination, Network};
 
 use crate::error::MuxError;
-use crate::frame::{Frame, FrameKind, SessionId, MAX_DATA};
+use crate::frame::{Frame, FrameKind, SessionId};
 use crate::send::{Push, SendQueue};
 use crate::settings::MuxSettings;
 
@@ -678,14 +678,16 @@ impl Engine {
     }
 
     /// Queues one datagram of `key` as one frame; `Pending` while the queue
-    /// has no room for it. A datagram over `max_packet` (or over a frame's
-    /// 65,535 bytes) is dropped, as an oversize datagram would be.
+    /// has no room for it. A datagram over `max_packet` (65,535 bytes once
+    /// the peer agreed to large packets, see
+    /// [`MuxSettings::large_packets_agreed`]) is dropped, as an oversize
+    /// datagram would be.
     pub fn write_packet(&mut self, key: Key, packet: &[u8], waker: &Waker) -> Poll<io::Result<()>> {
         let id = match self.check_writable(key) {
             Ok(id) => id,
             Err(error) => return Poll::Ready(Err(error)),
         };
-        let max_packet = self.settings.max_packet.min(MAX_DATA);
+        let max_packet = self.settings.packet_limit();
         if packet.len() > max_packet {
             tracing::debug!(
                 id,

@@ -62,6 +62,17 @@
 //! one ([`FrameKind::New`]'s `source`); whether to send it at all is the
 //! client's setting ([`crate::ClientSettings::send_source`]), turned on by
 //! the portal only for a bridge that asked for it in its VMess request.
+//!
+//! # Large packet frames (a Rayback extension)
+//!
+//! V2Ray 4.34 reads a UDP session's data into one 2048-byte buffer and
+//! kills the whole connection when `dataLen` is larger (`PacketReader` in
+//! `common/mux/reader.go`), so Rayback sends no packet frame over
+//! [`crate::settings::V2RAY_MAX_PACKET`] unless the peer is known to be
+//! Rayback: a portal and a bridge that agreed on VMess option bit `0x20`
+//! send datagrams up to the full 65,535 (`MuxSettings::max_packet`,
+//! `MuxSettings::large_packets_agreed`). The layout is unchanged, and this
+//! codec decodes any `dataLen` up to 65,535 from any peer.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

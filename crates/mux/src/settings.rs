@@ -4,12 +4,21 @@
 
 use std::time::Duration;
 
+use rayback_core::{AgreedExtensions, Extensions};
+
 use crate::error::MuxError;
+use crate::frame::MAX_DATA;
 
 /// V2Ray 4.34 refuses a packet data frame over this many bytes (and kills
 /// the whole connection), so a UDP datagram larger than this is dropped
 /// instead of sent.
 pub const V2RAY_MAX_PACKET: usize = 2048;
+
+/// The largest packet frame a Rayback peer that agreed to
+/// [`Extensions::LARGE_PACKETS`] takes: a frame's whole 16-bit data length,
+/// which holds any UDP datagram (at most 65,507 bytes over IPv4). Rayback
+/// itself decodes packet frames up to this size from any peer.
+pub const LARGE_MAX_PACKET: usize = MAX_DATA;
 
 /// Outbound mux: a connection takes at most this many sessions over its
 /// life, then closes when idle (V2Ray 4.34's `MaxConnection`).
@@ -46,7 +55,16 @@ pub struct MuxSettings {
     /// sub-streams more finely.
     pub max_frame_data: usize,
     /// Largest UDP datagram sent; bigger ones are dropped (and logged).
+    /// [`V2RAY_MAX_PACKET`] unless the peer is known to be Rayback (a
+    /// portal raises it for a bridge that asked for large packets).
     pub max_packet: usize,
+    /// Where the dial of this connection records what its server agreed
+    /// to: once that includes [`Extensions::LARGE_PACKETS`], datagrams up
+    /// to [`LARGE_MAX_PACKET`] are sent whatever `max_packet` says. A
+    /// bridge needs this because it starts serving before the portal's
+    /// VMess response arrives, though always before the first frame it
+    /// could answer. `None`: `max_packet` alone decides.
+    pub large_packets_agreed: Option<AgreedExtensions>,
 }
 
 impl Default for MuxSettings {
@@ -59,6 +77,7 @@ impl Default for MuxSettings {
             // header within one VMess chunk.
             max_frame_data: 60 * 1024,
             max_packet: V2RAY_MAX_PACKET,
+            large_packets_agreed: None,
         }
     }
 }
@@ -68,6 +87,21 @@ impl MuxSettings {
     /// 1..=65535.
     pub(crate) fn frame_data(&self) -> usize {
         self.max_frame_data.clamp(1, u16::MAX as usize)
+    }
+
+    /// The largest datagram sent now: `max_packet` (at most a frame's
+    /// data), or [`LARGE_MAX_PACKET`] once the server agreed to large
+    /// packets.
+    pub(crate) fn packet_limit(&self) -> usize {
+        let agreed = self
+            .large_packets_agreed
+            .as_ref()
+            .is_some_and(|agreed| agreed.get().contains(Extensions::LARGE_PACKETS));
+        if agreed {
+            LARGE_MAX_PACKET
+        } else {
+            self.max_packet.min(MAX_DATA)
+        }
     }
 }
 
@@ -168,5 +202,24 @@ mod tests {
         assert_eq!(config.frame_data(), 1);
         config.max_frame_data = 1 << 20;
         assert_eq!(config.frame_data(), 65535);
+    }
+
+    // The packet limit follows the server's answer as soon as it is
+    // recorded; an answer without large packets leaves `max_packet`.
+    #[test]
+    fn packet_limit_follows_the_agreed_extensions() {
+        let agreed = AgreedExtensions::new();
+        let mut config = MuxSettings {
+            large_packets_agreed: Some(agreed.clone()),
+            ..MuxSettings::default()
+        };
+        assert_eq!(config.packet_limit(), V2RAY_MAX_PACKET);
+        agreed.record(Extensions::SOURCE);
+        assert_eq!(config.packet_limit(), V2RAY_MAX_PACKET);
+        agreed.record(Extensions::SOURCE | Extensions::LARGE_PACKETS);
+        assert_eq!(config.packet_limit(), 65535);
+        config.large_packets_agreed = None;
+        config.max_packet = 1 << 20;
+        assert_eq!(config.packet_limit(), 65535);
     }
 }

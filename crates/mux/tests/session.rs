@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use async_trait::async_trait;
 use bytes::BytesMut;
-use rayback_core::{packet, Address, Destination, Network, Outbound, Session, Stream, Tag, User};
+use rayback_core::{
+    packet, Address, AgreedExtensions, Destination, Extensions, Network, Outbound, Session, Stream,
+    Tag, User,
+};
+use rayback_mux::settings::LARGE_MAX_PACKET;
 use rayback_mux::{
     frame, serve_mux, ClientSettings, Frame, FrameCodec, FrameKind, MuxClient, MuxOutbound,
     MuxServer, MuxSettings, ServerHandle, ServerSettings, SessionHandler,
@@ -441,6 +445,54 @@ async fn udp_sub_streams_keep_packet_boundaries() -> Result<()> {
         for p in &packets {
             assert!(packet::read_packet(&mut stream, &mut buf).await?);
             assert_eq!(&buf, p);
+        }
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+// Rayback's large-packet extension: a client with `max_packet` raised (a
+// portal whose bridge asked) and a server that learns the agreement from
+// its dial (a bridge) carry a 60 KiB datagram each way, in one frame. The
+// server sends no large datagram before the answer is recorded.
+#[tokio::test]
+async fn large_packets_cross_once_agreed() -> Result<()> {
+    timeout(LIMIT, async {
+        let agreed = AgreedExtensions::new();
+        let client_settings = ClientSettings {
+            mux: MuxSettings {
+                max_packet: LARGE_MAX_PACKET,
+                ..MuxSettings::default()
+            },
+            ..ClientSettings::default()
+        };
+        let server_settings = ServerSettings {
+            mux: MuxSettings {
+                large_packets_agreed: Some(agreed.clone()),
+                ..MuxSettings::default()
+            },
+            ..ServerSettings::default()
+        };
+        let (client, _server, mut accepted) = collecting(client_settings, server_settings);
+        let target = Destination::udp(Address::Ipv4(Ipv4Addr::new(127, 0, 0, 53)), 53);
+        let mut stream = client.open(target).await?;
+        let big = seeded_bytes(60, 60 * 1024);
+        packet::write_packet(&mut stream, &big).await?;
+        let (_, mut server_stream) = accepted.recv().await.context("no session")?;
+        let mut buf = Vec::new();
+        ensure!(packet::read_packet(&mut server_stream, &mut buf).await?);
+        ensure!(buf == big, "client to server: {} bytes", buf.len());
+        // Not agreed yet: dropped; then a small one goes as usual.
+        packet::write_packet(&mut server_stream, &big).await?;
+        packet::write_packet(&mut server_stream, b"small").await?;
+        ensure!(packet::read_packet(&mut stream, &mut buf).await?);
+        ensure!(buf == b"small", "got {} bytes", buf.len());
+        agreed.record(Extensions::SOURCE | Extensions::LARGE_PACKETS);
+        let largest = seeded_bytes(65, LARGE_MAX_PACKET);
+        for datagram in [&big, &largest] {
+            packet::write_packet(&mut server_stream, datagram).await?;
+            ensure!(packet::read_packet(&mut stream, &mut buf).await?);
+            ensure!(&buf == datagram, "server to client: {} bytes", buf.len());
         }
         anyhow::Ok(())
     })

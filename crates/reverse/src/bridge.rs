@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use rayback_core::packet::read_packet;
-use rayback_core::{Address, Destination, Dispatch, Session, Stream, Tag};
+use rayback_core::{Address, AgreedExtensions, Destination, Dispatch, Session, Stream, Tag};
 use rayback_mux::{MuxServer, ServerHandle, ServerSettings, SessionHandler};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::control::{Control, State};
+use crate::count::{ByteCounters, Counted, End};
 use crate::{CONTROL_DOMAIN_V2FLY, CONTROL_DOMAIN_V2RAY, SESSIONS_PER_CONNECTION, TICK};
 
 /// What a bridge is told by the config.
@@ -85,6 +86,19 @@ struct Tunnel {
     liveness: Arc<Liveness>,
     /// Sessions open on it besides the control session.
     sessions: Arc<AtomicUsize>,
+    /// When it was dialled.
+    since: Instant,
+}
+
+/// What `status()` counts of the tunnels to one portal, across their
+/// lives (a drained tunnel's sessions still count while they run).
+#[derive(Debug, Default)]
+struct LinkCounters {
+    /// Sessions open on its tunnels besides the control sessions.
+    sessions: AtomicUsize,
+    bytes: Arc<ByteCounters>,
+    /// Dials to the portal while it had no tunnel, after the first dial.
+    reconnects: AtomicU64,
 }
 
 impl Tunnel {
@@ -122,12 +136,21 @@ pub struct Bridge {
     live: Mutex<Vec<PublishedPortal>>,
     /// Dials attempted over the bridge's life.
     dials: AtomicU64,
+    /// Dials to a portal that had no tunnel, after its first dial: the
+    /// tunnel died, or the dial before failed.
+    reconnects: AtomicU64,
+    /// Dials that failed.
+    dial_failures: AtomicU64,
+    /// The bytes of every tunnel it has dialled, ended ones too.
+    bytes: Arc<ByteCounters>,
 }
 
 /// What the loop publishes of one portal for `status()`.
 struct PublishedPortal {
     name: String,
-    tunnels: Vec<Arc<Liveness>>,
+    /// Each counted tunnel's control state and when it was dialled.
+    tunnels: Vec<(Arc<Liveness>, Instant)>,
+    counters: Arc<LinkCounters>,
 }
 
 /// What metrics and `/status` show of a bridge.
@@ -141,6 +164,16 @@ pub struct BridgeStatus {
     pub since_control: Option<Duration>,
     /// Each portal the tunnel outbound lists, in its order.
     pub portals: Vec<PortalLinkStatus>,
+    /// Sessions open on its tunnels (control sessions left out).
+    pub sessions: usize,
+    /// Dials to a portal that had no tunnel, after its first dial.
+    pub reconnects: u64,
+    /// Dials that failed.
+    pub dial_failures: u64,
+    /// Bytes of all its tunnels so far, ended ones included: toward the
+    /// services (up) and back (down), Mux.Cool framing included.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
 }
 
 /// What metrics and `/status` show of the tunnels to one portal.
@@ -153,6 +186,15 @@ pub struct PortalLinkStatus {
     pub connections: usize,
     /// Time since this portal last spoke on any of them.
     pub since_control: Option<Duration>,
+    /// How long the oldest of them has been up.
+    pub up_for: Option<Duration>,
+    /// Sessions open on its tunnels, drained ones included.
+    pub sessions: usize,
+    /// Dials to it while it had no tunnel, after the first dial.
+    pub reconnects: u64,
+    /// Bytes of its tunnels so far, as [`BridgeStatus::bytes_up`].
+    pub bytes_up: u64,
+    pub bytes_down: u64,
 }
 
 /// The tunnels to one portal: one server of the tunnel outbound, kept
@@ -169,6 +211,10 @@ struct PortalLink {
     failures: u32,
     next_dial: Instant,
     dialling: bool,
+    /// Whether a dial to it ever started (the next one to a portal
+    /// without a tunnel is a reconnect).
+    dialled_before: bool,
+    counters: Arc<LinkCounters>,
 }
 
 impl PortalLink {
@@ -180,6 +226,8 @@ impl PortalLink {
             failures: 0,
             next_dial: Instant::now(),
             dialling: false,
+            dialled_before: false,
+            counters: Arc::default(),
         }
     }
 
@@ -218,6 +266,9 @@ impl Bridge {
             tunnel_ended: Arc::new(Notify::new()),
             live: Mutex::new(Vec::new()),
             dials: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            dial_failures: AtomicU64::new(0),
+            bytes: Arc::new(ByteCounters::default()),
         }
     }
 
@@ -245,9 +296,21 @@ impl Bridge {
                 since_control: portal
                     .tunnels
                     .iter()
-                    .filter_map(|liveness| *liveness.last_control.lock().expect("not poisoned"))
+                    .filter_map(|(liveness, _)| {
+                        *liveness.last_control.lock().expect("not poisoned")
+                    })
                     .max()
                     .map(|last| last.elapsed()),
+                up_for: portal
+                    .tunnels
+                    .iter()
+                    .map(|(_, since)| *since)
+                    .min()
+                    .map(|since| since.elapsed()),
+                sessions: portal.counters.sessions.load(Ordering::Relaxed),
+                reconnects: portal.counters.reconnects.load(Ordering::Relaxed),
+                bytes_up: portal.counters.bytes.up(),
+                bytes_down: portal.counters.bytes.down(),
             })
             .collect();
         BridgeStatus {
@@ -257,6 +320,11 @@ impl Bridge {
                 .iter()
                 .filter_map(|portal| portal.since_control)
                 .min(),
+            sessions: portals.iter().map(|portal| portal.sessions).sum(),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            dial_failures: self.dial_failures.load(Ordering::Relaxed),
+            bytes_up: self.bytes.up(),
+            bytes_down: self.bytes.down(),
             portals,
         }
     }
@@ -269,8 +337,9 @@ impl Bridge {
                 tunnels: portal
                     .tunnels
                     .iter()
-                    .map(|tunnel| tunnel.liveness.clone())
+                    .map(|tunnel| (tunnel.liveness.clone(), tunnel.since))
                     .collect(),
+                counters: portal.counters.clone(),
             })
             .collect();
     }
@@ -437,9 +506,15 @@ impl Bridge {
 
     fn start_dial(self: &Arc<Self>, dials: &mut JoinSet<Dialled>, portal: &mut PortalLink) {
         portal.dialling = true;
+        if portal.dialled_before && portal.tunnels.is_empty() {
+            portal.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        portal.dialled_before = true;
         let bridge = Arc::clone(self);
         let server = portal.server;
-        dials.spawn(async move { (server, bridge.dial(server).await) });
+        let counters = portal.counters.clone();
+        dials.spawn(async move { (server, bridge.dial(server, counters).await) });
     }
 
     /// A dial to `portal` ended.
@@ -451,6 +526,7 @@ impl Bridge {
                 tracing::info!(bridge = %self.settings.tag, portal = %portal.name, connections = portal.tunnels.len(), "tunnel connection up");
             }
             Err(error) => {
+                self.dial_failures.fetch_add(1, Ordering::Relaxed);
                 portal.failures = portal.failures.saturating_add(1);
                 let delay = self.backoff(portal.failures);
                 portal.next_dial = Instant::now() + delay;
@@ -493,11 +569,22 @@ impl Bridge {
 
     /// Dials one tunnel connection through the router (to the outbound's
     /// server `server`, when given) and starts serving Mux.Cool on it.
-    async fn dial(&self, server: Option<usize>) -> io::Result<Tunnel> {
+    async fn dial(&self, server: Option<usize>, link: Arc<LinkCounters>) -> io::Result<Tunnel> {
         self.dials.fetch_add(1, Ordering::Relaxed);
         let mut session = self.tunnel_session();
         session.server = server;
+        // The VMess outbound records here what the portal answered to the
+        // extensions it offered: a Rayback portal agrees to large
+        // datagrams, and this tunnel's mux server then sends them too (see
+        // `crate::portal`'s docs). A V2Ray portal answers none.
+        let agreed = AgreedExtensions::new();
+        session.agreed_by_server = Some(agreed.clone());
         let stream = self.dispatch.connect(&session).await?;
+        let stream = Counted::wrap(
+            stream,
+            End::Bridge,
+            vec![link.bytes.clone(), self.bytes.clone()],
+        );
         let liveness = Arc::new(Liveness {
             draining: AtomicBool::new(false),
             last_control: Mutex::new(None),
@@ -509,8 +596,11 @@ impl Bridge {
             liveness: liveness.clone(),
             wake: self.tunnel_ended.clone(),
             sessions: sessions.clone(),
+            link,
         });
-        let server = MuxServer::serve_with(stream, handler, self.settings.mux.clone());
+        let mut settings = self.settings.mux.clone();
+        settings.mux.large_packets_agreed = Some(agreed);
+        let server = MuxServer::serve_with(stream, handler, settings);
         let ended = self.tunnel_ended.clone();
         let watched = server.clone();
         self.tracker.spawn(async move {
@@ -521,6 +611,7 @@ impl Bridge {
             server,
             liveness,
             sessions,
+            since: Instant::now(),
         })
     }
 }
@@ -544,6 +635,8 @@ struct BridgeSessions {
     wake: Arc<Notify>,
     /// Sessions open on this connection (besides control).
     sessions: Arc<AtomicUsize>,
+    /// The counters of the portal this connection goes to.
+    link: Arc<LinkCounters>,
 }
 
 #[async_trait]
@@ -571,11 +664,23 @@ impl SessionHandler for BridgeSessions {
         if busy > SESSIONS_PER_CONNECTION {
             self.wake.notify_one();
         }
+        self.link.sessions.fetch_add(1, Ordering::Relaxed);
+        // Counted down when the session ends, or when this future is
+        // dropped unfinished.
+        let _open = OpenSession(&self.sessions, &self.link.sessions);
         let mut session = Session::new(destination).with_inbound_tag(self.tag.clone());
         session.source = source;
-        let result = self.dispatch.dispatch(session, stream).await;
-        self.sessions.fetch_sub(1, Ordering::Relaxed);
-        result
+        self.dispatch.dispatch(session, stream).await
+    }
+}
+
+/// One open session in a tunnel's and its portal's counts.
+struct OpenSession<'a>(&'a AtomicUsize, &'a AtomicUsize);
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -13,7 +13,8 @@
 //!
 //! A Rayback bridge sets option bit `0x40` in its VMess request (see
 //! `rayback_vmess::header::Options::SOURCE`); the portal's VMess inbound
-//! marks the tunnel's session [`Session::peer_reads_source`], and
+//! marks the tunnel's session ([`Extensions::SOURCE`] in
+//! [`Session::peer_extensions`]), and
 //! [`Portal::adopt`] then drives that tunnel with
 //! [`ClientSettings::send_source`]: every public session's New carries the
 //! visitor's address (the public inbound's `source`, from a PROXY header
@@ -31,6 +32,21 @@
 //! see the visitor. A V2Ray bridge never asks, so its tunnels get V2Ray's
 //! own New; a V2Ray portal never sends it, so a Rayback bridge's sessions
 //! then have no source, as before.
+//!
+//! # Large datagrams (a Rayback extension)
+//!
+//! V2Ray 4.34 refuses a Mux.Cool packet frame over 2048 bytes and drops
+//! the whole connection, so a tunnel sends no datagram over 2048 bytes
+//! (`rayback_mux::settings::V2RAY_MAX_PACKET`; larger ones are dropped)
+//! unless both ends are Rayback. A Rayback bridge sets option bit `0x20`
+//! in its VMess request (`rayback_vmess::header::Options::LARGE_PACKETS`);
+//! the portal's VMess inbound answers it with the same bit and marks the
+//! session ([`Extensions::LARGE_PACKETS`] in
+//! [`Session::peer_extensions`]), and [`Portal::adopt`] raises that
+//! tunnel's `max_packet` to 65,535 bytes. The bridge reads the answer
+//! (`rayback_mux::MuxSettings::large_packets_agreed`) and raises its own,
+//! so datagrams up to 65,507 bytes cross both ways. A V2Ray bridge never
+//! asks and a V2Ray portal never answers: their tunnels keep 2048.
 
 use std::io;
 use std::net::SocketAddr;
@@ -43,14 +59,16 @@ use rand::Rng;
 use rayback_core::packet::write_packet;
 use rayback_core::relay::relay;
 use rayback_core::{
-    unmap, Address, Destination, Outbound, Policy, SendBudget, Session, Stream, Tag,
+    unmap, Address, Destination, Extensions, Outbound, Policy, SendBudget, Session, Stream, Tag,
 };
+use rayback_mux::settings::LARGE_MAX_PACKET;
 use rayback_mux::{ClientSettings, MuxClient, MuxSettings};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::control::{Control, State, MAX_RANDOM};
+use crate::count::{ByteCounters, Counted, End};
 use crate::{CONTROL_DOMAIN_V2RAY, TICK};
 
 /// What a portal is told by the config.
@@ -113,6 +131,11 @@ struct Tunnel {
     budget: Option<SendBudget>,
     /// Wakes the heartbeat task at once when the tunnel should drain.
     wake: Notify,
+    /// The carrier's bytes (see [`crate::count`]).
+    bytes: Arc<ByteCounters>,
+    /// Set once the control session is shut down (at DRAIN): from then on
+    /// every open sub-stream is a public session.
+    control_ended: AtomicBool,
 }
 
 impl Tunnel {
@@ -132,6 +155,17 @@ impl Tunnel {
                 .is_some_and(|silent| silent > TICK + TICK / 2)
     }
 
+    /// Public sessions open on it: the sub-streams less the control
+    /// session while it is open.
+    fn public_sessions(&self) -> usize {
+        let open = self.client.active_sessions();
+        if self.control_ended.load(Ordering::Relaxed) {
+            open
+        } else {
+            open.saturating_sub(1)
+        }
+    }
+
     fn has_room(&self, max_streams: usize) -> bool {
         self.client.active_sessions() < max_streams
     }
@@ -149,9 +183,16 @@ impl Tunnel {
 pub struct TunnelStatus {
     pub peer: Option<SocketAddr>,
     pub up_for: Duration,
+    /// Mux sub-streams open, the control session included.
     pub active_sessions: usize,
     pub total_sessions: u64,
     pub draining: bool,
+    /// Public sessions open (the control session left out).
+    pub sessions: usize,
+    /// The carrier's bytes toward the bridge (up) and back (down), Mux.Cool
+    /// framing included.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
 }
 
 /// A portal outbound.
@@ -164,6 +205,11 @@ pub struct Portal {
     /// Woken when a tunnel connection is adopted.
     adopted: Notify,
     next_id: AtomicU64,
+    /// The bytes of every tunnel connection it has held, ended ones too.
+    bytes: Arc<ByteCounters>,
+    /// Public connections refused because no tunnel (with room) came up
+    /// within `no_bridge_wait`.
+    no_bridge: AtomicU64,
 }
 
 impl Portal {
@@ -174,6 +220,8 @@ impl Portal {
             tunnels: Mutex::new(Vec::new()),
             adopted: Notify::new(),
             next_id: AtomicU64::new(1),
+            bytes: Arc::new(ByteCounters::default()),
+            no_bridge: AtomicU64::new(0),
         }
     }
 
@@ -202,8 +250,23 @@ impl Portal {
                 active_sessions: tunnel.client.active_sessions(),
                 total_sessions: tunnel.client.total_opened(),
                 draining: tunnel.draining.load(Ordering::Relaxed),
+                sessions: tunnel.public_sessions(),
+                bytes_up: tunnel.bytes.up(),
+                bytes_down: tunnel.bytes.down(),
             })
             .collect()
+    }
+
+    /// The bytes of all its tunnel connections so far, ended ones
+    /// included: they only grow.
+    pub fn bytes(&self) -> &ByteCounters {
+        &self.bytes
+    }
+
+    /// Public connections refused so far because no bridge connection
+    /// (with room for a stream) came up within `no_bridge_wait`.
+    pub fn no_bridge_refusals(&self) -> u64 {
+        self.no_bridge.load(Ordering::Relaxed)
     }
 
     /// The live, non-draining tunnel connection whose bridge is not quiet
@@ -241,13 +304,21 @@ impl Portal {
     /// Drives a bridge's tunnel connection until it ends: the mux client,
     /// the control session and its heartbeats, and the drain.
     pub async fn adopt(&self, session: &Session, stream: Stream) -> io::Result<()> {
+        let bytes = Arc::new(ByteCounters::default());
+        let stream = Counted::wrap(stream, End::Portal, vec![bytes.clone(), self.bytes.clone()]);
+        let mut mux = self.settings.mux.clone();
+        // A Rayback bridge asks for large datagrams in its VMess request;
+        // V2Ray never does and keeps the 2048-byte limit (module docs).
+        if session.peer_extensions.contains(Extensions::LARGE_PACKETS) {
+            mux.max_packet = mux.max_packet.max(LARGE_MAX_PACKET);
+        }
         let client = MuxClient::new(
             stream,
             ClientSettings {
-                mux: self.settings.mux.clone(),
+                mux,
                 // A Rayback bridge asks for the visitor's source in its
                 // VMess request; V2Ray never does (see the module docs).
-                send_source: session.peer_reads_source,
+                send_source: session.peer_extensions.contains(Extensions::SOURCE),
                 ..ClientSettings::default()
             },
         );
@@ -265,6 +336,8 @@ impl Portal {
             since: Instant::now(),
             budget: session.send_budget.clone(),
             wake: Notify::new(),
+            bytes,
+            control_ended: AtomicBool::new(false),
         });
         self.tunnels
             .lock()
@@ -331,6 +404,7 @@ impl Portal {
                 );
                 tunnel.draining.store(true, Ordering::Relaxed);
                 // Ends session 1, as V2Ray does after a DRAIN.
+                tunnel.control_ended.store(true, Ordering::Relaxed);
                 let _ = control.shutdown().await;
             }
         }
@@ -380,6 +454,7 @@ impl Portal {
             })
             .await;
             if waited.is_err() {
+                self.no_bridge.fetch_add(1, Ordering::Relaxed);
                 return Err(io::Error::new(
                     io::ErrorKind::NotConnected,
                     format!(

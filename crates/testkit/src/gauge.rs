@@ -58,6 +58,17 @@ pub async fn wait_until(limit: Duration, condition: impl Fn() -> bool) -> Result
     }
 }
 
+/// `config` (a Rayback JSON config as text, comments allowed, without a
+/// `rayback` key) with a metrics endpoint at `metrics`: the key is added
+/// before the final `}` as text, so the seed files' comments survive.
+pub fn with_metrics_endpoint(config: &str, metrics: SocketAddr) -> String {
+    let at = config.rfind('}').expect("a JSON object");
+    format!(
+        "{},\n  \"rayback\": {{\"metrics\": \"{metrics}\"}}\n}}\n",
+        config[..at].trim_end()
+    )
+}
+
 /// The text of `GET /metrics` from a Rayback metrics endpoint.
 pub async fn scrape(addr: SocketAddr) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,11 +1,4 @@
-//! Dev-only helpers for Rayback's tests: the real `v2ray` as a child
-//! process, free loopback ports, readiness waits, seeded backends that
-//! verify what crossed a tunnel by SHA-256, test doubles for core's traits
-//! ([`doubles`]), a self-signed certificate ([`tls`]), and the fairness
-//! probe (a paced small echo beside a bulk transfer on the same tunnel).
-//!
-//! Nothing here is shipped: crates use it as a dev-dependency only. Every
-//! helper binds 127.0.0.1 and every wait is bounded.
+#![doc = include_str!("../README.md")]
 
 pub mod doubles;
 pub mod fairness;

@@ -1,20 +1,4 @@
-//! What sits between a socket and a protocol, per V2Ray 4.34's
-//! `streamSettings`: plain TCP, TLS, WebSocket (with or without TLS) and
-//! the PROXY protocol on a listener. A [`Transport`] dials or accepts and
-//! hands the protocol a [`Conn`]; VMess (and any later protocol) never
-//! knows which layers are underneath.
-//!
-//! | side | order of layers |
-//! |---|---|
-//! | dial | TCP connect (socket tuned) → TLS client → WebSocket upgrade or HTTP disguise |
-//! | accept | socket tuned → PROXY header (`acceptProxyProtocol`) → TLS server → WebSocket upgrade or HTTP disguise |
-//!
-//! The libraries do the protocols: rustls (ring) through tokio-rustls,
-//! tungstenite, ppp, httparse. This crate chooses and orders them, and reports what
-//! went wrong with enough context for a log line.
-//!
-//! Not here: the protocols above (`rayback-vmess`) nor the JSON
-//! (`rayback-config` fills [`rayback_core::StreamSettings`]).
+#![doc = include_str!("../README.md")]
 
 pub mod admission;
 pub mod conn;

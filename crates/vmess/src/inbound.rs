@@ -191,8 +191,9 @@ impl VmessInbound {
             });
         session.inbound_tag = self.tag.clone();
         // A Rayback client (a bridge) reads visitors' sources in Mux.Cool
-        // New frames: a portal that adopts this stream sends them.
-        session.peer_reads_source = accepted.header.options.has(Options::SOURCE);
+        // New frames and takes large packet frames: a portal that adopts
+        // this stream sends them. Both are answered in the response.
+        session.peer_extensions = accepted.header.options.extensions();
         let budget = stream.budget_watch();
         session.send_budget = Some(SendBudget::new(move || budget.near_budget()));
         tracing::debug!(%peer, destination = %session.destination, email = %user.email, "vmess request accepted");
@@ -276,14 +277,17 @@ fn agrees_to_rekey(options: Options, framing: BodyFraming) -> bool {
 
 /// The response option byte: the Rayback extensions the client asked for
 /// and this server agrees to (rekey when the body has a cipher; the
-/// visitor's source always). 0 for a V2Ray client, which asks for neither.
+/// visitor's source and large packets always). 0 for a V2Ray client,
+/// which asks for none.
 fn response_options(options: Options, framing: BodyFraming) -> u8 {
     let mut answer = 0;
     if agrees_to_rekey(options, framing) {
         answer |= Options::REKEY;
     }
-    if options.has(Options::SOURCE) {
-        answer |= Options::SOURCE;
+    for always in [Options::SOURCE, Options::LARGE_PACKETS] {
+        if options.has(always) {
+            answer |= always;
+        }
     }
     answer
 }
@@ -336,8 +340,9 @@ mod tests {
     }
 
     // The response option byte for each mix of Rayback's extensions: a
-    // V2Ray client (0x0d, 0x05) gets 0, as from V2Ray; the source bit is
-    // answered whatever the body security, rekey only with a cipher.
+    // V2Ray client (0x0d, 0x05) gets 0, as from V2Ray; the source and
+    // large-packet bits are answered whatever the body security, rekey
+    // only with a cipher.
     #[test]
     fn response_answers_the_extensions_asked_for() {
         assert_eq!(answer(0x0d, BodySecurity::Aes128Gcm), 0);
@@ -346,6 +351,9 @@ mod tests {
         assert_eq!(answer(0x8d, BodySecurity::ChaCha20Poly1305), 0x80);
         assert_eq!(answer(0xcd, BodySecurity::Aes128Gcm), 0xc0);
         assert_eq!(answer(0xc5, BodySecurity::None), 0x40);
+        assert_eq!(answer(0x2d, BodySecurity::Aes128Gcm), 0x20);
+        assert_eq!(answer(0xe5, BodySecurity::None), 0x60);
+        assert_eq!(answer(0xed, BodySecurity::ChaCha20Poly1305), 0xe0);
         // The bits V2Ray knows are never echoed.
         assert_eq!(answer(0x1f, BodySecurity::Aes128Gcm), 0);
     }

@@ -188,9 +188,14 @@ impl VmessOutbound {
             body_iv,
             body_key,
             response_auth: rng.gen(),
-            // Offer Rayback's rekey and visitor-source extensions; a
-            // V2Ray server ignores both.
-            options: Options(security.client_options().0 | Options::REKEY | Options::SOURCE),
+            // Offer Rayback's rekey, visitor-source and large-packet
+            // extensions; a V2Ray server ignores all three and answers 0.
+            options: Options(
+                security.client_options().0
+                    | Options::REKEY
+                    | Options::SOURCE
+                    | Options::LARGE_PACKETS,
+            ),
             padding_len: rng.gen_range(0..16),
             security,
             command,
@@ -217,14 +222,18 @@ impl VmessOutbound {
         let request_keys = DirectionKeys::request(&request);
         let response_keys = DirectionKeys::response(&request, mode);
         let framing = BodyFraming::new(request.security, request.options, request.command);
-        Ok(VmessStream::client(
+        let mut stream = VmessStream::client(
             socket,
             sealed,
             ChunkSealer::new(framing, &request_keys),
             ChunkOpener::new(framing, &response_keys),
             ResponseDecoder::new(response_keys, mode, request.response_auth),
             self.metrics.clone(),
-        ))
+        );
+        if let Some(agreed) = &session.agreed_by_server {
+            stream.report_agreed(agreed.clone());
+        }
+        Ok(stream)
     }
 }
 

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use rayback_core::AgreedExtensions;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -153,6 +154,9 @@ pub struct VmessStream<S> {
     /// Packet mode: a packet whose framing arrived in pieces.
     partial_packet: Vec<u8>,
     write_closed: bool,
+    /// Client: where the connection-level extensions the server answered
+    /// are recorded once the response header is read.
+    agreed: Option<AgreedExtensions>,
 }
 
 impl<S> VmessStream<S> {
@@ -227,6 +231,7 @@ impl<S> VmessStream<S> {
             header_timer: None,
             partial_packet: Vec::new(),
             write_closed: false,
+            agreed: None,
         }
     }
 
@@ -256,6 +261,14 @@ impl<S> VmessStream<S> {
             .get_or_insert_with(|| Arc::new(AtomicU32::new(self.sealer.remaining_chunks())))
             .clone();
         BudgetWatch { remaining }
+    }
+
+    /// Client: records in `agreed` the Rayback extensions the server
+    /// answers (`Options::extensions` of the response option byte) as
+    /// soon as the response header is read, before any body byte is
+    /// delivered. A V2Ray server answers none, so it stays empty.
+    pub fn report_agreed(&mut self, agreed: AgreedExtensions) {
+        self.agreed = Some(agreed);
     }
 
     pub fn get_ref(&self) -> &S {
@@ -462,6 +475,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmessStream<S> {
                             if let Some(budget) = &self.budget {
                                 budget.store(self.sealer.remaining_chunks(), Ordering::Relaxed);
                             }
+                        }
+                        if let Some(agreed) = &self.agreed {
+                            agreed.record(Options(decoder.option()).extensions());
                         }
                         self.read_state = ReadState::Body;
                     }

@@ -1,10 +1,12 @@
-//! The Rayback source extension in the VMess handshake (request option bit
-//! 0x40): a client that sets it gets it back in the response option byte
-//! and its session is marked `peer_reads_source`; one that does not (any
-//! V2Ray client) gets neither.
+//! The Rayback source and large-packet extensions in the VMess handshake
+//! (request option bits 0x40 and 0x20): a client that sets one gets it
+//! back in the response option byte, its session is marked
+//! (`Session::peer_extensions`), and a Rayback client learns the answer
+//! (`Session::agreed_by_server`); one that sets none (any V2Ray client)
+//! gets nothing.
 //!
 //! ```text
-//! raw AEAD request (options 0x0d / 0x4d / 0xcd) ──TCP──▶ Rayback VmessInbound ──RecordingDispatch──▶ echo
+//! raw AEAD request (options 0x0d / 0x4d / 0xcd / 0x2d / 0xed) ──TCP──▶ Rayback VmessInbound ──RecordingDispatch──▶ echo
 //! VmessOutbound ──VMess──▶ Rayback VmessInbound ──RecordingDispatch──▶ echo
 //! ```
 
@@ -15,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
 use common::*;
-use rayback_core::{Destination, Outbound, Session};
+use rayback_core::{AgreedExtensions, Destination, Extensions, Outbound, Session};
 use rayback_testkit::echo_server;
 use rayback_vmess::crypto::AuthIdCipher;
 use rayback_vmess::header::{
@@ -95,7 +97,14 @@ async fn the_source_bit_is_answered_and_marks_the_session() -> Result<()> {
     tokio::time::timeout(LIMIT, async {
         let greeter = greeting_server().await?;
         let inbound = start_inbound(Duration::from_secs(5)).await?;
-        let cases = [(0x0d, 0x00), (0x4d, 0x40), (0xcd, 0xc0), (0x8d, 0x80)];
+        let cases = [
+            (0x0d, 0x00),
+            (0x4d, 0x40),
+            (0xcd, 0xc0),
+            (0x8d, 0x80),
+            (0x2d, 0x20),
+            (0xed, 0xe0),
+        ];
         for (asked, answered) in cases {
             let option = response_option(inbound.addr, greeter, asked)
                 .await
@@ -114,20 +123,30 @@ async fn the_source_bit_is_answered_and_marks_the_session() -> Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let marks: Vec<bool> = inbound
+        let marks: Vec<Extensions> = inbound
             .dispatch
             .sessions()
             .iter()
-            .map(|session| session.peer_reads_source)
+            .map(|session| session.peer_extensions)
             .collect();
-        ensure!(marks == [false, true, true, false], "marks {marks:?}");
+        let both = Extensions::SOURCE | Extensions::LARGE_PACKETS;
+        let expected = [
+            Extensions::NONE,
+            Extensions::SOURCE,
+            Extensions::SOURCE,
+            Extensions::NONE,
+            Extensions::LARGE_PACKETS,
+            both,
+        ];
+        ensure!(marks == expected, "marks {marks:?}");
         anyhow::Ok(())
     })
     .await?
 }
 
 // The Rayback client always asks: every session it opens, TCP or Mux,
-// legacy header or AEAD, is marked.
+// legacy header or AEAD, is marked, and the client learns the answer
+// before the first body byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rayback_client_always_asks() -> Result<()> {
     tokio::time::timeout(LIMIT, async {
@@ -136,18 +155,28 @@ async fn the_rayback_client_always_asks() -> Result<()> {
         for legacy in [false, true] {
             for security in [Security::Aes128Gcm, Security::None] {
                 let client = rayback_outbound(security, legacy, inbound.addr);
-                let mut stream = client
-                    .connect(&Session::new(Destination::from(echo)))
-                    .await?;
+                let agreed = AgreedExtensions::new();
+                let mut session = Session::new(Destination::from(echo));
+                session.agreed_by_server = Some(agreed.clone());
+                let mut stream = client.connect(&session).await?;
                 stream.write_all(b"ping").await?;
+                ensure!(agreed.get().is_empty(), "answer known before the response");
                 let mut back = [0u8; 4];
                 stream.read_exact(&mut back).await?;
                 ensure!(&back == b"ping", "{security:?} legacy={legacy}");
+                ensure!(
+                    agreed.get() == Extensions::SOURCE | Extensions::LARGE_PACKETS,
+                    "{security:?} legacy={legacy}: agreed {:?}",
+                    agreed.get()
+                );
             }
         }
         let sessions = inbound.dispatch.sessions();
         ensure!(sessions.len() == 4, "{} sessions", sessions.len());
-        ensure!(sessions.iter().all(|session| session.peer_reads_source));
+        let both = Extensions::SOURCE | Extensions::LARGE_PACKETS;
+        ensure!(sessions
+            .iter()
+            .all(|session| session.peer_extensions == both));
         anyhow::Ok(())
     })
     .await?

@@ -257,3 +257,96 @@ pub fn portal_stream(transport: TunnelTls, certificate: &SelfSigned) -> String {
         &certificate.key_path,
     )
 }
+
+/// 127.0.0.1:`port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A Rayback binary started from quick-start flags, killed (by PID) on
+/// drop; its output goes to a file shown when a test fails.
+pub struct Flagged {
+    child: std::process::Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Flagged {
+    pub fn start(binary: &Path, args: &[String]) -> Result<Flagged> {
+        let dir = TempDir::new("flagged")?;
+        let log = dir.path.join("output.log");
+        let file = std::fs::File::create(&log)?;
+        let child = std::process::Command::new(binary)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Flagged {
+            child,
+            log,
+            _dir: dir,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it has printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the TCP `ports` on 127.0.0.1 (bounded); fails with the
+    /// output when one does not open or the process has exited.
+    pub async fn wait_ports(&mut self, ports: &[u16]) -> Result<()> {
+        for port in ports {
+            if let Err(error) = rayback_testkit::wait_for_port(loopback(*port)).await {
+                bail!("{error:#}\n{}", self.output());
+            }
+        }
+        if let Some(status) = self.child.try_wait()? {
+            bail!("exited ({status}):\n{}", self.output());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Flagged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `binary ARGS --print-config` (bounded at 20 s): the configuration the
+/// flags stand for.
+pub fn print_config(binary: &Path, args: &[String]) -> Result<String> {
+    let mut child = std::process::Command::new(binary)
+        .args(args)
+        .arg("--print-config")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let started = Instant::now();
+    while child.try_wait()?.is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            bail!("{} {args:?} --print-config ran over 20 s", binary.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "{} {args:?} --print-config failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}

@@ -20,12 +20,12 @@ use clap::builder::TypedValueParser as _;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args as _, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use clap_complete::Shell;
-use rayback_config::Format;
+use rayback_config::{Format, MetricsAuth};
 use uuid::Uuid;
 
 use super::quick::{
-    self, BridgeFlags, ClientTls, ClientTlsFlags, HostPort, PortalFlags, QuickStart, Security,
-    ServerTls, WebSocket, WsPath,
+    self, BridgeFlags, ClientTls, ClientTlsFlags, HostPort, PortalFlags, Public, QuickStart,
+    Security, ServerTls, Service, WebSocket, WsPath,
 };
 use super::Role;
 
@@ -55,12 +55,12 @@ pub struct Args {
     pub version: bool,
     /// Portal quick start.
     pub tunnel: Option<SocketAddr>,
-    pub public: Vec<SocketAddr>,
+    pub public: Vec<Public>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Bridge quick start.
     pub portal: Vec<HostPort>,
-    pub to: Vec<HostPort>,
+    pub to: Vec<Service>,
     pub security: Option<Security>,
     pub ws_host: Option<String>,
     pub tls: bool,
@@ -74,6 +74,8 @@ pub struct Args {
     /// `--drain-delay MS`: sets `rayback.drainDelay`.
     pub drain_delay: Option<u32>,
     pub metrics: Option<SocketAddr>,
+    /// `--metrics-auth USER:PASSWORD`: sets `rayback.metricsAuth`.
+    pub metrics_auth: Option<MetricsAuth>,
     pub print_config: bool,
     pub log_format: LogFormat,
     pub new_id: bool,
@@ -113,10 +115,10 @@ struct PortalQuickFlags {
     /// Where bridges connect (VMess), e.g. 0.0.0.0:1024 or just 1024
     #[arg(long, value_name = "[IP:]PORT", value_parser = parse_listen, help_heading = QUICK)]
     tunnel: Option<SocketAddr>,
-    /// A public listener; repeat for several services (the i-th --public reaches the
-    /// bridge's i-th --to)
-    #[arg(long, value_name = "[IP:]PORT", value_parser = parse_listen, help_heading = QUICK)]
-    public: Vec<SocketAddr>,
+    /// A public listener, TCP or (udp:) UDP; repeat for several services (the i-th --public
+    /// reaches the bridge's i-th --to, which must be of the same kind)
+    #[arg(long, value_name = "[udp:][IP:]PORT", value_parser = parse_public, help_heading = QUICK)]
+    public: Vec<Public>,
     /// The VMess user ID both sides share (make one with --new-id)
     #[arg(long, value_name = "UUID", help_heading = QUICK)]
     id: Option<Uuid>,
@@ -144,9 +146,10 @@ struct BridgeQuickFlags {
     /// The portal's tunnel address; repeat for several portals (each its own address, not a balancer's): a tunnel to every one
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, help_heading = QUICK)]
     portal: Vec<HostPort>,
-    /// A local service; repeat for several services, in the order of the portal's --public
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, help_heading = QUICK)]
-    to: Vec<HostPort>,
+    /// A local service, TCP or (udp:) UDP; repeat for several services, in the order and of
+    /// the kinds of the portal's --public
+    #[arg(long, value_name = "[udp:]HOST:PORT", value_parser = parse_service, help_heading = QUICK)]
+    to: Vec<Service>,
     /// The VMess user ID both sides share (make one with --new-id)
     #[arg(long, value_name = "UUID", help_heading = QUICK)]
     id: Option<Uuid>,
@@ -192,6 +195,10 @@ struct OutputFlags {
     /// Serve Prometheus /metrics on ADDR (sets rayback.metrics; with a file, overrides it)
     #[arg(long, value_name = "IP:PORT", help_heading = OUTPUT)]
     metrics: Option<SocketAddr>,
+    /// Ask for HTTP basic auth on the status page, /status and /metrics (/live and /ready
+    /// stay open; sets rayback.metricsAuth; with a file, overrides it)
+    #[arg(long, value_name = "USER:PASSWORD", value_parser = parse_metrics_auth, help_heading = OUTPUT)]
+    metrics_auth: Option<MetricsAuth>,
     /// Print the configuration as V2Ray JSON and exit (a quick start becomes a file)
     #[arg(long, help_heading = OUTPUT)]
     print_config: bool,
@@ -221,6 +228,7 @@ impl Args {
             test: v2ray.test,
             version: v2ray.version,
             metrics: output.metrics,
+            metrics_auth: output.metrics_auth,
             print_config: output.print_config,
             log_format: output.log_format,
             new_id: output.new_id,
@@ -271,6 +279,10 @@ fn parse_drain_delay(text: &str) -> Result<u32, String> {
     }
 }
 
+fn parse_metrics_auth(text: &str) -> Result<MetricsAuth, String> {
+    text.parse()
+}
+
 fn parse_format(text: &str) -> Result<Format, String> {
     match text.to_ascii_lowercase().as_str() {
         "pb" | "protobuf" => {
@@ -285,6 +297,14 @@ fn parse_listen(text: &str) -> Result<SocketAddr, quick::QuickError> {
 }
 
 fn parse_host_port(text: &str) -> Result<HostPort, quick::QuickError> {
+    text.parse()
+}
+
+fn parse_public(text: &str) -> Result<Public, quick::QuickError> {
+    text.parse()
+}
+
+fn parse_service(text: &str) -> Result<Service, quick::QuickError> {
     text.parse()
 }
 
@@ -312,6 +332,7 @@ pub(super) fn examples(role: Role) -> &'static [&'static str] {
             "portal -test -config portal.json",
             "portal --tunnel 0.0.0.0:1024 --public 0.0.0.0:8080 --id $(portal --new-id)",
             "portal --tunnel 1024 --public 80 --public 443 --id UUID    # two services",
+            "portal --tunnel 1024 --public 80 --public udp:53 --id UUID    # a TCP and a UDP service",
             "portal --tunnel 1024 --public 80 --id UUID --print-config > portal.json",
             "portal --tunnel 443 --public 80 --id UUID --ws /tunnel --tls-cert cert.pem --tls-key key.pem",
         ],
@@ -319,6 +340,7 @@ pub(super) fn examples(role: Role) -> &'static [&'static str] {
             "bridge -config /etc/rayback/bridge.json",
             "bridge --portal portal.example.com:1024 --id UUID --to 127.0.0.1:80",
             "bridge --portal 203.0.113.7:1024 --id UUID --to 127.0.0.1:80 --to 127.0.0.1:443",
+            "bridge --portal HOST:1024 --id UUID --to 127.0.0.1:80 --to udp:127.0.0.1:53    # UDP: same kinds, same order as --public",
             "bridge --portal HOST:1024 --id UUID --to 127.0.0.1:80 --print-config > bridge.json",
             "bridge --portal a.example:1024 --portal b.example:1024 --id UUID --to 127.0.0.1:80    # a tunnel to each portal",
             "bridge --portal portal.example.com:443 --id UUID --to 127.0.0.1:80 --ws /tunnel --tls",
@@ -592,6 +614,7 @@ impl Args {
                             id,
                             domain,
                             metrics: self.metrics,
+                            metrics_auth: self.metrics_auth.clone(),
                             drain_delay: self.drain_delay,
                             ws: self.ws.clone(),
                             tls: ServerTls::from_flags(
@@ -622,6 +645,7 @@ impl Args {
                         domain,
                         security: self.security.unwrap_or_default(),
                         metrics: self.metrics,
+                        metrics_auth: self.metrics_auth.clone(),
                         drain_delay: self.drain_delay,
                         ws: WebSocket::from_flags(self.ws.as_ref(), self.ws_host.as_deref())
                             .map_err(|error| error.to_string())?,
@@ -695,6 +719,29 @@ mod tests {
     }
 
     #[test]
+    fn metrics_auth_is_user_colon_password() {
+        let args = parse(
+            Role::Portal,
+            &["-config", "a.json", "--metrics-auth", "ops:pass:word"],
+        )
+        .unwrap();
+        let auth = args.metrics_auth.unwrap();
+        assert_eq!(
+            (auth.user.as_str(), auth.password.as_str()),
+            ("ops", "pass:word")
+        );
+        for (bad, why) in [
+            ("opspassword", "no colon"),
+            (":password", "the user is empty"),
+            ("ops:", "the password is empty"),
+        ] {
+            let message = error(Role::Bridge, &["--metrics-auth", bad]);
+            assert!(message.contains("--metrics-auth"), "{bad}: {message}");
+            assert!(message.contains(why), "{bad}: {message}");
+        }
+    }
+
+    #[test]
     fn normalize_leaves_values_and_the_rest_alone() {
         let command = command(Role::Portal);
         let normalized = normalize(
@@ -761,6 +808,47 @@ mod tests {
             parse(Role::Bridge, &[]).unwrap().quick_start(Role::Bridge),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn udp_services_take_a_prefix() {
+        let args = parse(
+            Role::Portal,
+            &[
+                "--tunnel",
+                "1024",
+                "--public",
+                "53",
+                "-public=udp:53",
+                "--id",
+                ID,
+            ],
+        )
+        .unwrap();
+        let publics: Vec<String> = args.public.iter().map(ToString::to_string).collect();
+        assert_eq!(publics, ["0.0.0.0:53", "udp:0.0.0.0:53"]);
+        let args = parse(
+            Role::Bridge,
+            &[
+                "--portal",
+                "h.example:1024",
+                "--to",
+                "tcp:127.0.0.1:53",
+                "--to",
+                "udp:127.0.0.1:53",
+                "--id",
+                ID,
+            ],
+        )
+        .unwrap();
+        let Some(QuickStart::Bridge(bridge)) = args.quick_start(Role::Bridge).unwrap() else {
+            panic!("not a bridge quick start");
+        };
+        assert_eq!(bridge.to[1].to_string(), "udp:127.0.0.1:53");
+        let message = error(Role::Portal, &["--public", "udp:localhost:53"]);
+        assert!(message.contains("is not [udp:][IP:]PORT"), "{message}");
+        let message = error(Role::Bridge, &["--to", "udp:53"]);
+        assert!(message.contains("is not [udp:]HOST:PORT"), "{message}");
     }
 
     #[test]

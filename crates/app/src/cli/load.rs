@@ -1,7 +1,7 @@
 //! From flags to a checked configuration: the files of `-config` and
 //! `-confdir` (or `./config.json`, or standard input) read and merged as
-//! V2Ray does, or the quick start's configuration; then `--metrics`
-//! applied and the whole checked by `build`. [`load`] is also what SIGHUP
+//! V2Ray does, or the quick start's configuration; then `--metrics` and
+//! `--metrics-auth` applied and the whole checked by `build`. [`load`] is also what SIGHUP
 //! calls to re-read the files.
 //!
 //! Part of the `cli` module. Not here: parsing the flags (`flags`), the
@@ -55,7 +55,7 @@ fn confdir_files(dir: &str) -> Result<Vec<String>, ConfigError> {
 }
 
 /// Loads and checks the configuration for `role`, from the files or from
-/// the quick-start flags, with `--metrics` applied: the config, or the
+/// the quick-start flags, with `--metrics` and `--metrics-auth` applied: the config, or the
 /// message to print before exiting with [`EXIT_BAD_CONFIG`](super::EXIT_BAD_CONFIG).
 pub fn load(role: Role, args: &Args) -> Result<Config, String> {
     let mut config = match args.quick_start(role)? {
@@ -64,6 +64,9 @@ pub fn load(role: Role, args: &Args) -> Result<Config, String> {
     };
     if let Some(metrics) = args.metrics {
         config.rayback.metrics = Some(metrics);
+    }
+    if let Some(auth) = &args.metrics_auth {
+        config.rayback.metrics_auth = Some(auth.clone());
     }
     crate::check(&config).map_err(|error| format!("{error:#}"))?;
     Ok(config)
@@ -128,5 +131,31 @@ mod tests {
             config.rayback.metrics,
             Some("127.0.0.1:9100".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn metrics_auth_goes_with_a_quick_start_and_its_printed_file() {
+        let args = parse(
+            Role::Portal,
+            &[
+                "--tunnel",
+                "1024",
+                "--public",
+                "80",
+                "--id",
+                ID,
+                "--metrics",
+                "127.0.0.1:9100",
+                "--metrics-auth",
+                "ops:pw",
+            ],
+        )
+        .unwrap();
+        let config = load(Role::Portal, &args).unwrap();
+        let auth = config.rayback.metrics_auth.unwrap();
+        assert_eq!((auth.user.as_str(), auth.password.as_str()), ("ops", "pw"));
+        // --print-config of a quick start keeps it, so the file runs the same.
+        let printed = args.quick_start(Role::Portal).unwrap().unwrap().to_text();
+        assert!(printed.contains("\"metricsAuth\": \"ops:pw\""), "{printed}");
     }
 }

@@ -20,7 +20,8 @@
 //! | `-config`/`-c FILE` (repeatable), `-confdir DIR`, `-format json\|toml` | V2Ray's configuration sources |
 //! | `-test`, `-version` | V2Ray's check and version |
 //! | `--tunnel`, `--public`, `--tls-cert`, `--tls-key` (portal); `--portal` (repeatable: one `vnext` entry per portal), `--to`, `--security`, `--ws-host`, `--tls`, `--server-name`, `--ca`, `--insecure` (bridge); `--id`, `--domain`, `--ws` | the quick start, exclusive with the file flags |
-//! | `--metrics ADDR` | Prometheus endpoint (`rayback.metrics`), with a file or a quick start |
+//! | `--metrics ADDR` | Prometheus endpoint and status page (`rayback.metrics`), with a file or a quick start |
+//! | `--metrics-auth USER:PASSWORD` | basic auth on `/`, `/status`, `/metrics` (`rayback.metricsAuth`), with a file or a quick start |
 //! | `--drain-delay MS` | after SIGTERM, stay unready but serving this long (`rayback.drainDelay`), quick start |
 //! | `--print-config` | print the configuration as V2Ray JSON and exit |
 //! | `--log-format text\|json` | log lines for people or machines |

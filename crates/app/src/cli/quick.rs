@@ -15,10 +15,26 @@
 //! port to the i-th freedom redirect. A marker no `--to` claims goes to a
 //! blackhole rather than to the wrong service.
 //!
+//! UDP: `--public udp:[IP:]PORT` is a dokodemo-door with `network: udp`,
+//! and `--to udp:HOST:PORT` the same freedom redirect (freedom keeps a
+//! session's network). Each datagram source is one Mux.Cool UDP session
+//! (network `02` in its New frame) and each datagram one frame: of at
+//! most 2048 bytes of payload when a V2Ray peer is on either end (V2Ray
+//! 4.34's `buf.Size`; Rayback drops a longer datagram, see
+//! `rayback_mux::settings::V2RAY_MAX_PACKET`), up to 65,507 bytes between
+//! a Rayback portal and a Rayback bridge, which negotiate larger packet
+//! frames (`rayback_reverse::portal`'s docs). The
+//! i-th `--public` and the i-th `--to` must be of the same kind; the two
+//! sides are separate processes, so neither can check the other's, but a
+//! bridge with a UDP service names each service's network in its rules:
+//! a session of the wrong kind then meets the blackhole, not a socket of
+//! the wrong type. `tcp:` may be written too; it is the default.
+//!
 //! | flag (portal)     | JSON                                                           |
 //! |-------------------|----------------------------------------------------------------|
 //! | `--tunnel A:P`    | inbound `interconn`: vmess on A:P, `clients: [{id}]`           |
 //! | `--public A:P` #i | inbound `external[-i]`: dokodemo-door on A:P → 127.0.0.1:i     |
+//! | `--public udp:A:P`| the same with `network: udp` (plain or `tcp:`: `network: tcp`) |
 //! | `--domain D`      | `reverse.portals: [{tag: portal, domain: D}]`                  |
 //! | `--ws PATH`       | `interconn`: `network: ws`, `wsSettings: {path: PATH}`         |
 //! | `--tls-cert C`    | `interconn`: `security: tls`,                                  |
@@ -29,6 +45,7 @@
 //! |-------------------|------------------------------------------------------------------|
 //! | `--portal H:P`    | outbound `interconn`: vmess to H:P, `users: [{id, security}]`; repeated: one `vnext` entry per portal, a tunnel to each |
 //! | `--to H:P` #i     | outbound `out[-i]`: freedom, `redirect: H:P`                     |
+//! | `--to udp:H:P` #i | the same outbound; every service rule then names its `network`   |
 //! | `--domain D`      | `reverse.bridges: [{tag: bridge, domain: D}]`                    |
 //! | `--ws PATH`       | `interconn`: `network: ws`, `wsSettings: {path: PATH}`           |
 //! | `--ws-host H`     | `wsSettings.headers: {Host: H}` (needs `--ws`)                   |
@@ -37,6 +54,7 @@
 //! | `--ca F`          | `tlsSettings.certificates: [{certificateFile: F}]`, trusted too  |
 //! | `--insecure`      | `tlsSettings.allowInsecure: true` (not with `--ca`)              |
 //! | (always)          | rules: `full:D` → `interconn`; port i → `out-i` (or all → `out`) |
+//! | (several or UDP)  | outbound `no-such-service`: blackhole, the last rule's target    |
 //!
 //! `--tls-cert` and `--tls-key` come together; `--server-name`, `--ca`
 //! and `--insecure` each imply `--tls`. Without the transport flags there
@@ -59,7 +77,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::str::FromStr;
 
-use rayback_config::{Config, ConfigError};
+use rayback_config::{Config, ConfigError, MetricsAuth};
 use rayback_core::{Address, Destination, Network};
 use serde_json::Value;
 use uuid::Uuid;
@@ -86,10 +104,16 @@ pub enum QuickError {
     NotHostPort(String),
     #[error("{0:?}: port 0 is not a port to connect to")]
     PortZero(String),
+    #[error("{0:?} is not [udp:][IP:]PORT (e.g. 8080, 0.0.0.0:8080, udp:53 or udp:[::]:53)")]
+    NotPublic(String),
+    #[error(
+        "{0:?} is not [udp:]HOST:PORT (e.g. 127.0.0.1:80, example.com:80 or udp:127.0.0.1:53)"
+    )]
+    NotService(String),
     #[error("{0:?} is not a domain name (letters, digits, '-', '_' and '.', at most 253 bytes)")]
     NotDomain(String),
     #[error("{0} is given twice; every public port needs its own address")]
-    DuplicatePublic(SocketAddr),
+    DuplicatePublic(Public),
     #[error("{0} is both the tunnel and a public address")]
     TunnelIsPublic(SocketAddr),
     #[error("{count} services: at most {max} pairs of --public/--to are supported")]
@@ -160,6 +184,99 @@ impl fmt::Display for HostPort {
         } else {
             write!(f, "{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// Splits a service's optional network prefix off: `udp:53` is UDP on 53,
+/// `tcp:53` and plain `53` are TCP (the prefix in any case). A value
+/// without a prefix is the address it was before UDP; a bridge service
+/// on a host named `udp` or `tcp` is written `tcp:udp:53`.
+fn split_network(text: &str) -> (Network, &str) {
+    for (prefix, network) in [("udp:", Network::Udp), ("tcp:", Network::Tcp)] {
+        if let Some(head) = text.get(..prefix.len()) {
+            if head.eq_ignore_ascii_case(prefix) {
+                return (network, &text[prefix.len()..]);
+            }
+        }
+    }
+    (Network::Tcp, text)
+}
+
+/// `udp:` before a UDP service's address; nothing before a TCP one's, the
+/// form the flags were given in before UDP.
+fn network_prefix(network: Network) -> &'static str {
+    match network {
+        Network::Tcp => "",
+        Network::Udp => "udp:",
+    }
+}
+
+/// A portal's `--public`: where a service listens and what it carries
+/// (`[udp:|tcp:][IP:]PORT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Public {
+    pub network: Network,
+    pub listen: SocketAddr,
+}
+
+impl Public {
+    /// A TCP listener, the plain `[IP:]PORT` form.
+    pub fn tcp(listen: SocketAddr) -> Public {
+        Public {
+            network: Network::Tcp,
+            listen,
+        }
+    }
+}
+
+impl FromStr for Public {
+    type Err = QuickError;
+
+    fn from_str(text: &str) -> Result<Public, QuickError> {
+        let (network, rest) = split_network(text);
+        let listen = parse_listen(rest).map_err(|_| QuickError::NotPublic(text.to_owned()))?;
+        Ok(Public { network, listen })
+    }
+}
+
+impl fmt::Display for Public {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", network_prefix(self.network), self.listen)
+    }
+}
+
+/// A bridge's `--to`: a local service and what it carries
+/// (`[udp:|tcp:]HOST:PORT`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub network: Network,
+    pub target: HostPort,
+}
+
+impl FromStr for Service {
+    type Err = QuickError;
+
+    fn from_str(text: &str) -> Result<Service, QuickError> {
+        let (network, rest) = split_network(text);
+        let target = match rest.parse::<HostPort>() {
+            Ok(target) => target,
+            Err(QuickError::PortZero(_)) => return Err(QuickError::PortZero(text.to_owned())),
+            Err(_) => return Err(QuickError::NotService(text.to_owned())),
+        };
+        Ok(Service { network, target })
+    }
+}
+
+impl fmt::Display for Service {
+    /// The flag form, which parses back: `tcp:` written only before a
+    /// host that would read as a prefix (`tcp:udp:53`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = self.target.to_string();
+        let prefix = match self.network {
+            Network::Tcp if split_network(&target).1.len() != target.len() => "tcp:",
+            network => network_prefix(network),
+        };
+        write!(f, "{prefix}{target}")
     }
 }
 
@@ -464,10 +581,12 @@ pub struct PortalFlags {
     /// Where the bridges connect (VMess).
     pub tunnel: SocketAddr,
     /// Public listeners, one per service, in service order; never empty.
-    pub public: Vec<SocketAddr>,
+    pub public: Vec<Public>,
     pub id: Uuid,
     pub domain: String,
     pub metrics: Option<SocketAddr>,
+    /// `--metrics-auth`: `rayback.metricsAuth`, when given.
+    pub metrics_auth: Option<MetricsAuth>,
     /// `--drain-delay`: `rayback.drainDelay` in ms, when given.
     pub drain_delay: Option<u32>,
     /// `--ws`: the tunnel listener speaks WebSocket on this path.
@@ -483,11 +602,13 @@ pub struct BridgeFlags {
     /// entry each, and the bridge keeps a tunnel to every one. Never empty.
     pub portals: Vec<HostPort>,
     /// Local services, in service order; never empty.
-    pub to: Vec<HostPort>,
+    pub to: Vec<Service>,
     pub id: Uuid,
     pub domain: String,
     pub security: Security,
     pub metrics: Option<SocketAddr>,
+    /// `--metrics-auth`: `rayback.metricsAuth`, when given.
+    pub metrics_auth: Option<MetricsAuth>,
     /// `--drain-delay`: `rayback.drainDelay` in ms, when given.
     pub drain_delay: Option<u32>,
     /// `--ws`, `--ws-host`: the tunnel is dialled over WebSocket.
@@ -677,10 +798,18 @@ fn rule(inbound_tags: Vec<String>, outbound_tag: &str) -> Json {
 /// The largest `--drain-delay` (`rayback.drainDelay`'s bound).
 pub const MAX_DRAIN_DELAY_MS: u32 = 600_000;
 
-fn add_rayback_extras(top: &mut Json, metrics: Option<SocketAddr>, drain_delay: Option<u32>) {
+fn add_rayback_extras(
+    top: &mut Json,
+    metrics: Option<SocketAddr>,
+    metrics_auth: Option<&MetricsAuth>,
+    drain_delay: Option<u32>,
+) {
     let mut fields = Vec::new();
     if let Some(metrics) = metrics {
         fields.push(("metrics", metrics.to_string().into()));
+    }
+    if let Some(auth) = metrics_auth {
+        fields.push(("metricsAuth", auth.to_text().into()));
     }
     if let Some(millis) = drain_delay {
         fields.push(("drainDelay", Json::Scalar(Value::from(millis))));
@@ -696,11 +825,13 @@ impl PortalFlags {
         check_domain(&self.domain)?;
         check_count(self.public.len())?;
         for (index, public) in self.public.iter().enumerate() {
+            // A TCP and a UDP listener may share an address (DNS on 53).
             if self.public[..index].contains(public) {
                 return Err(QuickError::DuplicatePublic(*public));
             }
-            if *public == self.tunnel {
-                return Err(QuickError::TunnelIsPublic(*public));
+            // The tunnel is TCP (VMess over TCP, TLS or WebSocket).
+            if public.network == Network::Tcp && public.listen == self.tunnel {
+                return Err(QuickError::TunnelIsPublic(public.listen));
             }
         }
         Ok(())
@@ -713,14 +844,14 @@ impl PortalFlags {
         let mut public_tags = Vec::with_capacity(count);
         for (index, public) in self.public.iter().enumerate() {
             let tag = service_tag("external", index, count);
-            let mut inbound = inbound_head(&tag, *public);
+            let mut inbound = inbound_head(&tag, public.listen);
             inbound.push("protocol", "dokodemo-door");
             inbound.push(
                 "settings",
                 Json::object([
                     ("address", MARKER_HOST.into()),
                     ("port", marker_port(index).into()),
-                    ("network", "tcp".into()),
+                    ("network", public.network.as_str().into()),
                 ]),
             );
             inbounds.push(inbound);
@@ -764,7 +895,12 @@ impl PortalFlags {
                 )]),
             ),
         ]);
-        add_rayback_extras(&mut top, self.metrics, self.drain_delay);
+        add_rayback_extras(
+            &mut top,
+            self.metrics,
+            self.metrics_auth.as_ref(),
+            self.drain_delay,
+        );
         top
     }
 }
@@ -779,6 +915,12 @@ impl BridgeFlags {
     /// The bridge's V2Ray JSON.
     pub fn to_json(&self) -> Json {
         let count = self.to.len();
+        // With a UDP service each service rule also names its network, so
+        // a session of the other kind (the portal's i-th --public not of
+        // the kind of this i-th --to) is closed rather than sent to a
+        // socket of the wrong type; with TCP alone the rules are the guide's.
+        let any_udp = self.to.iter().any(|to| to.network == Network::Udp);
+        let blackhole = count > 1 || any_udp;
         let bridge_tag = || vec!["bridge".to_owned()];
         let mut outbounds = Vec::with_capacity(count + 2);
         let mut rules = Vec::with_capacity(count + 2);
@@ -790,18 +932,25 @@ impl BridgeFlags {
         rules.push(tunnel_rule);
         for (index, to) in self.to.iter().enumerate() {
             let tag = service_tag("out", index, count);
+            // freedom keeps the session's network and swaps the address:
+            // one redirect serves TCP and UDP alike.
             outbounds.push(Json::object([
                 ("tag", tag.as_str().into()),
                 ("protocol", "freedom".into()),
                 (
                     "settings",
-                    Json::object([("redirect", to.to_string().into())]),
+                    Json::object([("redirect", to.target.to_string().into())]),
                 ),
             ]));
             let mut service_rule = rule(bridge_tag(), &tag);
-            if count > 1 {
-                if let Json::Object(fields) = &mut service_rule {
-                    fields.insert(2, ("port", marker_port(index).to_string().into()));
+            if let Json::Object(fields) = &mut service_rule {
+                let mut at = 2;
+                if count > 1 {
+                    fields.insert(at, ("port", marker_port(index).to_string().into()));
+                    at += 1;
+                }
+                if any_udp {
+                    fields.insert(at, ("network", to.network.as_str().into()));
                 }
             }
             rules.push(service_rule);
@@ -832,9 +981,10 @@ impl BridgeFlags {
             tunnel.push("streamSettings", stream);
         }
         outbounds.push(tunnel);
-        if count > 1 {
+        if blackhole {
             // A marker no service claims (the portal has more --public
-            // than this bridge has --to) is closed, not misdelivered.
+            // than this bridge has --to), or one of the other network, is
+            // closed, not misdelivered.
             outbounds.push(Json::object([
                 ("tag", "no-such-service".into()),
                 ("protocol", "blackhole".into()),
@@ -854,7 +1004,12 @@ impl BridgeFlags {
             ("outbounds", Json::Array(outbounds)),
             ("routing", Json::object([("rules", Json::Array(rules))])),
         ]);
-        add_rayback_extras(&mut top, self.metrics, self.drain_delay);
+        add_rayback_extras(
+            &mut top,
+            self.metrics,
+            self.metrics_auth.as_ref(),
+            self.drain_delay,
+        );
         top
     }
 }
@@ -908,10 +1063,11 @@ mod tests {
     fn guide_portal() -> PortalFlags {
         PortalFlags {
             tunnel: parse_listen("1024").unwrap(),
-            public: vec![parse_listen("80").unwrap()],
+            public: vec!["80".parse().unwrap()],
             id: ID.parse().unwrap(),
             domain: "test.v2ray.com".into(),
             metrics: None,
+            metrics_auth: None,
             drain_delay: None,
             ws: None,
             tls: None,
@@ -921,11 +1077,12 @@ mod tests {
     fn guide_bridge() -> BridgeFlags {
         BridgeFlags {
             portals: vec![host_port("127.0.0.1:1024")],
-            to: vec![host_port("127.0.0.1:80")],
+            to: vec!["127.0.0.1:80".parse().unwrap()],
             id: ID.parse().unwrap(),
             domain: "test.v2ray.com".into(),
             security: Security::Auto,
             metrics: None,
+            metrics_auth: None,
             drain_delay: None,
             ws: None,
             tls: None,
@@ -960,7 +1117,7 @@ mod tests {
     #[test]
     fn several_services_pair_by_marker_port() {
         let mut portal = guide_portal();
-        portal.public.push(parse_listen("127.0.0.1:8081").unwrap());
+        portal.public.push("127.0.0.1:8081".parse().unwrap());
         let json = portal.to_json().to_value();
         assert_eq!(json["inbounds"][0]["tag"], "external-1");
         assert_eq!(json["inbounds"][0]["settings"]["port"], 1);
@@ -973,7 +1130,7 @@ mod tests {
         );
 
         let mut bridge = guide_bridge();
-        bridge.to.push(host_port("[::1]:8081"));
+        bridge.to.push("[::1]:8081".parse().unwrap());
         bridge.security = Security::ChaCha20Poly1305;
         let json = bridge.to_json().to_value();
         let rules = json["routing"]["rules"].as_array().unwrap();
@@ -993,6 +1150,208 @@ mod tests {
             let (code, output) = v2ray_test(&quick.to_text(), "quick.json").unwrap();
             assert_eq!(code, 0, "v2ray -test refused {}: {output}", quick.to_text());
         }
+    }
+
+    #[test]
+    fn services_take_an_optional_network_prefix() {
+        let listen = |text: &str| parse_listen(text).unwrap();
+        for (text, network, addr) in [
+            ("80", Network::Tcp, "0.0.0.0:80"),
+            ("tcp:80", Network::Tcp, "0.0.0.0:80"),
+            ("udp:53", Network::Udp, "0.0.0.0:53"),
+            ("UDP:53", Network::Udp, "0.0.0.0:53"),
+            ("udp:127.0.0.1:53", Network::Udp, "127.0.0.1:53"),
+            ("udp:[::1]:53", Network::Udp, "[::1]:53"),
+            ("tcp:[::]:8080", Network::Tcp, "[::]:8080"),
+        ] {
+            let public: Public = text.parse().unwrap();
+            assert_eq!(public.network, network, "{text}");
+            assert_eq!(public.listen, listen(addr), "{text}");
+            // Display is the canonical flag form, which parses back.
+            assert_eq!(public.to_string().parse::<Public>(), Ok(public), "{text}");
+        }
+        assert_eq!(
+            "udp:53".parse::<Public>().unwrap().to_string(),
+            "udp:0.0.0.0:53"
+        );
+        assert_eq!(
+            "tcp:80".parse::<Public>().unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        for bad in [
+            "udp:",
+            "udp:localhost:53",
+            "quic:443",
+            "udp:70000",
+            "udp:udp:53",
+        ] {
+            assert_eq!(
+                bad.parse::<Public>(),
+                Err(QuickError::NotPublic(bad.to_owned())),
+                "{bad}"
+            );
+        }
+
+        for (text, network, target) in [
+            ("127.0.0.1:80", Network::Tcp, "127.0.0.1:80"),
+            ("tcp:127.0.0.1:80", Network::Tcp, "127.0.0.1:80"),
+            ("udp:127.0.0.1:53", Network::Udp, "127.0.0.1:53"),
+            ("udp:[::1]:53", Network::Udp, "[::1]:53"),
+            ("udp:dns.internal:53", Network::Udp, "dns.internal:53"),
+            // A host named like a prefix, behind the explicit one.
+            ("tcp:udp:53", Network::Tcp, "udp:53"),
+        ] {
+            let service: Service = text.parse().unwrap();
+            assert_eq!(service.network, network, "{text}");
+            assert_eq!(service.target, host_port(target), "{text}");
+            assert_eq!(
+                service.to_string().parse::<Service>(),
+                Ok(service.clone()),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            "udp:127.0.0.1:0".parse::<Service>(),
+            Err(QuickError::PortZero("udp:127.0.0.1:0".to_owned()))
+        );
+        for bad in ["udp:53", "tcp:80", "udp:", "udp:::1:53", "udp:a b:53"] {
+            let error = bad.parse::<Service>().unwrap_err();
+            assert_eq!(error, QuickError::NotService(bad.to_owned()));
+            assert!(error.to_string().contains("[udp:]HOST:PORT"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_udp_public_is_a_udp_dokodemo_door_routed_to_the_portal() {
+        let mut portal = guide_portal();
+        portal.public = ["80", "udp:53", "udp:127.0.0.1:5353"]
+            .map(|text| text.parse().unwrap())
+            .into();
+        let quick = QuickStart::Portal(portal);
+        let json = quick.to_json().to_value();
+        let inbounds = json["inbounds"].as_array().unwrap();
+        for (index, (tag, network, port)) in [
+            ("external-1", "tcp", 80),
+            ("external-2", "udp", 53),
+            ("external-3", "udp", 5353),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let inbound = &inbounds[index];
+            assert_eq!(inbound["tag"], tag);
+            assert_eq!(inbound["protocol"], "dokodemo-door");
+            assert_eq!(inbound["port"], port);
+            assert_eq!(
+                inbound["settings"],
+                json!({"address": MARKER_HOST, "port": index + 1, "network": network})
+            );
+        }
+        assert_eq!(inbounds[2]["listen"], "127.0.0.1");
+        assert_eq!(
+            json["routing"]["rules"],
+            json!([
+                {"type": "field", "inboundTag": ["external-1", "external-2", "external-3"], "outboundTag": "portal"},
+                {"type": "field", "inboundTag": [TUNNEL_TAG], "outboundTag": "portal"}
+            ])
+        );
+        let config = quick.config().unwrap();
+        let networks: Vec<Vec<Network>> = config.inbounds[..3]
+            .iter()
+            .map(|inbound| match &inbound.settings {
+                rayback_config::InboundSettings::DokodemoDoor(door) => door.network.clone(),
+                other => panic!("not dokodemo-door: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            networks,
+            [vec![Network::Tcp], vec![Network::Udp], vec![Network::Udp]]
+        );
+        v2ray_accepts(&quick);
+
+        // One UDP service keeps the guide's single-service tags.
+        let mut portal = guide_portal();
+        portal.public = vec!["udp:53".parse().unwrap()];
+        let json = portal.to_json().to_value();
+        assert_eq!(json["inbounds"][0]["tag"], "external");
+        assert_eq!(json["inbounds"][0]["settings"]["network"], "udp");
+        assert_eq!(json["inbounds"][0]["settings"]["port"], 1);
+        v2ray_accepts(&QuickStart::Portal(portal));
+    }
+
+    #[test]
+    fn a_udp_service_names_every_rules_network_and_closes_the_rest() {
+        // One UDP service: no marker port (a guide portal's target is
+        // not a marker), the network named, the rest to the blackhole.
+        let mut bridge = guide_bridge();
+        bridge.to = vec!["udp:127.0.0.1:53".parse().unwrap()];
+        let quick = QuickStart::Bridge(bridge);
+        let json = quick.to_json().to_value();
+        assert_eq!(
+            json["outbounds"][0],
+            json!({"tag": "out", "protocol": "freedom", "settings": {"redirect": "127.0.0.1:53"}})
+        );
+        let rules = &json["routing"]["rules"];
+        assert_eq!(
+            rules[1],
+            json!({"type": "field", "inboundTag": ["bridge"], "network": "udp", "outboundTag": "out"})
+        );
+        assert_eq!(rules[2]["outboundTag"], "no-such-service");
+        assert_eq!(json["outbounds"][2]["protocol"], "blackhole");
+        quick.config().unwrap();
+        v2ray_accepts(&quick);
+
+        // A TCP and a UDP service on the same port: the marker port and
+        // the network pick the service.
+        let mut bridge = guide_bridge();
+        bridge.to = ["127.0.0.1:53", "udp:[::1]:53"]
+            .map(|text| text.parse().unwrap())
+            .into();
+        let quick = QuickStart::Bridge(bridge);
+        let json = quick.to_json().to_value();
+        let rules = json["routing"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 4);
+        assert_eq!(
+            rules[1],
+            json!({"type": "field", "inboundTag": ["bridge"], "port": "1", "network": "tcp", "outboundTag": "out-1"})
+        );
+        assert_eq!(
+            rules[2],
+            json!({"type": "field", "inboundTag": ["bridge"], "port": "2", "network": "udp", "outboundTag": "out-2"})
+        );
+        assert_eq!(rules[3]["outboundTag"], "no-such-service");
+        assert_eq!(json["outbounds"][1]["settings"]["redirect"], "[::1]:53");
+        // Key order as printed: the rule's conditions, then its target.
+        let text = quick.to_text();
+        let port = text.find("\"port\": \"1\"").unwrap();
+        let network = text.find("\"network\": \"tcp\"").unwrap();
+        let target = text.find("\"outboundTag\": \"out-1\"").unwrap();
+        assert!(port < network && network < target, "{text}");
+        quick.config().unwrap();
+        v2ray_accepts(&quick);
+
+        // TCP alone: no network in any rule, as before UDP.
+        let mut bridge = guide_bridge();
+        bridge.to.push("tcp:127.0.0.1:22".parse().unwrap());
+        assert!(!bridge.to_json().to_pretty().contains("\"network\""));
+    }
+
+    #[test]
+    fn a_tcp_and_a_udp_public_may_share_an_address() {
+        let mut portal = guide_portal();
+        portal.public = ["53", "udp:53"].map(|text| text.parse().unwrap()).into();
+        assert_eq!(portal.check(), Ok(()));
+        // UDP on the tunnel's port is no conflict: the tunnel is TCP.
+        portal
+            .public
+            .push(format!("udp:{}", portal.tunnel).parse().unwrap());
+        assert_eq!(portal.check(), Ok(()));
+        portal.public.push("udp:0.0.0.0:53".parse().unwrap());
+        let error = portal.check().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "udp:0.0.0.0:53 is given twice; every public port needs its own address"
+        );
     }
 
     /// The tunnel handler's `streamSettings`: the portal's last inbound,
@@ -1366,11 +1725,11 @@ mod tests {
             Err(QuickError::DuplicatePublic(_))
         ));
         let mut portal = guide_portal();
-        portal.public = vec![portal.tunnel];
+        portal.public = vec![Public::tcp(portal.tunnel)];
         assert!(matches!(portal.check(), Err(QuickError::TunnelIsPublic(_))));
         let mut portal = guide_portal();
         portal.public = (1..=1024)
-            .map(|port| parse_listen(&port.to_string()).unwrap())
+            .map(|port| port.to_string().parse().unwrap())
             .collect();
         assert!(portal.check().is_err());
         assert!(guide_portal().check().is_ok());

@@ -111,8 +111,11 @@ pub(super) fn cross_check(
 }
 
 /// The reverse-proxy guide's bridge wiring: a rule with the bridge's tag in
-/// `inboundTag` and `full:<domain>` in `domain` (to the tunnel outbound),
-/// before a catch-all rule with the bridge's tag (to the local service).
+/// `inboundTag` and its domain in `domain` (to the tunnel outbound), before
+/// a catch-all rule with the bridge's tag (to the local service).
+///
+/// The warning names only what is missing or misplaced: a person who wrote
+/// one of the two rules is not told to add it again.
 fn check_bridge_routing(
     config: &Config,
     bridge: &Bridge,
@@ -121,9 +124,11 @@ fn check_bridge_routing(
     warnings: &mut Vec<Warning>,
 ) {
     let path = format!("{}.bridges[{index}]", origins.reverse_path);
+    // A plain entry is V2Ray's substring match, which the domain passes too.
     let tunnel_entries = [
         format!("full:{}", bridge.domain),
         format!("domain:{}", bridge.domain),
+        bridge.domain.clone(),
     ];
     let has_tag = |rule: &RuleSettings| rule.inbound_tag.contains(&bridge.tag);
     let tunnel_rule = config.routing.rules.iter().position(|rule| {
@@ -142,23 +147,41 @@ fn check_bridge_routing(
             && rule.protocol.is_empty()
             && rule.attrs.is_none()
     });
-    let advice = format!(
-        "add a rule {{inboundTag: [{tag:?}], domain: [\"full:{domain}\"]}} to the outbound that reaches the portal, followed by {{inboundTag: [{tag:?}]}} to the local service",
-        tag = bridge.tag,
-        domain = bridge.domain
+    let tag = &bridge.tag;
+    let domain = &bridge.domain;
+    let rule_path = |index: usize| origins.rules[index].path.as_str();
+    // The domain entry the tunnel rule matches with, as the person wrote it.
+    let tunnel_entry = |index: usize| {
+        config.routing.rules[index]
+            .domain
+            .iter()
+            .find(|entry| tunnel_entries.contains(entry))
+            .map_or_else(|| format!("full:{domain}"), String::clone)
+    };
+    let no_tunnel_rule = format!(
+        "no routing rule sends the bridge's own connections (inboundTag {tag:?}, domain full:{domain}) to the portal"
+    );
+    let tunnel_advice = format!(
+        "add a rule {{inboundTag: [{tag:?}], domain: [\"full:{domain}\"]}} to the outbound that reaches the portal"
     );
     let problem = match (tunnel_rule, catch_all) {
-        (None, _) => Some(format!(
-            "no routing rule sends the bridge's own connections (inboundTag {:?}, domain full:{}) to the portal; ",
-            bridge.tag, bridge.domain
+        (None, None) => Some(format!(
+            "{no_tunnel_rule}; {tunnel_advice}, followed by {{inboundTag: [{tag:?}]}} to the local service"
         )),
-        (Some(_), None) => Some(format!(
-            "no catch-all rule routes the bridge's sessions (inboundTag {:?}); they go to the default outbound; ",
-            bridge.tag
+        (None, Some(catch_all)) => Some(format!(
+            "{no_tunnel_rule}; {tunnel_advice}, before the catch-all rule {}",
+            rule_path(catch_all)
+        )),
+        (Some(tunnel), None) => Some(format!(
+            "no catch-all rule routes the bridge's sessions (inboundTag {tag:?}); they go to the default outbound; add a rule {{inboundTag: [{tag:?}]}} to the local service after {} (the rule for domain {})",
+            rule_path(tunnel),
+            tunnel_entry(tunnel)
         )),
         (Some(tunnel), Some(catch_all)) if catch_all < tunnel => Some(format!(
-            "the catch-all rule for inboundTag {:?} comes before the rule for domain full:{}, so the bridge cannot reach the portal; ",
-            bridge.tag, bridge.domain
+            "the catch-all rule for inboundTag {tag:?} comes before the rule for domain {}, so the bridge cannot reach the portal; move {} after {}",
+            tunnel_entry(tunnel),
+            rule_path(catch_all),
+            rule_path(tunnel)
         )),
         _ => None,
     };
@@ -167,7 +190,7 @@ fn check_bridge_routing(
             WarningKind::BridgeRouting,
             origins.reverse_file,
             &path,
-            format!("{problem}{advice}"),
+            problem,
         ));
     }
 

@@ -1,6 +1,6 @@
 //! The top-level `rayback` object, Rayback's own keys that V2Ray ignores:
-//! the `/metrics` listen address, `noBridgeWait`, `drainDelay`, `workers`
-//! and `limits`, each checked against its bounds.
+//! the `/metrics` listen address and its `metricsAuth`, `noBridgeWait`,
+//! `drainDelay`, `workers` and `limits`, each checked against its bounds.
 //!
 //! Only the object is read here, from the piece `build`'s `mod.rs` kept
 //! after merging; the defaults are the model's `RaybackExtras`.
@@ -31,7 +31,14 @@ pub(super) fn build_rayback(
     let object = cx.object(piece.node, &piece.path)?;
     object.warn_unknown(
         cx,
-        &["metrics", "noBridgeWait", "drainDelay", "workers", "limits"],
+        &[
+            "metrics",
+            "metricsAuth",
+            "noBridgeWait",
+            "drainDelay",
+            "workers",
+            "limits",
+        ],
     );
     let mut extras = RaybackExtras::default();
     if let Some(node) = object.get("metrics") {
@@ -40,6 +47,11 @@ pub(super) fn build_rayback(
         extras.metrics = Some(text.parse().map_err(|_| {
             cx.invalid(&path, format!("{text:?} is not an IP:port listen address"))
         })?);
+    }
+    if let Some(node) = object.get("metricsAuth") {
+        let path = object.at("metricsAuth");
+        let text = cx.string(node, &path)?;
+        extras.metrics_auth = Some(text.parse().map_err(|message| cx.invalid(&path, message))?);
     }
     if let Some(node) = object.get("noBridgeWait") {
         extras.no_bridge_wait =
@@ -117,6 +129,48 @@ mod tests {
         }
         let error = parse("{\"drainDelay\": 600001}").unwrap_err();
         assert!(error.contains("0..=600000"), "{error}");
+    }
+
+    #[test]
+    fn metrics_auth_reads_user_and_password() {
+        assert_eq!(parse("{}").unwrap().rayback.metrics_auth, None);
+        let config = parse(r#"{"metricsAuth": "ops:s3:cr:et"}"#).unwrap();
+        let auth = config.rayback.metrics_auth.unwrap();
+        assert_eq!(
+            (auth.user.as_str(), auth.password.as_str()),
+            ("ops", "s3:cr:et")
+        );
+        assert!(
+            !format!("{auth:?}").contains("s3:cr:et"),
+            "the password prints masked"
+        );
+    }
+
+    #[test]
+    fn bad_metrics_auth_names_the_field_and_not_the_password() {
+        for (bad, why) in [
+            ("\"nocolon\"", "no colon"),
+            ("\":secret\"", "the user is empty"),
+            ("\"ops:\"", "the password is empty"),
+            ("\"ops:a\\nb\"", "control characters"),
+            ("42", "string"),
+        ] {
+            let error = parse(&format!("{{\"metricsAuth\": {bad}}}")).unwrap_err();
+            assert!(error.contains("rayback.metricsAuth"), "{bad}: {error}");
+            assert!(error.contains(why), "{bad}: {error}");
+            assert!(!error.contains("secret"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn metrics_auth_round_trips_through_print_config() {
+        let config = parse(r#"{"metricsAuth": "ops:pw:1"}"#).unwrap();
+        let printed = config.to_v2ray_json();
+        assert_eq!(printed["rayback"]["metricsAuth"], "ops:pw:1");
+        let again = crate::parse_str("printed.json", &printed.to_string())
+            .unwrap()
+            .config;
+        assert_eq!(again.rayback.metrics_auth, config.rayback.metrics_auth);
     }
 
     #[test]

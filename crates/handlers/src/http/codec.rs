@@ -203,7 +203,7 @@ pub fn basic_credentials(head: &RequestHead) -> Option<(String, String)> {
 }
 
 /// Standard base64 with padding, as Go's `StdEncoding`.
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     if bytes.len() % 4 != 0 {
         return None;

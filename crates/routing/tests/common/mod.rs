@@ -395,7 +395,8 @@ pub fn session(case: &Case, source: SocketAddr) -> Session {
         send_budget: None,
         protocol: None,
         server: None,
-        peer_reads_source: false,
+        peer_extensions: Default::default(),
+        agreed_by_server: None,
     }
 }
 

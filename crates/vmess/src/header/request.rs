@@ -16,7 +16,7 @@
 //! | 16 | request body IV |
 //! | 16 | request body key |
 //! | 1 | response auth `V` |
-//! | 1 | options (S 0x01, M 0x04, P 0x08; Rayback only: source 0x40, rekey 0x80) |
+//! | 1 | options (S 0x01, M 0x04, P 0x08; Rayback only: large packets 0x20, source 0x40, rekey 0x80) |
 //! | 1 | padding length `P` << 4 ‖ security |
 //! | 1 | reserved (0) |
 //! | 1 | command: 1 TCP, 2 UDP, 3 Mux |
@@ -28,7 +28,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use rayback_core::{Address, Destination, Network};
+use rayback_core::{Address, Destination, Extensions, Network};
 
 use super::FIXED_HEADER_LEN;
 use crate::crypto;
@@ -64,13 +64,38 @@ impl Options {
     /// that a Rayback portal may append to Mux.Cool New frames (see
     /// `rayback_mux::frame`). A Rayback server answers it with the same
     /// bit in the response option byte and marks the session
-    /// (`Session::peer_reads_source`); whatever it carries, a portal then
+    /// (`Session::peer_extensions`); whatever it carries, a portal then
     /// names each public session's source. A V2Ray server neither answers
     /// nor sends sources, and a V2Ray client never asks.
     pub const SOURCE: u8 = 0x40;
+    /// Rayback's extension, unknown to V2Ray 4.34 (which gives meaning to
+    /// bits 0x01–0x08 only and answers every request with option byte 0):
+    /// the client takes Mux.Cool packet frames of up to 65,535 bytes of
+    /// data and would send them, where V2Ray refuses any over 2048 and
+    /// drops the whole connection. A Rayback server answers it with the
+    /// same bit and marks the session (`Session::peer_extensions`); a
+    /// portal then lets datagrams up to 65,507 bytes cross that tunnel
+    /// both ways, and a bridge that reads the answer does the same. A
+    /// V2Ray server never answers and a V2Ray client never asks, so every
+    /// tunnel with a V2Ray end keeps the 2048-byte limit.
+    pub const LARGE_PACKETS: u8 = 0x20;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
+    }
+
+    /// The connection-level Rayback extensions these bits name (request
+    /// and response option bytes use the same bits); rekeying, which
+    /// stays inside the VMess body, is not one of them.
+    pub fn extensions(self) -> Extensions {
+        let mut extensions = Extensions::NONE;
+        if self.has(Options::SOURCE) {
+            extensions |= Extensions::SOURCE;
+        }
+        if self.has(Options::LARGE_PACKETS) {
+            extensions |= Extensions::LARGE_PACKETS;
+        }
+        extensions
     }
 }
 
