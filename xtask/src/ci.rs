@@ -86,14 +86,6 @@ const STEPS: &[Step] = &[
         env: &[],
     },
     Step {
-        // Type-checks the criterion benches so they never rot, without a
-        // release build (`cargo bench` runs them for real).
-        name: "benchmarks compile",
-        program: "cargo",
-        args: &["check", "--workspace", "--benches"],
-        env: &[],
-    },
-    Step {
         name: "demo, once",
         program: "cargo",
         args: &["xtask", "demo", "--once"],
