@@ -47,9 +47,11 @@ pub fn run(args: &[String]) -> Result<()> {
 fn against_v2ray() -> Result<()> {
     let started = Instant::now();
     // Built first, so the runs' timeouts do not count compile time.
-    let check = build_example("rayback-config", "check")?;
-    let fetch = build_example("rayback-vmess", "fetch")?;
-    let client = build_example("rayback-mux", "client")?;
+    let [check, fetch, client] = build_examples([
+        ("rayback-config", "check"),
+        ("rayback-vmess", "fetch"),
+        ("rayback-mux", "client"),
+    ])?;
     let built = started.elapsed();
 
     let body = format!("rayback example check {}\n", fresh_uuid()?);
@@ -171,31 +173,52 @@ fn run_example(
     Ok(output)
 }
 
-/// Builds example `name` of `package` and returns its executable.
-fn build_example(package: &str, name: &str) -> Result<PathBuf> {
-    let output = Command::new("cargo")
-        .args(["build", "-q", "-p", package, "--example", name])
+/// Builds the `(package, example)` pairs in one cargo run (one feature
+/// resolution, so shared crates are built once) and returns their
+/// executables in the same order.
+fn build_examples<const N: usize>(examples: [(&str, &str); N]) -> Result<[PathBuf; N]> {
+    let mut command = Command::new("cargo");
+    command.args(["build", "-q"]);
+    for (package, name) in examples {
+        command.args(["-p", package, "--example", name]);
+    }
+    let output = command
         .args(["--message-format", "json-render-diagnostics"])
         .stderr(Stdio::inherit())
         .output()
         .context("starting cargo build")?;
     ensure!(
         output.status.success(),
-        "building example {name} of {package} failed ({})",
+        "building the examples failed ({})",
         output.status
     );
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let is_it = message["reason"] == "compiler-artifact"
-            && message["target"]["name"] == name
-            && message["target"]["kind"][0] == "example";
-        if let (true, Some(executable)) = (is_it, message["executable"].as_str()) {
-            return Ok(PathBuf::from(executable));
-        }
+    let built: Vec<(String, String, PathBuf)> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| {
+            message["reason"] == "compiler-artifact" && message["target"]["kind"][0] == "example"
+        })
+        .filter_map(|message| {
+            let executable = PathBuf::from(message["executable"].as_str()?);
+            let package = message["package_id"].as_str()?.to_owned();
+            Some((
+                message["target"]["name"].as_str()?.to_owned(),
+                package,
+                executable,
+            ))
+        })
+        .collect();
+    let mut executables = Vec::with_capacity(N);
+    for (package, name) in examples {
+        let (_, _, executable) = built
+            .iter()
+            .find(|(built_name, id, _)| built_name == name && id.contains(package))
+            .with_context(|| {
+                format!("cargo build named no executable for example {name} of {package}")
+            })?;
+        executables.push(executable.clone());
     }
-    bail!("cargo build named no executable for example {name} of {package}")
+    Ok(executables.try_into().expect("one executable per example"))
 }
 
 /// A fresh random UUID from the kernel (Linux, where CI runs).
