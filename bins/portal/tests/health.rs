@@ -19,10 +19,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use common::{bridge_binary, configs, portal_binary, public, wait_serving};
 use rayback_testkit::{backend, free_port, http_get, wait_for_port, TempDir, BACKEND_PAGE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A child process killed on drop unless it already exited.
@@ -94,32 +93,10 @@ fn metrics_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-/// One HTTP/1.1 request with `method` for `path`, read to the close:
-/// (status, body). A `HEAD` answer has no body.
+/// One HTTP/1.1 request with `method` for `path`: (status, body).
 async fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
-    tokio::time::timeout(Duration::from_secs(3), async {
-        let mut socket = TcpStream::connect(addr).await?;
-        socket
-            .write_all(
-                format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-        let mut response = Vec::new();
-        socket.read_to_end(&mut response).await?;
-        let text = String::from_utf8(response)?;
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .with_context(|| format!("no end of head in {text:?}"))?;
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .with_context(|| format!("no status in {head:?}"))?;
-        anyhow::Ok((code, body.to_owned()))
-    })
-    .await
-    .with_context(|| format!("{method} {path} from {addr} took over 3 s"))?
+    let (code, _, body) = common::http_request(addr, method, path, "").await?;
+    Ok((code, body))
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {

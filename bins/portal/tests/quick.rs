@@ -216,22 +216,7 @@ impl WsTls {
 
 /// Runs a binary to completion (bounded).
 fn run(binary: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(binary)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let started = Instant::now();
-    while child.try_wait().expect("wait works").is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("{} {args:?} ran over 20 s", binary.display());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
+    common::run_bounded(Command::new(binary).args(args)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

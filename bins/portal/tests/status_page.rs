@@ -42,34 +42,9 @@ const ID: &str = "5f0c8e51-2b7a-4c1e-9d3f-7a6b5c4d3e2f";
 /// The connections held open through the public port.
 const HELD: usize = 3;
 
-/// One HTTP/1.1 `GET` with optional extra header lines, read to the
-/// close: (status, head, body).
+/// One `GET` with extra header lines: (status, head, body).
 async fn get(addr: SocketAddr, path: &str, headers: &str) -> Result<(u16, String, String)> {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let mut socket = TcpStream::connect(addr).await?;
-        socket
-            .write_all(
-                format!(
-                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .await?;
-        let mut response = Vec::new();
-        socket.read_to_end(&mut response).await?;
-        let text = String::from_utf8(response)?;
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .with_context(|| format!("no end of head in {text:?}"))?;
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .with_context(|| format!("no status in {head:?}"))?;
-        anyhow::Ok((code, head.to_owned(), body.to_owned()))
-    })
-    .await
-    .with_context(|| format!("GET {path} from {addr} took over 5 s"))?
+    common::http_request(addr, "GET", path, headers).await
 }
 
 async fn status(metrics: SocketAddr) -> serde_json::Value {
@@ -628,21 +603,7 @@ async fn metrics_auth_guards_the_page_status_and_metrics_but_not_health() {
 
 /// Runs `command` to completion, bounded by 20 s.
 fn output_of(command: &mut Command) -> std::process::Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let started = Instant::now();
-    while child.try_wait().expect("wait works").is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("{command:?} ran over 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
+    common::run_bounded(command).unwrap()
 }
 
 #[test]

@@ -21,16 +21,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
+use rayback_core::{Counted, Tally};
 use rayback_reverse::{Bridge, Portal};
 use rayback_vmess::{FailureReason, VmessMetrics};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Counters of one inbound or outbound tag.
 #[derive(Debug, Default)]
@@ -115,11 +112,7 @@ impl Metrics {
         for counters in [&inbound, &outbound] {
             counters.sessions_total.fetch_add(1, Ordering::Relaxed);
         }
-        CountingStream {
-            inner: stream,
-            inbound,
-            outbound,
-        }
+        Counted::new(stream, SessionTally { inbound, outbound })
     }
 
     pub fn inbound(&self, tag: &str) -> Arc<TagCounters> {
@@ -144,15 +137,18 @@ impl Metrics {
     }
 }
 
-/// A stream whose reads count as uplink and writes as downlink bytes (it
-/// is the client side of a session).
-pub struct CountingStream<S> {
-    inner: S,
+/// A session's client-side stream, counted for its tags.
+pub type CountingStream<S> = Counted<S, SessionTally>;
+
+/// The counters of a session's inbound and outbound tags: its stream's
+/// reads count as uplink and writes as downlink bytes (it is the client
+/// side of a session), and its end as a session ended.
+pub struct SessionTally {
     inbound: Arc<TagCounters>,
     outbound: Arc<TagCounters>,
 }
 
-impl<S> CountingStream<S> {
+impl Tally for SessionTally {
     fn add(&self, up: u64, down: u64) {
         for counters in [&self.inbound, &self.outbound] {
             if up > 0 {
@@ -165,49 +161,11 @@ impl<S> CountingStream<S> {
     }
 }
 
-impl<S> Drop for CountingStream<S> {
+impl Drop for SessionTally {
     fn drop(&mut self) {
         for counters in [&self.inbound, &self.outbound] {
             counters.sessions_ended.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for CountingStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            self.add(read as u64, 0);
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for CountingStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(written)) = result {
-            self.add(0, written as u64);
-        }
-        result
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -29,7 +29,7 @@ pub use routing::{BalancerSettings, RoutingSettings, RuleSettings};
 pub use session::{
     AgreedExtensions, Extensions, SendBudget, Session, SniffOverride, Sniffing, Tag, User,
 };
-pub use stream::{AsyncStream, Prefixed, ReadAhead, Stream};
+pub use stream::{AsyncStream, Counted, Prefixed, ReadAhead, Stream, Tally};
 pub use transport::{
     HttpDisguise, HttpRequestHead, HttpResponseHead, Pem, StreamSettings, TlsCertificate,
     TlsSettings, TransportNetwork, WsSettings,

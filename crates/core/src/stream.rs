@@ -3,9 +3,10 @@
 //! A TCP socket, a VMess body, a Mux.Cool sub-stream: all are a [`Stream`],
 //! so a handler cannot tell one from another. Streams of UDP sessions carry
 //! packets framed as described in [`crate::packet`]. [`Prefixed`] puts
-//! bytes already read from a stream back in front of it.
+//! bytes already read from a stream back in front of it; [`Counted`]
+//! reports the bytes a stream moves to a [`Tally`].
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -128,6 +129,81 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Where a [`Counted`] stream reports what it moved: the metrics of a
+/// session's tags, the byte counters of a tunnel.
+pub trait Tally {
+    /// `read` bytes came out of the stream, `written` went into it (one of
+    /// them is 0 on each call).
+    fn add(&self, read: u64, written: u64);
+}
+
+/// A stream that reports every byte it reads and writes to its [`Tally`]
+/// (on the data path, so a tally should cost an atomic add or two).
+pub struct Counted<S, T> {
+    inner: S,
+    tally: T,
+}
+
+impl<S, T: Tally> Counted<S, T> {
+    pub fn new(inner: S, tally: T) -> Counted<S, T> {
+        Counted { inner, tally }
+    }
+}
+
+impl<S: AsyncRead + Unpin, T: Tally + Unpin> AsyncRead for Counted<S, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.tally.add(read as u64, 0);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin, T: Tally + Unpin> AsyncWrite for Counted<S, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = result {
+            self.tally.add(0, written as u64);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = result {
+            self.tally.add(0, written as u64);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

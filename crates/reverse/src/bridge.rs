@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::control::{Control, State};
-use crate::count::{ByteCounters, Counted, End};
+use crate::count::{counted, ByteCounters, End};
 use crate::{CONTROL_DOMAIN_V2FLY, CONTROL_DOMAIN_V2RAY, SESSIONS_PER_CONNECTION, TICK};
 
 /// What a bridge is told by the config.
@@ -580,7 +580,7 @@ impl Bridge {
         let agreed = AgreedExtensions::new();
         session.agreed_by_server = Some(agreed.clone());
         let stream = self.dispatch.connect(&session).await?;
-        let stream = Counted::wrap(
+        let stream = counted(
             stream,
             End::Bridge,
             vec![link.bytes.clone(), self.bytes.clone()],

@@ -1,5 +1,5 @@
 //! Byte counters of tunnel connections, for `/status` and the status
-//! page: `Counted` wraps a tunnel's carrier and adds what it reads and
+//! page: `counted` wraps a tunnel's carrier and adds what it reads and
 //! writes to shared [`ByteCounters`] (relaxed atomic adds, no lock on the
 //! data path).
 //!
@@ -9,14 +9,10 @@
 //! round. The bytes are the carrier's (Mux.Cool frames, before VMess), so
 //! they include the mux headers and the control session.
 
-use std::io::{self, IoSlice};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use rayback_core::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use rayback_core::{Counted, Stream, Tally};
 
 /// Bytes moved up and down, as counted so far.
 #[derive(Debug, Default)]
@@ -55,23 +51,14 @@ pub(crate) enum End {
     Bridge,
 }
 
-/// A tunnel's carrier whose bytes count for several [`ByteCounters`]
-/// (the tunnel's own and its owner's totals).
-pub(crate) struct Counted {
-    inner: Stream,
+/// What a tunnel's carrier reports its bytes to: the tunnel's own
+/// [`ByteCounters`] and its owner's totals, in the visitor's directions.
+struct TunnelTally {
     end: End,
     counters: Vec<Arc<ByteCounters>>,
 }
 
-impl Counted {
-    pub(crate) fn wrap(inner: Stream, end: End, counters: Vec<Arc<ByteCounters>>) -> Stream {
-        Box::new(Counted {
-            inner,
-            end,
-            counters,
-        })
-    }
-
+impl Tally for TunnelTally {
     fn add(&self, read: u64, written: u64) {
         let (up, down) = match self.end {
             End::Portal => (written, read),
@@ -83,58 +70,9 @@ impl Counted {
     }
 }
 
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            self.add(read as u64, 0);
-        }
-        result
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(written)) = result {
-            self.add(0, written as u64);
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(written)) = result {
-            self.add(0, written as u64);
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+/// A tunnel's carrier (at `end`) whose bytes count for each of `counters`.
+pub(crate) fn counted(inner: Stream, end: End, counters: Vec<Arc<ByteCounters>>) -> Stream {
+    Box::new(Counted::new(inner, TunnelTally { end, counters }))
 }
 
 #[cfg(test)]
@@ -148,8 +86,7 @@ mod tests {
             let (near, mut far) = tokio::io::duplex(64);
             let tunnel = Arc::new(ByteCounters::default());
             let total = Arc::new(ByteCounters::default());
-            let mut counted =
-                Counted::wrap(Box::new(near), end, vec![tunnel.clone(), total.clone()]);
+            let mut counted = counted(Box::new(near), end, vec![tunnel.clone(), total.clone()]);
             counted.write_all(b"hello").await.unwrap();
             far.write_all(b"abc").await.unwrap();
             let mut got = [0u8; 3];

@@ -68,7 +68,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::control::{Control, State, MAX_RANDOM};
-use crate::count::{ByteCounters, Counted, End};
+use crate::count::{counted, ByteCounters, End};
 use crate::{CONTROL_DOMAIN_V2RAY, TICK};
 
 /// What a portal is told by the config.
@@ -305,7 +305,7 @@ impl Portal {
     /// the control session and its heartbeats, and the drain.
     pub async fn adopt(&self, session: &Session, stream: Stream) -> io::Result<()> {
         let bytes = Arc::new(ByteCounters::default());
-        let stream = Counted::wrap(stream, End::Portal, vec![bytes.clone(), self.bytes.clone()]);
+        let stream = counted(stream, End::Portal, vec![bytes.clone(), self.bytes.clone()]);
         let mut mux = self.settings.mux.clone();
         // A Rayback bridge asks for large datagrams in its VMess request;
         // V2Ray never does and keeps the 2048-byte limit (module docs).

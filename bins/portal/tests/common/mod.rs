@@ -321,26 +321,34 @@ impl Drop for Flagged {
     }
 }
 
-/// `binary ARGS --print-config` (bounded at 20 s): the configuration the
-/// flags stand for.
-pub fn print_config(binary: &Path, args: &[String]) -> Result<String> {
-    let mut child = std::process::Command::new(binary)
-        .args(args)
-        .arg("--print-config")
+/// Runs `command` to completion with its output captured and no input,
+/// killed and failed after 20 s.
+pub fn run_bounded(command: &mut std::process::Command) -> Result<std::process::Output> {
+    let mut child = command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
+        .with_context(|| format!("starting {command:?}"))?;
     let started = Instant::now();
     while child.try_wait()?.is_none() {
         if started.elapsed() > Duration::from_secs(20) {
             let _ = child.kill();
-            bail!("{} {args:?} --print-config ran over 20 s", binary.display());
+            bail!("{command:?} ran over 20 s");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let output = child.wait_with_output()?;
+    Ok(child.wait_with_output()?)
+}
+
+/// `binary ARGS --print-config` (bounded at 20 s): the configuration the
+/// flags stand for.
+pub fn print_config(binary: &Path, args: &[String]) -> Result<String> {
+    let output = run_bounded(
+        std::process::Command::new(binary)
+            .args(args)
+            .arg("--print-config"),
+    )?;
     if !output.status.success() {
         bail!(
             "{} {args:?} --print-config failed: {}",
@@ -349,4 +357,37 @@ pub fn print_config(binary: &Path, args: &[String]) -> Result<String> {
         );
     }
     Ok(String::from_utf8(output.stdout)?)
+}
+
+/// One HTTP/1.1 request (`method`, `path`, extra header lines `headers`,
+/// each ending in CRLF) to `addr`, read to the close, bounded at 5 s:
+/// (status, head, body). A `HEAD` answer has no body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> Result<(u16, String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let mut socket = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
+        );
+        socket.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        socket.read_to_end(&mut response).await?;
+        let text = String::from_utf8(response)?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("no end of head in {text:?}"))?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .with_context(|| format!("no status in {head:?}"))?;
+        anyhow::Ok((code, head.to_owned(), body.to_owned()))
+    })
+    .await
+    .with_context(|| format!("{method} {path} from {addr} took over 5 s"))?
 }
