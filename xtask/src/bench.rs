@@ -14,13 +14,15 @@
 //! | backend | workloads |
 //! |---|---|
 //! | `iperf3 -s` (a fresh one per setup and round) | iperf3 1 stream, 8 streams; CPU per GiB during the 1-stream run |
-//! | the web server of `web.rs` (`/1k`, `/1m`) | wrk keep-alive and `Connection: close`, curl first byte, RSS idle and per held connection |
+//! | the web server of `web.rs` (`/1k`, `/1m`; `cargo xtask web`, a process of its own, fresh per phase) | wrk keep-alive and `Connection: close`, curl first byte, RSS idle and per held connection (20,000, or what the open-file limit allows) |
 //! | testkit's `fairness_backend` (echo, sink, source) | a 1 KiB echo every 10 ms on one keep-alive connection, with the tunnel idle and beside one bulk upload through the same public port (so on the same tunnel): echo p50/p99, exchanges done, the bulk's Gbit/s |
+//! | the web server again, behind 1,000 bridges (one bridge process whose config lists 1,000 `bridges`, a tunnel each) on one portal; VMess reverse pairs on TCP only | the portal's RSS and CPU with the tunnels idle, and its CPU while `GET /1k` arrives on a new connection 1,000 times a second |
 //!
 //! Each round runs every setup once, one after the other (so that the
 //! machine's noise spreads over all of them), and each setup runs three
 //! times: with its tunnel aimed at iperf3, at the web server, and at the
-//! fairness backend, with the seed page's configurations only re-ported
+//! fairness backend (and the reverse pairs a fourth time, with 1,000
+//! bridges), with the seed page's configurations only re-ported
 //! (freedom's `redirect` names one backend). Every setup runs every phase,
 //! `rayback-2t` (Rayback with two runtime threads) included, and so do
 //! `rayback-wstls` and `v2ray-wstls` (the seed pair with the tunnel over
@@ -41,6 +43,7 @@ mod setup;
 mod system;
 mod workload;
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,16 +52,32 @@ use anyhow::{bail, Context, Result};
 use rayback_testkit::fairness::{self, Bulk, FairnessPlan, FairnessReport, Probe};
 use rayback_testkit::{free_port, wait_for_port, workspace_root};
 
-use crate::web;
 use report::{Metric, Results, RunInfo};
-use setup::{parse_genkey, Programs, SetupKind, Tunnel};
+use setup::{parse_genkey, start_many_bridges, Programs, SetupKind, Tunnel};
 use system::{
-    clock_ticks_per_second, first_line_of, is_executable, run_bounded, run_visible, which, Daemon,
+    clock_ticks_per_second, established_on_port, first_line_of, is_executable, run_bounded,
+    run_visible, which, Daemon,
 };
 use workload::Tools;
 
 /// How long a tunnel may take from start to carrying its first bytes.
 const READY_LIMIT: Duration = Duration::from_secs(20);
+
+/// Bridges on one portal in the many-bridges phase (the row labels say
+/// 1,000, so `--quick` keeps the count and shortens the windows).
+const BRIDGES: usize = 1000;
+
+/// Descriptors a process keeps for itself besides held connections
+/// (listeners, the tunnel, logs, the runtime).
+const HELD_HEADROOM: u64 = 500;
+
+/// How long a portal's bridges may take to get every tunnel up.
+const BRIDGES_LIMIT: Duration = Duration::from_secs(60);
+
+/// Open files the benchmark and the processes it starts may have: twenty
+/// thousand held connections are four sockets each across the client, the
+/// portal, the bridge and the web server.
+const OPEN_FILES: u64 = 200_000;
 
 /// What the command line asked for.
 #[derive(Debug, PartialEq)]
@@ -133,6 +152,12 @@ struct Plan {
     held_connections: usize,
     /// The fairness probe's window, idle and beside the bulk each.
     fairness_probe: Duration,
+    /// Bridges (tunnels) on one portal, and the windows over which the
+    /// portal's CPU is taken with them idle and with one request per
+    /// bridge per second.
+    bridges: usize,
+    bridges_idle_window: Duration,
+    bridges_request_window: Duration,
 }
 
 impl Plan {
@@ -142,16 +167,22 @@ impl Plan {
                 iperf_seconds: 1,
                 wrk_seconds: 1,
                 first_byte_requests: 20,
-                held_connections: 100,
+                held_connections: 1000,
                 fairness_probe: Duration::from_secs(1),
+                bridges: BRIDGES,
+                bridges_idle_window: Duration::from_secs(2),
+                bridges_request_window: Duration::from_secs(1),
             }
         } else {
             Plan {
                 iperf_seconds: 5,
                 wrk_seconds: 5,
                 first_byte_requests: 200,
-                held_connections: 1000,
+                held_connections: 20_000,
                 fairness_probe: Duration::from_secs(4),
+                bridges: BRIDGES,
+                bridges_idle_window: Duration::from_secs(10),
+                bridges_request_window: Duration::from_secs(5),
             }
         }
     }
@@ -161,14 +192,20 @@ impl Plan {
             "iperf3 `-t {}` with 1 and 8 streams; wrk `-t{} -c{} -d{}s` on /1k (keep-alive and `Connection: close`) \
              and /1m; curl first byte over {} fresh connections; {} idle connections held for RSS; \
              a 1 KiB echo every 10 ms on one keep-alive connection for {} s, tunnel idle, then beside one bulk \
-             upload (64 KiB writes) through the same public port",
+             upload (64 KiB writes) through the same public port; {} bridges (one bridge process, one tunnel each) \
+             on one portal: the portal's RSS, its CPU over {} s idle and over {} s of `GET /1k` on a new \
+             connection {} times a second",
             self.iperf_seconds,
             workload::WRK_THREADS,
             workload::WRK_CONNECTIONS,
             self.wrk_seconds,
             self.first_byte_requests,
             self.held_connections,
-            self.fairness_probe.as_secs_f64()
+            self.fairness_probe.as_secs_f64(),
+            self.bridges,
+            self.bridges_idle_window.as_secs_f64(),
+            self.bridges_request_window.as_secs_f64(),
+            self.bridges
         )
     }
 }
@@ -176,6 +213,7 @@ impl Plan {
 pub fn run(args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     let started = Instant::now();
+    let open_files = system::raise_open_files(OPEN_FILES);
     let root = workspace_root();
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(out_dir.join("work"))?;
@@ -183,7 +221,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(bench(&options, &root, &out_dir, args, started))
+    runtime.block_on(bench(&options, &root, &out_dir, args, started, open_files))
 }
 
 async fn bench(
@@ -192,6 +230,7 @@ async fn bench(
     out_dir: &Path,
     args: &[String],
     started: Instant,
+    open_files: u64,
 ) -> Result<()> {
     let tools = ensure_tools().await?;
     let mut skipped = Vec::new();
@@ -257,14 +296,25 @@ async fn bench(
         rathole,
         noise_keys,
     };
-    let plan = Plan::new(options.quick);
-    let web_addr = web::serve(0).await?;
+    let mut plan = Plan::new(options.quick);
+    // Each held connection is a descriptor in one process per side (the
+    // portal, the bridge, the web server, this one); where the limit cannot
+    // be raised, hold what fits under it.
+    let fits = usize::try_from(open_files.saturating_sub(HELD_HEADROOM)).unwrap_or(usize::MAX);
+    let held_note = (plan.held_connections > fits).then(|| {
+        let wanted = plan.held_connections;
+        plan.held_connections = fits;
+        format!(
+            "held connections: {fits} instead of {wanted}: the open-file limit here is {open_files} per process \
+             and cannot be raised (no CAP_SYS_RESOURCE)"
+        )
+    });
+
     let fairness_addr = fairness::fairness_backend().await?;
     let context = BenchContext {
         tools: &tools,
         programs: &programs,
         plan: &plan,
-        web: web_addr,
         fairness: fairness_addr,
         work: out_dir.join("work"),
         ticks_per_second: clock_ticks_per_second(),
@@ -272,12 +322,19 @@ async fn bench(
     let names: Vec<&str> = setups.iter().map(|kind| kind.title()).collect();
     eprintln!("bench: {} round(s) of: {}", options.runs, names.join(", "));
     let mut results = Results::default();
+    if let Some(note) = held_note {
+        eprintln!("bench: {note}");
+        results.note(note);
+    }
     for round in 1..=options.runs {
         for setup in &setups {
             eprintln!("==> round {round}/{}: {}", options.runs, setup.title());
             context.phase(*setup, Phase::Iperf, &mut results).await;
             context.phase(*setup, Phase::Http, &mut results).await;
             context.phase(*setup, Phase::Fairness, &mut results).await;
+            if setup.has_reverse_tcp() {
+                context.phase(*setup, Phase::Bridges, &mut results).await;
+            }
         }
     }
 
@@ -337,6 +394,8 @@ enum Phase {
     Iperf,
     Http,
     Fairness,
+    /// Many bridges on one portal (the reverse pairs on TCP only).
+    Bridges,
 }
 
 impl Phase {
@@ -345,6 +404,7 @@ impl Phase {
             Phase::Iperf => "iperf",
             Phase::Http => "http",
             Phase::Fairness => "fairness",
+            Phase::Bridges => "bridges",
         }
     }
 
@@ -368,6 +428,11 @@ impl Phase {
                 Metric::EchoBulkDone,
                 Metric::BulkBesideEcho,
             ],
+            Phase::Bridges => &[
+                Metric::BridgesPortalRss,
+                Metric::BridgesPortalCpuIdle,
+                Metric::BridgesPortalCpuRequests,
+            ],
         }
     }
 }
@@ -377,7 +442,6 @@ struct BenchContext<'a> {
     tools: &'a Tools,
     programs: &'a Programs,
     plan: &'a Plan,
-    web: SocketAddr,
     /// testkit's fairness backend (echo, sink, source by first byte).
     fairness: SocketAddr,
     work: PathBuf,
@@ -490,6 +554,7 @@ impl BenchContext<'_> {
             Phase::Iperf => self.iperf_phase(setup, dir, results).await,
             Phase::Http => self.http_phase(setup, dir, results).await,
             Phase::Fairness => self.fairness_phase(setup, dir, results).await,
+            Phase::Bridges => self.bridges_phase(setup, dir, results).await,
         }
     }
 
@@ -539,6 +604,93 @@ impl BenchContext<'_> {
                 (Metric::BulkBesideEcho, |report| report.bulk_gbit_s),
             ],
         );
+        tunnel.check_alive()
+    }
+
+    /// One portal, one bridge process holding [`Plan::bridges`] bridges
+    /// (a tunnel each): once every tunnel is up, the portal's RSS and its
+    /// CPU while idle, then while serving one request per bridge per
+    /// second (each on a new connection, so spread over the tunnels).
+    async fn bridges_phase(
+        &self,
+        setup: SetupKind,
+        dir: &Path,
+        results: &mut Results,
+    ) -> Result<()> {
+        let count = self.plan.bridges;
+        let (_web, web) = start_web(dir).await?;
+        let (mut tunnel, tunnel_port) =
+            start_many_bridges(setup, count, web.port(), self.programs, dir)?;
+        wait_for_port(tunnel.public).await?;
+        let started = Instant::now();
+        let mut up = 0;
+        while started.elapsed() < BRIDGES_LIMIT {
+            tunnel.check_alive()?;
+            up = established_on_port(tunnel_port)?;
+            if up >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!(
+            "    {up} of {count} tunnels up after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        if up == 0 {
+            bail!("no tunnel of {count} bridges came up within {BRIDGES_LIMIT:?}");
+        }
+        if up < count {
+            results.note(format!(
+                "{} / {count} bridges: only {up} tunnels were up after {BRIDGES_LIMIT:?}",
+                setup.title()
+            ));
+        }
+        // Past the dial burst and a round of heartbeats both ways.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let percent = |ticks: u64, window: Duration| {
+            100.0 * ticks as f64 / self.ticks_per_second / window.as_secs_f64()
+        };
+        let window = self.plan.bridges_idle_window;
+        let before = tunnel.portal_cpu_ticks()?;
+        let idle_started = Instant::now();
+        tokio::time::sleep(window).await;
+        let idle_ticks = tunnel.portal_cpu_ticks()?.saturating_sub(before);
+        let rss_kib = tunnel.portal_rss_kib()?;
+        record(
+            results,
+            setup,
+            Metric::BridgesPortalRss,
+            Ok(rss_kib as f64 / 1024.0),
+        );
+        record(
+            results,
+            setup,
+            Metric::BridgesPortalCpuIdle,
+            Ok(percent(idle_ticks, idle_started.elapsed())),
+        );
+
+        let window = self.plan.bridges_request_window;
+        let rate = u32::try_from(count).unwrap_or(u32::MAX);
+        let before = tunnel.portal_cpu_ticks()?;
+        let load_started = Instant::now();
+        let paced = workload::paced_requests(tunnel.public, rate, window).await;
+        let load_ticks = tunnel.portal_cpu_ticks()?.saturating_sub(before);
+        let elapsed = load_started.elapsed();
+        let planned = (window.as_secs_f64() * f64::from(rate)).round() as usize;
+        if paced.failed > 0 || paced.answered < planned * 9 / 10 {
+            results.note(format!(
+                "{} / {count} bridges at {rate} req/s: {} answered and {} failed of {planned} planned",
+                setup.title(),
+                paced.answered,
+                paced.failed
+            ));
+        }
+        let outcome = if paced.answered == 0 {
+            Err(anyhow::anyhow!("no request of {planned} was answered"))
+        } else {
+            Ok(percent(load_ticks, elapsed))
+        };
+        record(results, setup, Metric::BridgesPortalCpuRequests, outcome);
         tunnel.check_alive()
     }
 
@@ -614,10 +766,11 @@ impl BenchContext<'_> {
     }
 
     async fn http_phase(&self, setup: SetupKind, dir: &Path, results: &mut Results) -> Result<()> {
-        let mut tunnel = Tunnel::start(setup, self.web.port(), self.programs, dir).await?;
+        let (_web, web) = start_web(dir).await?;
+        let mut tunnel = Tunnel::start(setup, web.port(), self.programs, dir).await?;
         workload::wait_http_ready(tunnel.public, READY_LIMIT).await?;
         if tunnel.has_processes() {
-            self.memory(setup, &tunnel, results).await?;
+            self.memory(setup, &tunnel, web, results).await?;
             // A tunnel may stumble over a thousand connections at once
             // (rathole's noise transport times handshakes out and drops its
             // control channel); measure the rest only once it carries a
@@ -704,7 +857,13 @@ impl BenchContext<'_> {
 
     /// RSS of the idle tunnel, then with `held_connections` idle
     /// connections through it: the difference per connection.
-    async fn memory(&self, setup: SetupKind, tunnel: &Tunnel, results: &mut Results) -> Result<()> {
+    async fn memory(
+        &self,
+        setup: SetupKind,
+        tunnel: &Tunnel,
+        web: SocketAddr,
+        results: &mut Results,
+    ) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle_kib = tunnel.rss_kib()?;
         record(
@@ -714,13 +873,16 @@ impl BenchContext<'_> {
             Ok(idle_kib as f64 / 1024.0),
         );
         let count = self.plan.held_connections;
-        let held = workload::hold_connections(
-            tunnel.public,
-            self.web.port(),
-            count,
-            Duration::from_secs(30),
-        )
-        .await;
+        let holding = Instant::now();
+        let held =
+            workload::hold_connections(tunnel.public, web, count, Duration::from_secs(120)).await;
+        if let Ok(held) = &held {
+            eprintln!(
+                "    {} of {count} held connections reached the backend in {:.1} s",
+                held.reached,
+                holding.elapsed().as_secs_f64()
+            );
+        }
         let per_connection = match held {
             Ok(held) => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -728,12 +890,11 @@ impl BenchContext<'_> {
                 let reached = held.reached;
                 if reached < count {
                     results.note(format!(
-                        "{} / held connections: only {reached} of {count} reached the backend within 30 s",
+                        "{} / held connections: only {reached} of {count} reached the backend within 120 s",
                         setup.title()
                     ));
                 }
-                held.release(self.web.port(), Duration::from_secs(10))
-                    .await?;
+                held.release(web, Duration::from_secs(30)).await?;
                 if reached == 0 {
                     Err(anyhow::anyhow!(
                         "none of {count} held connections reached the backend"
@@ -747,6 +908,27 @@ impl BenchContext<'_> {
         record(results, setup, Metric::RssPerConnection, per_connection);
         Ok(())
     }
+}
+
+/// Starts the web server (`cargo xtask web`) as a process of its own on a
+/// fresh port, logging into `dir`: its own process, so that the
+/// connections held through a tunnel count against its file limit, not
+/// the benchmark's; a fresh port per phase, so that the tens of thousands
+/// of connections an earlier phase left in TIME_WAIT toward the last one
+/// do not run the bridge's ephemeral ports out.
+async fn start_web(dir: &Path) -> Result<(Daemon, SocketAddr)> {
+    std::fs::create_dir_all(dir)?;
+    let port = free_port();
+    let server = Daemon::spawn(
+        "web server",
+        &std::env::current_exe()?,
+        &[OsStr::new("web"), OsStr::new(&port.to_string())],
+        &[],
+        &dir.join("web.log"),
+    )?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port(addr).await?;
+    Ok((server, addr))
 }
 
 /// Runs `attempt`, and once more after a pause if it fails: one failure

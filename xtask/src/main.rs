@@ -9,6 +9,7 @@
 //! | `fuzz [TARGET...] [--seconds N]` | runs the libFuzzer targets of `fuzz/` (nightly, cargo-fuzz) |
 //! | `soak [--only tests\|fuzz] [--fuzz-seconds N]` | the long tier, outside CI: the battery suites in release with `RAYBACK_SOAK=1`, then every fuzz target N s (default 300) |
 //! | `dist [--debug]` | binaries, completions, man pages and systemd units in `target/dist/` |
+//! | `web PORT` | the benchmark's web server (`/`, `/1k`, `/1m`, `/open`) in a process of its own, until killed |
 //! | `examples` | runs crate examples (config `check`, VMess `fetch`, Mux.Cool `client`) against the real v2ray; skipped without one |
 //!
 //! It is not part of the product: it builds and runs the binaries, the
@@ -37,6 +38,7 @@ fn main() -> Result<()> {
         "examples" => examples::run(&rest),
         "fuzz" => fuzz::run(&rest),
         "soak" => soak::run(&rest),
+        "web" => web::run(&rest),
         "" | "help" | "--help" | "-h" => {
             println!("usage: cargo xtask <ci | demo [--once] | bench [--quick] [--runs N] [--only SETUP,...] | fuzz [TARGET...] [--seconds N] | soak [--only tests|fuzz] [--fuzz-seconds N] | dist [--debug] | examples>");
             Ok(())

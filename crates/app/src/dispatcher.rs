@@ -170,7 +170,9 @@ impl Dispatch for Dispatcher {
             let me: Arc<dyn Dispatch> = self.me.upgrade().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotConnected, "the app is shutting down")
             })?;
-            return serve_mux_with(stream, session, me, self.mux.clone()).await;
+            // Boxed: a mux server's state is large, and inline it would
+            // size every session's dispatch future.
+            return Box::pin(serve_mux_with(stream, session, me, self.mux.clone())).await;
         }
         let handler = self.route(&session).await?;
         self.access.accepted(&session, &handler.tag);

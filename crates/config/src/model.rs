@@ -647,7 +647,9 @@ impl fmt::Debug for MetricsAuth {
 pub struct Limits {
     /// Concurrent mux sub-streams on one tunnel connection (default 1024).
     pub streams_per_connection: u32,
-    /// Tunnel connections one bridge keeps at most (default 16).
+    /// Tunnel connections one bridge keeps at most (default 64: with
+    /// 1024 streams each, 65,536 concurrent sessions; a tunnel costs a
+    /// portal about 11 KiB).
     pub connections_per_bridge: u32,
     /// Connections one source IP may have in the handshake phase (default 64).
     pub unauthenticated_per_source: u32,
@@ -662,7 +664,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             streams_per_connection: 1024,
-            connections_per_bridge: 16,
+            connections_per_bridge: 64,
             unauthenticated_per_source: 64,
             stream_stall_timeout: Duration::from_secs(30),
             stream_buffer: 262_144,

@@ -154,7 +154,7 @@ fn rayback_defaults() {
         std::time::Duration::from_millis(2000)
     );
     assert_eq!(config.rayback.limits.streams_per_connection, 1024);
-    assert_eq!(config.rayback.limits.connections_per_bridge, 16);
+    assert_eq!(config.rayback.limits.connections_per_bridge, 64);
     assert_eq!(config.rayback.limits.unauthenticated_per_source, 64);
     assert_eq!(
         config.rayback.limits.stream_stall_timeout,

@@ -32,7 +32,13 @@ pub trait Outbound: Send + Sync + 'static {
     /// Carries `inbound` for `session` until both directions end or a
     /// policy timeout fires. The default connects and relays.
     async fn handle(&self, session: Session, inbound: Stream, policy: &Policy) -> io::Result<()> {
-        let outbound = self.connect(&session).await?;
+        // The session lives in this block only, so the future keeps no
+        // room for it (nor for the connect) while the relay runs: every
+        // held connection pays this future's size.
+        let outbound = {
+            let session = session;
+            self.connect(&session).await?
+        };
         relay(inbound, outbound, policy).await.map(drop)
     }
 

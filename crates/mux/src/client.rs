@@ -23,6 +23,7 @@ use std::sync::Arc;
 use rayback_core::{Destination, Stream};
 
 use crate::conn::{Connection, Role};
+use crate::engine::Load;
 use crate::error::MuxError;
 use crate::settings::ClientSettings;
 use crate::stream::MuxStream;
@@ -148,6 +149,13 @@ impl MuxClient {
     pub fn since_keepalive(&self) -> Option<std::time::Duration> {
         self.conn
             .with(|engine| engine.since_keepalive(crate::conn::now()))
+    }
+
+    /// Sessions, buffered bytes, KeepAlive and carrier silence as of `now`
+    /// (`std::time::Instant::now()`), read under one lock and without a
+    /// clock read: what a picker weighing many connections asks of each.
+    pub fn load(&self, now: std::time::Instant) -> Load {
+        self.conn.load(now)
     }
 
     pub fn buffered_bytes(&self) -> usize {

@@ -31,13 +31,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use crate::engine::Role;
-use crate::engine::{Engine, Incoming, Key, Transmit, Wakes};
+use crate::engine::{Engine, Incoming, Key, Load, Transmit, Wakes};
 use crate::error::MuxError;
 use crate::frame::{FrameCodec, SessionId};
 use crate::settings::MuxSettings;
 
-/// Bytes the reader asks the carrier for at least.
+/// Bytes the reader asks the carrier for at least while data flows.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bytes it asks for while the connection is quiet (its last read was
+/// smaller than this, and everything read has been handed on): a portal
+/// holding a thousand idle tunnels keeps 1 KiB for each, not 16. A read
+/// that fills it brings the buffer back to [`READ_CHUNK`].
+const QUIET_READ_CHUNK: usize = 1024;
 /// A connection read buffer this large is freed (not kept) once it drains,
 /// so an idle connection holds little memory.
 const KEEP_RECEIVE_CAPACITY: usize = 256 * 1024;
@@ -170,12 +175,26 @@ impl Connection {
     /// How long the reader has been waiting on a silent carrier; `None`
     /// while it is busy or data just came.
     pub(crate) fn silent_for(&self) -> Option<Duration> {
+        self.silent_at(Instant::now())
+    }
+
+    /// [`Connection::silent_for`] as of `now`.
+    pub(crate) fn silent_at(&self, now: Instant) -> Option<Duration> {
         let stamp = self.listening_since.load(Ordering::Relaxed);
         (stamp != 0).then(|| {
-            self.born
-                .elapsed()
+            now.saturating_duration_since(self.born)
                 .saturating_sub(Duration::from_nanos(stamp - 1))
         })
+    }
+
+    /// The engine's [`Load`] and the carrier's silence, both as of `now`,
+    /// under one lock and without reading the clock.
+    pub(crate) fn load(&self, now: Instant) -> Load {
+        let load = self.with(|engine| engine.load(now));
+        Load {
+            silent_for: self.silent_at(now),
+            ..load
+        }
     }
 
     fn stamp(&self) -> u64 {
@@ -241,7 +260,8 @@ impl Connection {
         mut carrier: ReadHalf<Stream>,
         accept: Option<Accept>,
     ) -> Result<(), MuxError> {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut buf = BytesMut::with_capacity(QUIET_READ_CHUNK);
+        let mut last_read = 0;
         let mut codec = FrameCodec::new();
         // The engine's clock: read once per carrier read (a clock read per
         // frame is a measurable share of a short sub-stream's cost), and
@@ -289,16 +309,23 @@ impl Connection {
                     }
                 }
             }
-            if buf.is_empty() && buf.capacity() > KEEP_RECEIVE_CAPACITY {
+            let quiet = last_read < QUIET_READ_CHUNK;
+            if buf.is_empty() && quiet && buf.capacity() > QUIET_READ_CHUNK {
+                // Nothing pending and little coming: hold a small buffer.
+                buf = BytesMut::with_capacity(QUIET_READ_CHUNK);
+            } else if buf.is_empty() && buf.capacity() > KEEP_RECEIVE_CAPACITY {
                 // A large frame grew the buffer; do not keep that while idle.
                 buf = BytesMut::with_capacity(READ_CHUNK);
-            } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            } else if !quiet && buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
+            } else if buf.capacity() == buf.len() {
+                buf.reserve(QUIET_READ_CHUNK);
             }
             self.listening_since.store(self.stamp(), Ordering::Relaxed);
             let read = carrier.read_buf(&mut buf).await;
             self.listening_since.store(0, Ordering::Relaxed);
             arrived = now();
+            last_read = read.as_ref().map_or(0, |read| *read);
             if read? == 0 {
                 if !buf.is_empty() {
                     return Err(io::Error::new(

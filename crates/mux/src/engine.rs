@@ -168,6 +168,25 @@ pub enum Transmit {
     Closed,
 }
 
+/// A connection's load, read under one lock: what a picker choosing among
+/// many connections needs of each (a portal with a thousand bridges reads
+/// this once per tunnel per public connection).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Closed or draining: takes no new sub-stream.
+    pub refusing: bool,
+    /// Sub-streams open now.
+    pub active_sessions: usize,
+    /// Received bytes not yet read plus frames queued for the carrier.
+    pub buffered_bytes: usize,
+    /// Time since the peer's last KeepAlive; `None` if it never sent one.
+    pub since_keepalive: Option<Duration>,
+    /// How long the reader has waited on a silent carrier; `None` while
+    /// it is busy or data just came (filled in by the connection, which
+    /// keeps that clock outside the engine).
+    pub silent_for: Option<Duration>,
+}
+
 /// One Mux.Cool connection's sessions.
 pub struct Engine {
     role: Role,
@@ -281,6 +300,17 @@ impl Engine {
     /// Received bytes not yet read plus frames queued for the carrier.
     pub fn buffered_bytes(&self) -> usize {
         self.recv_buffered + self.send.len()
+    }
+
+    /// What a picker weighs the connection by, at `now`.
+    pub fn load(&self, now: Instant) -> Load {
+        Load {
+            refusing: self.refusing,
+            active_sessions: self.active_sessions(),
+            buffered_bytes: self.buffered_bytes(),
+            since_keepalive: self.since_keepalive(now),
+            silent_for: None,
+        }
     }
 
     /// No new sub-streams: draining or closed.

@@ -13,6 +13,7 @@ pub mod settings;
 pub mod stream;
 
 pub use client::MuxClient;
+pub use engine::Load;
 pub use error::MuxError;
 pub use frame::{Frame, FrameCodec, FrameKind, SessionId, Status};
 pub use handler::SessionHandler;

@@ -64,7 +64,7 @@ impl BridgeSettings {
         BridgeSettings {
             tag,
             domain,
-            max_connections: 16,
+            max_connections: 64,
             heartbeat_timeout: Duration::from_secs(6),
             mux: ServerSettings::default(),
             backoff_min: Duration::from_millis(100),

@@ -62,7 +62,7 @@ use rayback_core::{
     unmap, Address, Destination, Extensions, Outbound, Policy, SendBudget, Session, Stream, Tag,
 };
 use rayback_mux::settings::LARGE_MAX_PACKET;
-use rayback_mux::{ClientSettings, MuxClient, MuxSettings};
+use rayback_mux::{ClientSettings, Load, MuxClient, MuxSettings};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -138,21 +138,34 @@ struct Tunnel {
     control_ended: AtomicBool,
 }
 
-impl Tunnel {
-    fn is_usable(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed) && !self.client.is_closed()
-    }
+/// How a tunnel compares for the next public session, least first:
+/// draining ones last, then those whose bridge went quiet,
+/// then by sessions open, then by bytes buffered.
+type Rank = (bool, bool, usize, usize);
 
-    /// A bridge that sends KeepAlive every [`TICK`] missed one: its path
-    /// may be dead (the bridge's host changed address, say). Picked only
-    /// when every other tunnel is quiet too, until `bridge_silence` closes
-    /// it.
-    fn is_quiet(&self) -> bool {
-        self.client.since_keepalive().is_some()
-            && self
-                .client
-                .silent_for()
-                .is_some_and(|silent| silent > TICK + TICK / 2)
+/// The rank of an idle tunnel: usable, not quiet, its control session
+/// the only one open, nothing buffered. Only a tunnel whose control
+/// session has ended ranks lower, and it has no public session either.
+const IDLE: Rank = (false, false, 1, 0);
+
+impl Tunnel {
+    /// Its [`Rank`] given its `load`, or `None` when it has no room for
+    /// another sub-stream.
+    ///
+    /// Quiet: a bridge that sends KeepAlive every [`TICK`] missed one, so
+    /// its path may be dead (the bridge's host changed address, say). It
+    /// is picked only when every other tunnel is quiet too, until
+    /// `bridge_silence` closes it.
+    fn rank(&self, load: &Load, max_streams: usize) -> Option<Rank> {
+        if load.active_sessions >= max_streams {
+            return None;
+        }
+        let draining = self.draining.load(Ordering::Relaxed);
+        let quiet = load.since_keepalive.is_some()
+            && load
+                .silent_for
+                .is_some_and(|silent| silent > TICK + TICK / 2);
+        Some((draining, quiet, load.active_sessions, load.buffered_bytes))
     }
 
     /// Public sessions open on it: the sub-streams less the control
@@ -164,10 +177,6 @@ impl Tunnel {
         } else {
             open.saturating_sub(1)
         }
-    }
-
-    fn has_room(&self, max_streams: usize) -> bool {
-        self.client.active_sessions() < max_streams
     }
 
     /// Whether this connection should take no more sessions: it opened
@@ -270,28 +279,45 @@ impl Portal {
     }
 
     /// The live, non-draining tunnel connection whose bridge is not quiet
-    /// ([`Tunnel::is_quiet`]) with the fewest active sessions, ties to the one with fewer bytes buffered (a tunnel busy
-    /// with a bulk transfer counts one session but a full queue), then to
-    /// the oldest; a draining one only if nothing else is left. Closed
-    /// connections are never picked.
+    /// ([`Tunnel::rank`]) with the fewest active sessions, ties to the one
+    /// with fewer bytes buffered (a tunnel busy with a bulk transfer counts
+    /// one session but a full queue), then to the oldest; a draining one
+    /// only if nothing else is left. Closed connections are never picked,
+    /// and are forgotten here.
+    ///
+    /// One pass, one lock and no clock read per tunnel, and it stops at
+    /// the first idle tunnel ([`IDLE`]: only its control session, nothing
+    /// buffered), which nothing after it could beat: with a thousand
+    /// bridges this runs for every public connection, and reading every
+    /// tunnel each time cost a lightly loaded portal most of its CPU.
     fn pick(&self) -> Option<Arc<Tunnel>> {
-        let mut tunnels = self.tunnels.lock().expect("not poisoned");
-        tunnels.retain(|tunnel| !tunnel.client.is_closed());
+        let now = std::time::Instant::now();
         let max_streams = self.settings.max_streams;
-        let least = |usable: bool| {
-            tunnels
-                .iter()
-                .filter(|tunnel| tunnel.is_usable() == usable && tunnel.has_room(max_streams))
-                .min_by_key(|tunnel| {
-                    (
-                        tunnel.is_quiet(),
-                        tunnel.client.active_sessions(),
-                        tunnel.client.buffered_bytes(),
-                    )
-                })
-                .cloned()
-        };
-        least(true).or_else(|| least(false))
+        let mut best: Option<(Rank, &Arc<Tunnel>)> = None;
+        let mut any_closed = false;
+        let mut tunnels = self.tunnels.lock().expect("not poisoned");
+        for tunnel in tunnels.iter() {
+            let load = tunnel.client.load(now);
+            // Closed, or refusing new sub-streams (`MuxClient::is_closed`).
+            if load.refusing {
+                any_closed = true;
+                continue;
+            }
+            let Some(rank) = tunnel.rank(&load, max_streams) else {
+                continue;
+            };
+            if best.is_none_or(|(least, _)| rank < least) {
+                best = Some((rank, tunnel));
+                if rank <= IDLE {
+                    break;
+                }
+            }
+        }
+        let best = best.map(|(_, tunnel)| tunnel.clone());
+        if any_closed {
+            tunnels.retain(|tunnel| !tunnel.client.is_closed());
+        }
+        best
     }
 
     fn forget(&self, id: u64) {
@@ -483,11 +509,17 @@ impl Outbound for Portal {
 
     async fn handle(&self, session: Session, stream: Stream, policy: &Policy) -> io::Result<()> {
         if session.destination.address.domain() == Some(self.settings.domain.as_str()) {
-            return self.adopt(&session, stream).await;
+            // Once per tunnel, and its state is large: on the heap, so that
+            // every public session's future does not carry room for it.
+            return Box::pin(self.adopt(&session, stream)).await;
         }
-        let tunnel = self
-            .open(&session.destination, session.source.map(unmap))
-            .await?;
+        // The open (its timers, the wait for a tunnel) and the session are
+        // done with once the sub-stream is open: boxed and scoped, so that
+        // the future a held connection keeps is the relay's size only.
+        let tunnel = {
+            let session = session;
+            Box::pin(self.open(&session.destination, session.source.map(unmap))).await?
+        };
         relay(stream, tunnel, policy).await.map(drop)
     }
 }

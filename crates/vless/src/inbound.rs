@@ -153,8 +153,10 @@ impl VlessInbound {
         self.clients.iter().rposition(|client| client.id == *id)
     }
 
-    /// Serves one accepted connection: transport and VLESS handshakes,
-    /// then dispatch.
+    /// Serves one accepted connection: transport and VLESS handshakes
+    /// (or a fallback), then dispatch. The handshakes run in a future of
+    /// their own on the heap, freed before dispatch, as VMess's do: a
+    /// tunnel's task lives for days and need not keep their room.
     async fn serve(
         self: Arc<Self>,
         socket: TcpStream,
@@ -163,10 +165,31 @@ impl VlessInbound {
         shutdown: CancellationToken,
         admitted: Handshaking,
     ) {
+        let Some((stream, session)) =
+            Box::pin(self.handshake(socket, peer, shutdown, admitted)).await
+        else {
+            return;
+        };
+        let peer = session.source.unwrap_or(peer);
+        if let Err(error) = dispatch.dispatch(session, Box::new(stream)).await {
+            tracing::debug!(%peer, %error, "vless session ended with an error");
+        }
+    }
+
+    /// The transport and VLESS handshakes: the body stream and its
+    /// session, or `None` when refused (counted and logged), timed out,
+    /// shut down, or served by a fallback.
+    async fn handshake(
+        &self,
+        socket: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+        admitted: Handshaking,
+    ) -> Option<(VlessStream<Conn>, Session)> {
         let deadline = Instant::now() + self.policy.handshake;
         let local = socket.local_addr().unwrap_or(self.local_addr);
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             accepted = tokio::time::timeout_at(deadline, self.transport.accept(socket, peer)) => accepted,
         };
         let Accepted {
@@ -177,17 +200,17 @@ impl VlessInbound {
             Ok(Err(error)) => {
                 self.metrics.record_failure(FailureReason::Transport);
                 tracing::debug!(%peer, %error, "vless: transport handshake failed");
-                return;
+                return None;
             }
             Err(_elapsed) => {
                 self.metrics.record_failure(FailureReason::Timeout);
                 tracing::debug!(%peer, "vless: transport handshake timed out");
-                return;
+                return None;
             }
         };
         let mut buffer = vec![0u8; HANDSHAKE_BUFFER];
         let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             outcome = tokio::time::timeout_at(
                 deadline,
                 read_request(
@@ -208,7 +231,7 @@ impl VlessInbound {
                     _ = shutdown.cancelled() => {}
                     _ = drain_until(&mut socket, deadline) => {}
                 }
-                return;
+                return None;
             }
             Ok(Err(Refusal::Fallback(read))) => {
                 increment(&self.metrics.fallbacks);
@@ -217,27 +240,22 @@ impl VlessInbound {
                     _ = shutdown.cancelled() => {}
                     _ = self.fall_back(socket, &buffer[..read], peer, local) => {}
                 }
-                return;
+                return None;
             }
             Ok(Err(Refusal::Left)) => {
                 self.metrics.record_failure(FailureReason::ClientLeft);
                 tracing::debug!(%peer, "vless client left during the handshake");
-                return;
+                return None;
             }
             Err(_elapsed) => {
                 self.metrics.record_failure(FailureReason::Timeout);
                 tracing::debug!(%peer, "vless handshake timed out");
-                return;
+                return None;
             }
         };
         increment(&self.metrics.handshakes_accepted);
         drop(admitted);
-        let Some(client) = self
-            .user_index(&request.id)
-            .map(|index| &self.clients[index])
-        else {
-            return;
-        };
+        let client = &self.clients[self.user_index(&request.id)?];
         let stream = VlessStream::server(socket, &buffer[consumed..read]);
         drop(buffer);
         let mut session = Session::new(request.destination)
@@ -250,9 +268,7 @@ impl VlessInbound {
             session = session.with_inbound_tag(tag.clone());
         }
         tracing::debug!(%peer, destination = %session.destination, email = %client.email, "vless request accepted");
-        if let Err(error) = dispatch.dispatch(session, Box::new(stream)).await {
-            tracing::debug!(%peer, %error, "vless session ended with an error");
-        }
+        Some((stream, session))
     }
 }
 

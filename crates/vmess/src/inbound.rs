@@ -120,6 +120,11 @@ impl VmessInbound {
 
     /// Serves one accepted connection: transport and VMess handshakes,
     /// then dispatch.
+    ///
+    /// The handshakes run in a future of their own on the heap, freed
+    /// before dispatch: this task lives as long as the connection (a
+    /// bridge's tunnel: for days), and would otherwise keep room for the
+    /// handshakes' state (3.3 KB) all that time.
     async fn serve(
         self: Arc<Self>,
         socket: TcpStream,
@@ -128,9 +133,31 @@ impl VmessInbound {
         shutdown: CancellationToken,
         admitted: Handshaking,
     ) {
+        let Some((stream, session)) =
+            Box::pin(self.handshake(socket, peer, shutdown, admitted)).await
+        else {
+            return;
+        };
+        // The visitor as the transport saw it (a PROXY header's source).
+        let peer = session.source.unwrap_or(peer);
+        if let Err(error) = dispatch.dispatch(session, Box::new(stream)).await {
+            tracing::debug!(%peer, %error, "vmess session ended with an error");
+        }
+    }
+
+    /// The transport and VMess handshakes: the body stream and its
+    /// session, or `None` (counted and logged) when refused, timed out or
+    /// shut down.
+    async fn handshake(
+        &self,
+        socket: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+        admitted: Handshaking,
+    ) -> Option<(VmessStream<Conn>, Session)> {
         let deadline = Instant::now() + self.policy.handshake;
         let connected = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             connected = tokio::time::timeout_at(deadline, self.transport.accept(socket, peer)) => connected,
         };
         let Connected {
@@ -141,17 +168,17 @@ impl VmessInbound {
             Ok(Err(error)) => {
                 self.metrics.record_failure(FailureReason::Transport);
                 tracing::debug!(%peer, %error, "vmess: transport handshake failed");
-                return;
+                return None;
             }
             Err(_elapsed) => {
                 self.metrics.record_failure(FailureReason::Timeout);
                 tracing::debug!(%peer, "vmess: transport handshake timed out");
-                return;
+                return None;
             }
         };
         let mut buffer = vec![0u8; HANDSHAKE_BUFFER];
         let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             outcome = tokio::time::timeout_at(
                 deadline,
                 read_request(&self.validator, &mut socket, &mut buffer),
@@ -166,17 +193,17 @@ impl VmessInbound {
                     _ = shutdown.cancelled() => {}
                     _ = drain_until(&mut socket, deadline) => {}
                 }
-                return;
+                return None;
             }
             Ok(Err(Refusal::Left)) => {
                 self.metrics.record_failure(FailureReason::ClientLeft);
                 tracing::debug!(%peer, "vmess client left during the handshake");
-                return;
+                return None;
             }
             Err(_elapsed) => {
                 self.metrics.record_failure(FailureReason::Timeout);
                 tracing::debug!(%peer, "vmess handshake timed out");
-                return;
+                return None;
             }
         };
         increment(&self.metrics.handshakes_accepted);
@@ -197,10 +224,7 @@ impl VmessInbound {
         let budget = stream.budget_watch();
         session.send_budget = Some(SendBudget::new(move || budget.near_budget()));
         tracing::debug!(%peer, destination = %session.destination, email = %user.email, "vmess request accepted");
-        drop(buffer);
-        if let Err(error) = dispatch.dispatch(session, Box::new(stream)).await {
-            tracing::debug!(%peer, %error, "vmess session ended with an error");
-        }
+        Some((stream, session))
     }
 
     fn body_stream(

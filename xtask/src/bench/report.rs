@@ -35,10 +35,13 @@ pub enum Metric {
     EchoBulkP99,
     EchoBulkDone,
     BulkBesideEcho,
+    BridgesPortalRss,
+    BridgesPortalCpuIdle,
+    BridgesPortalCpuRequests,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 19] = [
         Metric::Iperf1,
         Metric::Iperf8,
         Metric::HttpKeepAlive,
@@ -55,6 +58,9 @@ impl Metric {
         Metric::EchoBulkP99,
         Metric::EchoBulkDone,
         Metric::BulkBesideEcho,
+        Metric::BridgesPortalRss,
+        Metric::BridgesPortalCpuIdle,
+        Metric::BridgesPortalCpuRequests,
     ];
 
     /// The table's first column.
@@ -76,6 +82,9 @@ impl Metric {
             Metric::EchoBulkP99 => "1 KiB echo p99 ms beside a bulk upload",
             Metric::EchoBulkDone => "exchanges done % beside a bulk upload",
             Metric::BulkBesideEcho => "bulk Gbit/s during the probe",
+            Metric::BridgesPortalRss => "portal RSS MiB, 1,000 idle bridges",
+            Metric::BridgesPortalCpuIdle => "portal CPU %, 1,000 idle bridges",
+            Metric::BridgesPortalCpuRequests => "portal CPU %, 1,000 bridges, 1,000 req/s",
         }
     }
 
@@ -98,6 +107,9 @@ impl Metric {
             Metric::EchoBulkP99 => ["echo p99", "beside bulk"],
             Metric::EchoBulkDone => ["echoes done", "beside bulk"],
             Metric::BulkBesideEcho => ["bulk", "beside echo"],
+            Metric::BridgesPortalRss => ["portal RSS", "1k bridges"],
+            Metric::BridgesPortalCpuIdle => ["portal CPU", "1k bridges"],
+            Metric::BridgesPortalCpuRequests => ["portal CPU", "1k req/s"],
         }
     }
 
@@ -119,7 +131,12 @@ impl Metric {
     pub fn needs_processes(self) -> bool {
         matches!(
             self,
-            Metric::RssIdle | Metric::RssPerConnection | Metric::CpuPerGiB
+            Metric::RssIdle
+                | Metric::RssPerConnection
+                | Metric::CpuPerGiB
+                | Metric::BridgesPortalRss
+                | Metric::BridgesPortalCpuIdle
+                | Metric::BridgesPortalCpuRequests
         )
     }
 }

@@ -136,6 +136,15 @@ impl SetupKind {
     pub fn has_processes(self) -> bool {
         self != SetupKind::Direct
     }
+
+    /// Whether the setup is a VMess reverse pair on plain TCP, whose portal
+    /// is measured with many bridges dialling it ([`start_many_bridges`]).
+    pub fn has_reverse_tcp(self) -> bool {
+        matches!(
+            self,
+            SetupKind::Rayback | SetupKind::RaybackTwoThreads | SetupKind::V2Ray
+        )
+    }
 }
 
 /// A Noise key pair from `rathole --genkey` (base64, as rathole wants it).
@@ -282,6 +291,16 @@ impl Tunnel {
             .sum()
     }
 
+    /// Resident memory of the portal (or rathole server), in KiB.
+    pub fn portal_rss_kib(&self) -> Result<u64> {
+        rss_kib(self.daemons.first().context("no processes")?.pid())
+    }
+
+    /// CPU time of the portal (or rathole server), in ticks.
+    pub fn portal_cpu_ticks(&self) -> Result<u64> {
+        cpu_ticks(self.daemons.first().context("no processes")?.pid())
+    }
+
     /// CPU time (user + system) of all the tunnel's processes, in ticks.
     pub fn cpu_ticks(&self) -> Result<u64> {
         self.daemons
@@ -370,6 +389,110 @@ fn start_seed_pair(pair: &SeedPair<'_>, backend_port: u16, dir: &Path) -> Result
         daemons: vec![portal, bridge],
         _certificate: certificate,
     })
+}
+
+/// The seed page's bridge with `count` bridges in one file: tags
+/// `bridge-0` … all on the seed's domain, both routing rules naming every
+/// tag. One process then keeps `count` tunnels to the portal, as `count`
+/// bridge hosts would (a V2Ray-style config does this with one `bridges`
+/// entry per tunnel); each idle bridge holds one tunnel.
+pub fn many_bridges_config(
+    count: usize,
+    tunnel_port: u16,
+    backend_port: u16,
+    members: Option<&str>,
+) -> Result<String> {
+    let tags: Vec<String> = (0..count).map(|index| format!("bridge-{index}")).collect();
+    let bridges: Vec<serde_json::Value> = tags
+        .iter()
+        .map(|tag| serde_json::json!({"tag": tag, "domain": "test.v2ray.com"}))
+        .collect();
+    let mut config = serde_json::json!({
+        "reverse": {"bridges": bridges},
+        "outbounds": [
+            {"tag": "out", "protocol": "freedom",
+             "settings": {"redirect": format!("127.0.0.1:{backend_port}")}},
+            {"tag": "interconn", "protocol": "vmess",
+             "settings": {"vnext": [{"address": "127.0.0.1", "port": tunnel_port,
+                                     "users": [{"id": SEED_ID}]}]}}
+        ],
+        "routing": {"rules": [
+            {"type": "field", "inboundTag": tags, "domain": ["full:test.v2ray.com"],
+             "outboundTag": "interconn"},
+            {"type": "field", "inboundTag": tags, "outboundTag": "out"}
+        ]}
+    });
+    if let Some(members) = members {
+        let extra: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&format!("{{{members}}}"))?;
+        config
+            .as_object_mut()
+            .context("a JSON object")?
+            .extend(extra);
+    }
+    Ok(serde_json::to_string_pretty(&config)?)
+}
+
+/// The user id of the seed page's configs.
+const SEED_ID: &str = "27848739-7e62-4138-9fd3-098a63964b6b";
+
+/// A portal (the seed page's, on `kind`'s program) with one bridge process
+/// holding `count` bridges ([`many_bridges_config`]); the tunnel's port.
+/// The portal is `daemons[0]`.
+pub fn start_many_bridges(
+    kind: SetupKind,
+    count: usize,
+    backend_port: u16,
+    programs: &Programs,
+    dir: &Path,
+) -> Result<(Tunnel, u16)> {
+    std::fs::create_dir_all(dir)?;
+    let (bridge_program, portal_program) = match kind {
+        SetupKind::Rayback | SetupKind::RaybackTwoThreads => {
+            let bin = programs
+                .rayback
+                .as_ref()
+                .context("the Rayback binaries were not built")?;
+            (bin.join("bridge"), bin.join("portal"))
+        }
+        SetupKind::V2Ray => (programs.v2ray.clone(), programs.v2ray.clone()),
+        other => bail!("{} has no VMess reverse pair on TCP", other.title()),
+    };
+    let members = (kind == SetupKind::RaybackTwoThreads).then_some(TWO_THREADS);
+    let ports = SeedPorts {
+        public: free_port(),
+        tunnel: free_port(),
+        service: backend_port,
+    };
+    let (_, mut portal_config) = seed_configs(ports)?;
+    if let Some(members) = members {
+        portal_config = with_members(&portal_config, members)?;
+    }
+    let bridge_config = many_bridges_config(count, ports.tunnel, backend_port, members)?;
+    let bridge_path = dir.join("bridge.json");
+    let portal_path = dir.join("portal.json");
+    std::fs::write(&bridge_path, bridge_config)?;
+    std::fs::write(&portal_path, portal_config)?;
+    let portal = Daemon::spawn(
+        "portal",
+        &portal_program,
+        &[OsStr::new("-config"), portal_path.as_os_str()],
+        &[],
+        &dir.join("portal.log"),
+    )?;
+    let bridge = Daemon::spawn(
+        "bridge",
+        &bridge_program,
+        &[OsStr::new("-config"), bridge_path.as_os_str()],
+        &[],
+        &dir.join("bridge.log"),
+    )?;
+    let tunnel = Tunnel {
+        public: SocketAddr::from(([127, 0, 0, 1], ports.public)),
+        daemons: vec![portal, bridge],
+        _certificate: None,
+    };
+    Ok((tunnel, ports.tunnel))
 }
 
 /// The rathole server's and client's TOML for one service.
@@ -551,6 +674,40 @@ mod tests {
         let twice = "\"tag\": \"interconn\" \"tag\": \"interconn\"";
         assert!(with_tunnel_stream(twice, "{}").is_err());
         assert!(with_tunnel_stream("{}", "{}").is_err());
+    }
+
+    #[test]
+    fn many_bridges_share_one_domain_and_both_rules_name_every_tag() {
+        let config = many_bridges_config(3, 1002, 1003, Some(TWO_THREADS)).expect("config");
+        let value: serde_json::Value = serde_json::from_str(&config).expect("valid JSON");
+        let bridges = value["reverse"]["bridges"].as_array().expect("bridges");
+        assert_eq!(bridges.len(), 3);
+        assert!(bridges
+            .iter()
+            .all(|bridge| bridge["domain"] == "test.v2ray.com"));
+        assert_eq!(bridges[2]["tag"], "bridge-2");
+        let rules = value["routing"]["rules"].as_array().expect("rules");
+        for rule in rules {
+            assert_eq!(rule["inboundTag"].as_array().map(Vec::len), Some(3));
+        }
+        assert_eq!(rules[0]["outboundTag"], "interconn");
+        assert_eq!(rules[1]["outboundTag"], "out");
+        assert_eq!(
+            value["outbounds"][0]["settings"]["redirect"],
+            "127.0.0.1:1003"
+        );
+        assert_eq!(value["outbounds"][1]["settings"]["vnext"][0]["port"], 1002);
+        assert_eq!(value["rayback"]["workers"], 2);
+        let (_, portal) = seed_configs(SeedPorts {
+            public: 1001,
+            tunnel: 1002,
+            service: 1003,
+        })
+        .expect("seed configs");
+        assert!(
+            portal.contains(SEED_ID),
+            "the portal's user is the bridges' user"
+        );
     }
 
     #[test]

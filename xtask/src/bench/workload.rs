@@ -10,7 +10,7 @@
 //! | iperf3, 1 or 8 streams | `iperf3 -c -t S -P N -J` | `end.sum_received`: bits/s and bytes |
 //! | HTTP 1 KiB / 1 MiB | `wrk -t2 -c50 -dS [-H "Connection: close"]` | `Requests/sec:` |
 //! | first byte | one `curl` over N URLs, `Connection: close` | `%{time_starttransfer}` of transfers with `%{num_connects}` = 1 |
-//! | held connections | N sockets sending half a request | established sockets on the backend's port |
+//! | held connections | N sockets sending half a request | connections the web server holds open (its `/open`) |
 //! | fairness (in `bench.rs`) | testkit's `measure_fairness`: a 1 KiB echo every 10 ms on one connection, idle and beside one bulk upload | p50/p99 of the echo's waits, exchanges done of planned, the bulk's bytes over the window |
 
 use std::net::SocketAddr;
@@ -18,10 +18,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::system::{established_on_port, run_bounded};
+use super::system::run_bounded;
 use crate::{demo, web};
 
 /// Connections wrk keeps open, and its threads (`-c50 -t2`, as in the
@@ -309,12 +309,55 @@ pub async fn wait_http_ready(public: SocketAddr, limit: Duration) -> Result<()> 
     Ok(())
 }
 
+/// What [`paced_requests`] got.
+#[derive(Debug, Default)]
+pub struct Paced {
+    /// Requests answered with a whole 1 KiB body.
+    pub answered: usize,
+    /// Requests that failed, timed out or got anything else.
+    pub failed: usize,
+}
+
+/// `GET /1k` on a fresh connection (`Connection: close`) to `public`,
+/// `rate` times a second for `window`, each request on its own task (so a
+/// slow one does not hold up the next); waits up to 5 s for the stragglers.
+pub async fn paced_requests(public: SocketAddr, rate: u32, window: Duration) -> Paced {
+    const REQUEST: &[u8] = b"GET /1k HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+    async fn one(public: SocketAddr) -> Result<()> {
+        let mut stream = TcpStream::connect(public).await?;
+        stream.write_all(REQUEST).await?;
+        let mut response = Vec::with_capacity(2048);
+        stream.read_to_end(&mut response).await?;
+        let answered = response.starts_with(b"HTTP/1.1 200") && response.ends_with(&[b'k'; 1024]);
+        if !answered {
+            bail!("not a 1 KiB answer ({} bytes)", response.len());
+        }
+        Ok(())
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    while started.elapsed() < window {
+        ticks.tick().await;
+        tasks.spawn(tokio::time::timeout(Duration::from_secs(5), one(public)));
+    }
+    let mut paced = Paced::default();
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome {
+            Ok(Ok(Ok(()))) => paced.answered += 1,
+            _ => paced.failed += 1,
+        }
+    }
+    paced
+}
+
 /// Idle connections held open through a tunnel.
 pub struct Held {
     streams: Vec<TcpStream>,
     /// How many of them the backend had accepted when the wait ended.
     pub reached: usize,
-    /// Backend connections that existed before (for [`Held::release`]).
+    /// Backend connections that were open before (for [`Held::release`]).
     baseline: usize,
 }
 
@@ -322,26 +365,45 @@ pub struct Held {
 /// them to reach the backend.
 const HOLD_BATCH: usize = 50;
 
+/// How many connections the web server at `backend` holds open (its
+/// `/open`, asked directly, not through a tunnel).
+pub async fn open_at_backend(backend: SocketAddr) -> Result<usize> {
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(5), demo::http_get(backend, "/open"))
+            .await
+            .context("GET /open took over 5 s")??;
+    if !status.contains(" 200 ") {
+        bail!("GET /open at {backend} answered {status:?}");
+    }
+    body.trim()
+        .parse()
+        .with_context(|| format!("GET /open at {backend} gave {body:?}"))
+}
+
 /// Opens `count` connections to `public`, each sending the first half of a
 /// request (so that every tunnel really opens its path to the backend), and
-/// waits up to `limit` until the backend on `backend_port` has accepted all.
+/// waits up to `limit` until the web server at `backend` has accepted all.
 ///
 /// They are opened in batches of [`HOLD_BATCH`], each batch given up to a
 /// second to reach the backend before the next: the point is memory per
-/// held connection, not how a tunnel takes a burst of a thousand
-/// handshakes (rathole's noise transport times many of those out).
+/// held connection, not how a tunnel takes a burst of thousands of
+/// handshakes (rathole's noise transport times many of those out). No
+/// socket is bound before it connects: a port taken by `bind` is closed to
+/// every other connection's choice, and twenty thousand of them would
+/// leave the bridge too few ephemeral ports to reach the backend.
 pub async fn hold_connections(
     public: SocketAddr,
-    backend_port: u16,
+    backend: SocketAddr,
     count: usize,
     limit: Duration,
 ) -> Result<Held> {
     const HALF_REQUEST: &[u8] = b"GET /1k HTTP/1.1\r\nHost: bench\r\n";
-    let baseline = established_on_port(backend_port)?;
+    let baseline = open_at_backend(backend).await?;
     let started = Instant::now();
     let mut streams = Vec::with_capacity(count);
-    let reached_now =
-        || -> Result<usize> { Ok(established_on_port(backend_port)?.saturating_sub(baseline)) };
+    let reached_now = || async move {
+        Ok::<_, anyhow::Error>(open_at_backend(backend).await?.saturating_sub(baseline))
+    };
     while streams.len() < count {
         for _ in 0..HOLD_BATCH.min(count - streams.len()) {
             let index = streams.len();
@@ -354,17 +416,20 @@ pub async fn hold_connections(
             streams.push(stream);
         }
         let batch_started = Instant::now();
-        while reached_now()? < streams.len()
+        while reached_now().await? < streams.len()
             && batch_started.elapsed() < Duration::from_secs(1)
             && started.elapsed() < limit
         {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if started.elapsed() >= limit {
+            break;
         }
     }
-    let mut reached = reached_now()?.min(count);
+    let mut reached = reached_now().await?.min(count);
     while reached < count && started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        reached = reached_now()?.min(count);
+        reached = reached_now().await?.min(count);
     }
     Ok(Held {
         streams,
@@ -376,10 +441,10 @@ pub async fn hold_connections(
 impl Held {
     /// Closes every connection and waits (up to `limit`) until the backend
     /// has seen them go, so the next workload starts from a quiet tunnel.
-    pub async fn release(self, backend_port: u16, limit: Duration) -> Result<()> {
+    pub async fn release(self, backend: SocketAddr, limit: Duration) -> Result<()> {
         drop(self.streams);
         let started = Instant::now();
-        while established_on_port(backend_port)? > self.baseline && started.elapsed() < limit {
+        while open_at_backend(backend).await? > self.baseline && started.elapsed() < limit {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
