@@ -79,6 +79,30 @@ pub struct InboundContext {
     pub tracker: TaskTracker,
 }
 
+/// Runs an inbound connection's `handshake`, then dispatches the stream
+/// and session it accepted (logged under `protocol` when the session ends
+/// in an error). `None` from the handshake (refused, timed out, shut down)
+/// ends the connection; the handshake logged why.
+///
+/// The handshake runs boxed, freed before dispatch: the connection's task
+/// lives as long as its session (a bridge's tunnel: days), and would
+/// otherwise keep room for the handshake's state all that time.
+pub async fn dispatch_after_handshake(
+    handshake: impl std::future::Future<Output = Option<(Stream, Session)>> + Send,
+    peer: SocketAddr,
+    dispatch: Arc<dyn Dispatch>,
+    protocol: &'static str,
+) {
+    let Some((stream, session)) = Box::pin(handshake).await else {
+        return;
+    };
+    // The visitor as the transport saw it (a PROXY header's source).
+    let peer = session.source.unwrap_or(peer);
+    if let Err(error) = dispatch.dispatch(session, stream).await {
+        tracing::debug!(%peer, %error, "{protocol} session ended with an error");
+    }
+}
+
 /// Pause after a failed `accept` (out of descriptors and the like), so
 /// the loop waits rather than spins; the listener itself is still good.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

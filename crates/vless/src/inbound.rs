@@ -36,8 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rayback_core::handler::dispatch_after_handshake;
 use rayback_core::relay::relay_borrowed;
-use rayback_core::{Dispatch, Inbound, InboundContext, Policy, Session, Stream, Tag, User};
+use rayback_core::{Inbound, InboundContext, Policy, Session, Stream, Tag, User};
 use rayback_transport::admission::{drain_until, HandshakeLimit, Handshaking};
 use rayback_transport::{Accepted, Conn, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -153,29 +154,6 @@ impl VlessInbound {
         self.clients.iter().rposition(|client| client.id == *id)
     }
 
-    /// Serves one accepted connection: transport and VLESS handshakes
-    /// (or a fallback), then dispatch. The handshakes run in a future of
-    /// their own on the heap, freed before dispatch, as VMess's do: a
-    /// tunnel's task lives for days and need not keep their room.
-    async fn serve(
-        self: Arc<Self>,
-        socket: TcpStream,
-        peer: SocketAddr,
-        dispatch: Arc<dyn Dispatch>,
-        shutdown: CancellationToken,
-        admitted: Handshaking,
-    ) {
-        let Some((stream, session)) =
-            Box::pin(self.handshake(socket, peer, shutdown, admitted)).await
-        else {
-            return;
-        };
-        let peer = session.source.unwrap_or(peer);
-        if let Err(error) = dispatch.dispatch(session, Box::new(stream)).await {
-            tracing::debug!(%peer, %error, "vless session ended with an error");
-        }
-    }
-
     /// The transport and VLESS handshakes: the body stream and its
     /// session, or `None` when refused (counted and logged), timed out,
     /// shut down, or served by a fallback.
@@ -185,7 +163,7 @@ impl VlessInbound {
         peer: SocketAddr,
         shutdown: CancellationToken,
         admitted: Handshaking,
-    ) -> Option<(VlessStream<Conn>, Session)> {
+    ) -> Option<(Stream, Session)> {
         let deadline = Instant::now() + self.policy.handshake;
         let local = socket.local_addr().unwrap_or(self.local_addr);
         let accepted = tokio::select! {
@@ -268,7 +246,7 @@ impl VlessInbound {
             session = session.with_inbound_tag(tag.clone());
         }
         tracing::debug!(%peer, destination = %session.destination, email = %client.email, "vless request accepted");
-        Some((stream, session))
+        Some((Box::new(stream), session))
     }
 }
 
@@ -357,9 +335,10 @@ impl Inbound for VlessInbound {
                 let this = self.clone();
                 let dispatch = context.dispatch.clone();
                 let shutdown = context.shutdown.clone();
-                context
-                    .tracker
-                    .spawn(this.serve(socket, peer, dispatch, shutdown, admitted));
+                context.tracker.spawn(async move {
+                    let handshake = this.handshake(socket, peer, shutdown, admitted);
+                    dispatch_after_handshake(handshake, peer, dispatch, "vless").await;
+                });
             })
             .await;
         Ok(())

@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use rayback_core::{Dispatch, Inbound, InboundContext, Policy, SendBudget, Session, Tag, User};
+use rayback_core::handler::dispatch_after_handshake;
+use rayback_core::{Inbound, InboundContext, Policy, SendBudget, Session, Stream, Tag, User};
 use rayback_transport::admission::{drain_until, HandshakeLimit, Handshaking};
 use rayback_transport::{Accepted as Connected, Conn, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -118,33 +119,6 @@ impl VmessInbound {
         self.local_addr
     }
 
-    /// Serves one accepted connection: transport and VMess handshakes,
-    /// then dispatch.
-    ///
-    /// The handshakes run in a future of their own on the heap, freed
-    /// before dispatch: this task lives as long as the connection (a
-    /// bridge's tunnel: for days), and would otherwise keep room for the
-    /// handshakes' state (3.3 KB) all that time.
-    async fn serve(
-        self: Arc<Self>,
-        socket: TcpStream,
-        peer: SocketAddr,
-        dispatch: Arc<dyn Dispatch>,
-        shutdown: CancellationToken,
-        admitted: Handshaking,
-    ) {
-        let Some((stream, session)) =
-            Box::pin(self.handshake(socket, peer, shutdown, admitted)).await
-        else {
-            return;
-        };
-        // The visitor as the transport saw it (a PROXY header's source).
-        let peer = session.source.unwrap_or(peer);
-        if let Err(error) = dispatch.dispatch(session, Box::new(stream)).await {
-            tracing::debug!(%peer, %error, "vmess session ended with an error");
-        }
-    }
-
     /// The transport and VMess handshakes: the body stream and its
     /// session, or `None` (counted and logged) when refused, timed out or
     /// shut down.
@@ -154,7 +128,7 @@ impl VmessInbound {
         peer: SocketAddr,
         shutdown: CancellationToken,
         admitted: Handshaking,
-    ) -> Option<(VmessStream<Conn>, Session)> {
+    ) -> Option<(Stream, Session)> {
         let deadline = Instant::now() + self.policy.handshake;
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -224,7 +198,7 @@ impl VmessInbound {
         let budget = stream.budget_watch();
         session.send_budget = Some(SendBudget::new(move || budget.near_budget()));
         tracing::debug!(%peer, destination = %session.destination, email = %user.email, "vmess request accepted");
-        Some((stream, session))
+        Some((Box::new(stream), session))
     }
 
     fn body_stream(
@@ -284,9 +258,10 @@ impl Inbound for VmessInbound {
                 let this = self.clone();
                 let dispatch = context.dispatch.clone();
                 let shutdown = context.shutdown.clone();
-                context
-                    .tracker
-                    .spawn(this.serve(socket, peer, dispatch, shutdown, admitted));
+                context.tracker.spawn(async move {
+                    let handshake = this.handshake(socket, peer, shutdown, admitted);
+                    dispatch_after_handshake(handshake, peer, dispatch, "vmess").await;
+                });
             })
             .await;
         Ok(())

@@ -365,30 +365,45 @@ fn start_seed_pair(pair: &SeedPair<'_>, backend_port: u16, dir: &Path) -> Result
             Some(certificate)
         }
     };
-    let bridge_path = dir.join("bridge.json");
-    let portal_path = dir.join("portal.json");
-    std::fs::write(&bridge_path, bridge_config)?;
-    std::fs::write(&portal_path, portal_config)?;
-    // The portal first, so that the bridge's first dial finds it.
-    let portal = Daemon::spawn(
-        "portal",
-        pair.portal_program,
-        &[OsStr::new("-config"), portal_path.as_os_str()],
-        &[],
-        &dir.join("portal.log"),
-    )?;
-    let bridge = Daemon::spawn(
-        "bridge",
-        pair.bridge_program,
-        &[OsStr::new("-config"), bridge_path.as_os_str()],
-        &[],
-        &dir.join("bridge.log"),
-    )?;
     Ok(Tunnel {
         public: SocketAddr::from(([127, 0, 0, 1], ports.public)),
-        daemons: vec![portal, bridge],
+        daemons: spawn_pair(
+            pair.portal_program,
+            &portal_config,
+            pair.bridge_program,
+            &bridge_config,
+            dir,
+        )?,
         _certificate: certificate,
     })
+}
+
+/// Writes `portal.json` and `bridge.json` into `dir` and starts the portal,
+/// then the bridge (so that the bridge's first dial finds the portal),
+/// each logging beside its file: `[portal, bridge]`.
+fn spawn_pair(
+    portal_program: &Path,
+    portal_config: &str,
+    bridge_program: &Path,
+    bridge_config: &str,
+    dir: &Path,
+) -> Result<Vec<Daemon>> {
+    let mut daemons = Vec::with_capacity(2);
+    for (name, program, config) in [
+        ("portal", portal_program, portal_config),
+        ("bridge", bridge_program, bridge_config),
+    ] {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, config)?;
+        daemons.push(Daemon::spawn(
+            name,
+            program,
+            &[OsStr::new("-config"), path.as_os_str()],
+            &[],
+            &dir.join(format!("{name}.log")),
+        )?);
+    }
+    Ok(daemons)
 }
 
 /// The seed page's bridge with `count` bridges in one file: tags
@@ -469,27 +484,15 @@ pub fn start_many_bridges(
         portal_config = with_members(&portal_config, members)?;
     }
     let bridge_config = many_bridges_config(count, ports.tunnel, backend_port, members)?;
-    let bridge_path = dir.join("bridge.json");
-    let portal_path = dir.join("portal.json");
-    std::fs::write(&bridge_path, bridge_config)?;
-    std::fs::write(&portal_path, portal_config)?;
-    let portal = Daemon::spawn(
-        "portal",
-        &portal_program,
-        &[OsStr::new("-config"), portal_path.as_os_str()],
-        &[],
-        &dir.join("portal.log"),
-    )?;
-    let bridge = Daemon::spawn(
-        "bridge",
-        &bridge_program,
-        &[OsStr::new("-config"), bridge_path.as_os_str()],
-        &[],
-        &dir.join("bridge.log"),
-    )?;
     let tunnel = Tunnel {
         public: SocketAddr::from(([127, 0, 0, 1], ports.public)),
-        daemons: vec![portal, bridge],
+        daemons: spawn_pair(
+            &portal_program,
+            &portal_config,
+            &bridge_program,
+            &bridge_config,
+            dir,
+        )?,
         _certificate: None,
     };
     Ok((tunnel, ports.tunnel))
