@@ -362,6 +362,21 @@ fn uuid_scan_finds_uuids_and_nothing_else() {
 
 // ------------------------------------------------------------- the tests
 
+/// A quick-start portal's flags: tunnel and public ports on loopback,
+/// the test's id, and `/metrics` (with the page) on `metrics`.
+fn portal_flags(tunnel: u16, public: u16, metrics: SocketAddr) -> Vec<String> {
+    vec![
+        "--tunnel".into(),
+        loopback(tunnel).to_string(),
+        "--public".into(),
+        loopback(public).to_string(),
+        "--id".into(),
+        ID.into(),
+        "--metrics".into(),
+        metrics.to_string(),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_tunnels_and_sessions_live() {
     let Some(binary) = chromium() else {
@@ -377,16 +392,7 @@ async fn the_status_page_shows_tunnels_and_sessions_live() {
         let (portal_metrics, bridge_metrics) = (loopback(free_port()), loopback(free_port()));
         let mut portal = Flagged::start(
             &portal_binary(),
-            &[
-                "--tunnel".into(),
-                loopback(tunnel).to_string(),
-                "--public".into(),
-                loopback(public).to_string(),
-                "--id".into(),
-                ID.into(),
-                "--metrics".into(),
-                portal_metrics.to_string(),
-            ],
+            &portal_flags(tunnel, public, portal_metrics),
         )
         .unwrap();
         portal
@@ -546,22 +552,9 @@ async fn the_status_page_shows_tunnels_and_sessions_live() {
 async fn metrics_auth_guards_the_page_status_and_metrics_but_not_health() {
     tokio::time::timeout(TEST_LIMIT, async {
         let (public, tunnel, metrics) = (free_port(), free_port(), loopback(free_port()));
-        let mut portal = Flagged::start(
-            &portal_binary(),
-            &[
-                "--tunnel".into(),
-                loopback(tunnel).to_string(),
-                "--public".into(),
-                loopback(public).to_string(),
-                "--id".into(),
-                ID.into(),
-                "--metrics".into(),
-                metrics.to_string(),
-                "--metrics-auth".into(),
-                "ops:s3cret:pw".into(),
-            ],
-        )
-        .unwrap();
+        let mut flags = portal_flags(tunnel, public, metrics);
+        flags.extend(["--metrics-auth".into(), "ops:s3cret:pw".into()]);
+        let mut portal = Flagged::start(&portal_binary(), &flags).unwrap();
         portal.wait_ports(&[metrics.port()]).await.unwrap();
         // "ops:s3cret:pw" and "ops:wrong" in base64.
         let right = "Authorization: Basic b3BzOnMzY3JldDpwdw==\r\n";

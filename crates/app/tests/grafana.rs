@@ -38,22 +38,8 @@ const WAIT: Duration = Duration::from_secs(20);
 // ------------------------------------------------------------ PromQL names
 
 /// PromQL words that are neither functions (those are followed by `(`)
-/// nor metric names.
-const KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "inf",
-    "nan",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
+/// nor metric names, besides the [`GROUPINGS`].
+const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "inf", "nan"];
 
 /// Clauses whose parenthesised list holds label names, not expressions.
 const GROUPINGS: &[&str] = &[
@@ -186,7 +172,8 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     for (index, token) in kept.iter().enumerate() {
         let Token::Word(word) = token else { continue };
         let called = kept.get(index + 1) == Some(&&Token::Open);
-        if !called && !KEYWORDS.contains(&word.as_str()) {
+        let keyword = KEYWORDS.contains(&word.as_str()) || GROUPINGS.contains(&word.as_str());
+        if !called && !keyword {
             names.insert(word.clone());
         }
     }

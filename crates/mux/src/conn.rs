@@ -190,11 +190,14 @@ impl Connection {
     /// The engine's [`Load`] and the carrier's silence, both as of `now`,
     /// under one lock and without reading the clock.
     pub(crate) fn load(&self, now: Instant) -> Load {
-        let load = self.with(|engine| engine.load(now));
-        Load {
-            silent_for: self.silent_at(now),
-            ..load
-        }
+        let silent_for = self.silent_at(now);
+        self.with(|engine| Load {
+            refusing: engine.is_refusing(),
+            active_sessions: engine.active_sessions(),
+            buffered_bytes: engine.buffered_bytes(),
+            since_keepalive: engine.since_keepalive(now),
+            silent_for,
+        })
     }
 
     fn stamp(&self) -> u64 {
@@ -309,17 +312,20 @@ impl Connection {
                     }
                 }
             }
-            let quiet = last_read < QUIET_READ_CHUNK;
-            if buf.is_empty() && quiet && buf.capacity() > QUIET_READ_CHUNK {
-                // Nothing pending and little coming: hold a small buffer.
-                buf = BytesMut::with_capacity(QUIET_READ_CHUNK);
-            } else if buf.is_empty() && buf.capacity() > KEEP_RECEIVE_CAPACITY {
-                // A large frame grew the buffer; do not keep that while idle.
-                buf = BytesMut::with_capacity(READ_CHUNK);
-            } else if !quiet && buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            } else if buf.capacity() == buf.len() {
-                buf.reserve(QUIET_READ_CHUNK);
+            // Little came last time: ask for little, in a small buffer.
+            let chunk = if last_read < QUIET_READ_CHUNK {
+                QUIET_READ_CHUNK
+            } else {
+                READ_CHUNK
+            };
+            let oversized = buf.capacity() > KEEP_RECEIVE_CAPACITY.max(chunk)
+                || (chunk == QUIET_READ_CHUNK && buf.capacity() > chunk);
+            if buf.is_empty() && oversized {
+                // Nothing pending: do not keep a buffer grown by a large
+                // frame or by traffic that has stopped.
+                buf = BytesMut::with_capacity(chunk);
+            } else if buf.capacity() - buf.len() < chunk / 4 {
+                buf.reserve(chunk);
             }
             self.listening_since.store(self.stamp(), Ordering::Relaxed);
             let read = carrier.read_buf(&mut buf).await;

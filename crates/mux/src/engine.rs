@@ -182,8 +182,8 @@ pub struct Load {
     /// Time since the peer's last KeepAlive; `None` if it never sent one.
     pub since_keepalive: Option<Duration>,
     /// How long the reader has waited on a silent carrier; `None` while
-    /// it is busy or data just came (filled in by the connection, which
-    /// keeps that clock outside the engine).
+    /// it is busy or data just came (the connection's clock, not the
+    /// engine's).
     pub silent_for: Option<Duration>,
 }
 
@@ -300,17 +300,6 @@ impl Engine {
     /// Received bytes not yet read plus frames queued for the carrier.
     pub fn buffered_bytes(&self) -> usize {
         self.recv_buffered + self.send.len()
-    }
-
-    /// What a picker weighs the connection by, at `now`.
-    pub fn load(&self, now: Instant) -> Load {
-        Load {
-            refusing: self.refusing,
-            active_sessions: self.active_sessions(),
-            buffered_bytes: self.buffered_bytes(),
-            since_keepalive: self.since_keepalive(now),
-            silent_for: None,
-        }
     }
 
     /// No new sub-streams: draining or closed.

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::system::run_bounded;
@@ -297,16 +297,19 @@ pub async fn wait_http_ready(public: SocketAddr, limit: Duration) -> Result<()> 
         tokio::time::timeout(Duration::from_secs(10), demo::http_get(public, "/1m"))
             .await
             .context("GET /1m took over 10 s")??;
-    if !status.contains(" 200 ")
-        || body.len() != 1024 * 1024
-        || body.bytes().any(|byte| byte != b'm')
-    {
+    if !is_whole_page(&status, &body, 1024 * 1024, b'm') {
         bail!(
             "GET /1m through {public}: {status:?} with {} bytes, not 1 MiB of 'm'",
             body.len()
         );
     }
     Ok(())
+}
+
+/// Whether a response is a 200 with the web server's `length` bytes of
+/// `fill` (`/1k` is 1 KiB of `k`, `/1m` 1 MiB of `m`).
+fn is_whole_page(status: &str, body: &str, length: usize, fill: u8) -> bool {
+    status.contains(" 200 ") && body.len() == length && body.bytes().all(|byte| byte == fill)
 }
 
 /// What [`paced_requests`] got.
@@ -322,15 +325,10 @@ pub struct Paced {
 /// `rate` times a second for `window`, each request on its own task (so a
 /// slow one does not hold up the next); waits up to 5 s for the stragglers.
 pub async fn paced_requests(public: SocketAddr, rate: u32, window: Duration) -> Paced {
-    const REQUEST: &[u8] = b"GET /1k HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
     async fn one(public: SocketAddr) -> Result<()> {
-        let mut stream = TcpStream::connect(public).await?;
-        stream.write_all(REQUEST).await?;
-        let mut response = Vec::with_capacity(2048);
-        stream.read_to_end(&mut response).await?;
-        let answered = response.starts_with(b"HTTP/1.1 200") && response.ends_with(&[b'k'; 1024]);
-        if !answered {
-            bail!("not a 1 KiB answer ({} bytes)", response.len());
+        let (status, body) = demo::http_get(public, "/1k").await?;
+        if !is_whole_page(&status, &body, 1024, b'k') {
+            bail!("not a 1 KiB answer: {status:?} with {} bytes", body.len());
         }
         Ok(())
     }
