@@ -174,7 +174,9 @@ impl Dispatch for Dispatcher {
             // size every session's dispatch future.
             return Box::pin(serve_mux_with(stream, session, me, self.mux.clone())).await;
         }
-        let handler = self.route(&session).await?;
+        // Boxed: routing may resolve a domain, and that state, inline,
+        // would size the future every held connection keeps.
+        let handler = Box::pin(self.route(&session)).await?;
         self.access.accepted(&session, &handler.tag);
         let policy = self.policies.level(session.level());
         let inbound_tag = session.inbound_tag.as_ref().map_or("", |tag| tag.as_str());

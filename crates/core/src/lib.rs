@@ -27,7 +27,8 @@ pub use policy::Policies;
 pub use policy::Policy;
 pub use routing::{BalancerSettings, RoutingSettings, RuleSettings};
 pub use session::{
-    AgreedExtensions, Extensions, SendBudget, Session, SniffOverride, Sniffing, Tag, User,
+    AgreedExtensions, Extensions, SendBudget, Session, SessionFields, SniffOverride, Sniffing, Tag,
+    User,
 };
 pub use stream::{AsyncStream, Counted, Prefixed, ReadAhead, Stream, Tally};
 pub use transport::{

@@ -150,9 +150,9 @@ impl Drop for Direction {
     }
 }
 
-struct Relay<'a, A: ?Sized, B: ?Sized> {
-    inbound: &'a mut A,
-    outbound: &'a mut B,
+struct Relay<A, B> {
+    inbound: A,
+    outbound: B,
     uplink: Direction,
     downlink: Direction,
     policy: Policy,
@@ -160,11 +160,7 @@ struct Relay<'a, A: ?Sized, B: ?Sized> {
     timer: Pin<Box<Sleep>>,
 }
 
-impl<A, B> Relay<'_, A, B>
-where
-    A: ?Sized,
-    B: ?Sized,
-{
+impl<A, B> Relay<A, B> {
     /// The idle limit for the current phase, V2Ray's rule: `connIdle`
     /// while both directions run, `downlinkOnly` once the request side
     /// ended, `uplinkOnly` once the response side ended.
@@ -177,10 +173,10 @@ where
     }
 }
 
-impl<A, B> Future for Relay<'_, A, B>
+impl<A, B> Future for Relay<A, B>
 where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
 {
     type Output = io::Result<RelayStats>;
 
@@ -191,8 +187,8 @@ where
         let down_was_done = this.downlink.done;
         let up = this.uplink.poll_copy(
             cx,
-            Pin::new(&mut *this.inbound),
-            Pin::new(&mut *this.outbound),
+            Pin::new(&mut this.inbound),
+            Pin::new(&mut this.outbound),
             &mut activity,
         );
         if let Poll::Ready(Err(error)) = up {
@@ -200,8 +196,8 @@ where
         }
         let down = this.downlink.poll_copy(
             cx,
-            Pin::new(&mut *this.outbound),
-            Pin::new(&mut *this.inbound),
+            Pin::new(&mut this.outbound),
+            Pin::new(&mut this.inbound),
             &mut activity,
         );
         if let Poll::Ready(Err(error)) = down {
@@ -245,23 +241,17 @@ where
 ///
 /// Cancelling the future stops copying; bytes read but not yet written
 /// are lost, as with any dropped connection.
-pub async fn relay<A, B>(mut inbound: A, mut outbound: B, policy: &Policy) -> io::Result<RelayStats>
+///
+/// One future, not an `async fn`: it owns the two streams once, and a
+/// held connection keeps exactly this state.
+pub fn relay<A, B>(
+    inbound: A,
+    outbound: B,
+    policy: &Policy,
+) -> impl Future<Output = io::Result<RelayStats>>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
-{
-    relay_borrowed(&mut inbound, &mut outbound, policy).await
-}
-
-/// [`relay`] over borrowed streams, for callers that keep them afterwards.
-pub async fn relay_borrowed<A, B>(
-    inbound: &mut A,
-    outbound: &mut B,
-    policy: &Policy,
-) -> io::Result<RelayStats>
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let now = Instant::now();
     Relay {
@@ -273,7 +263,19 @@ where
         last_activity: now,
         timer: Box::pin(tokio::time::sleep_until(now + policy.conn_idle)),
     }
-    .await
+}
+
+/// [`relay`] over borrowed streams, for callers that keep them afterwards.
+pub fn relay_borrowed<'a, A, B>(
+    inbound: &'a mut A,
+    outbound: &'a mut B,
+    policy: &Policy,
+) -> impl Future<Output = io::Result<RelayStats>> + 'a
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    relay(inbound, outbound, policy)
 }
 
 #[cfg(test)]

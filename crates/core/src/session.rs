@@ -50,13 +50,26 @@ pub struct User {
     pub level: u32,
 }
 
-/// One proxied connection, as the router sees it.
+/// One proxied connection, as the router sees it: its fields
+/// ([`SessionFields`]) behind one pointer, read and written through
+/// `Deref` (`session.destination`).
+///
+/// Boxed because a session is passed by value down every layer a
+/// connection crosses (inbound, dispatcher, outbound) and an async
+/// function keeps room for its parameters for as long as its future
+/// lives: inline, each layer a held connection still waits in carried
+/// 176 bytes for a session it had already handed on or dropped; boxed, 8,
+/// and the fields are freed when the last layer lets the session go.
 ///
 /// Mux sub-streams inherit `inbound_tag`, `source` and `user` from the
 /// connection that carries them, as in V2Ray; a bridge's own connections
 /// have its tag and no source.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Session {
+pub struct Session(Box<SessionFields>);
+
+/// What a [`Session`] knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionFields {
     /// The tag of the inbound (or bridge) the connection came from.
     pub inbound_tag: Option<Tag>,
     /// Where the connection wants to go.
@@ -258,7 +271,7 @@ impl Eq for SendBudget {}
 
 impl Session {
     pub fn new(destination: Destination) -> Session {
-        Session {
+        Session(Box::new(SessionFields {
             inbound_tag: None,
             destination,
             source: None,
@@ -268,7 +281,7 @@ impl Session {
             server: None,
             peer_extensions: Extensions::NONE,
             agreed_by_server: None,
-        }
+        }))
     }
 
     pub fn with_inbound_tag(mut self, tag: Tag) -> Session {
@@ -308,11 +321,24 @@ impl Session {
     /// A copy of this session's origin (tag, source, user) going somewhere
     /// else: what a mux sub-stream gets from its carrying connection.
     pub fn redirected(&self, destination: Destination) -> Session {
-        Session {
-            destination,
-            // The cell describes the carrying connection's own dial.
-            agreed_by_server: None,
-            ..self.clone()
-        }
+        let mut session = self.clone();
+        session.destination = destination;
+        // The cell describes the carrying connection's own dial.
+        session.agreed_by_server = None;
+        session
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = SessionFields;
+
+    fn deref(&self) -> &SessionFields {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut SessionFields {
+        &mut self.0
     }
 }

@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use rayback_core::packet::MAX_PACKET;
 use rayback_core::{
-    unmap, Address, Destination, Dispatch, Inbound, InboundContext, Network, Session, Tag, User,
+    unmap, Address, Destination, Inbound, InboundContext, Network, Session, Stream, Tag, User,
 };
 use rayback_transport::{Accepted, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -179,20 +179,14 @@ impl DokodemoDoor {
         port: u16,
         source: SocketAddr,
     ) -> Session {
-        Session {
-            inbound_tag: self.settings.tag.clone(),
-            destination: Destination::new(network, address, port),
-            source: Some(unmap(source)),
-            user: Some(User {
+        let mut session = Session::new(Destination::new(network, address, port))
+            .with_source(unmap(source))
+            .with_user(User {
                 email: String::new(),
                 level: self.settings.user_level,
-            }),
-            send_budget: None,
-            protocol: None,
-            server: None,
-            peer_extensions: Default::default(),
-            agreed_by_server: None,
-        }
+            });
+        session.inbound_tag = self.settings.tag.clone();
+        session
     }
 
     async fn accept_loop(self: &Arc<Self>, listener: &TcpListener, context: &InboundContext) {
@@ -202,7 +196,15 @@ impl DokodemoDoor {
                 let door = Arc::clone(self);
                 let dispatch = Arc::clone(&context.dispatch);
                 context.tracker.spawn(async move {
-                    if let Err(error) = door.serve_tcp(socket, peer, dispatch).await {
+                    // The destination and any transport handshake are
+                    // worked out in a boxed future, freed before dispatch:
+                    // what a held connection keeps is this task's few
+                    // words and the dispatch's own future.
+                    let served = match Box::pin(door.accept_tcp(socket, peer)).await {
+                        Ok((session, stream)) => dispatch.dispatch(session, stream).await,
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = served {
                         tracing::info!(tag = ?door.settings.tag, %peer, %error, "dokodemo-door connection ends");
                     }
                 });
@@ -210,12 +212,13 @@ impl DokodemoDoor {
             .await;
     }
 
-    async fn serve_tcp(
+    /// The session of an accepted TCP connection and its stream, once any
+    /// transport handshake is done.
+    async fn accept_tcp(
         &self,
         socket: TcpStream,
         peer: SocketAddr,
-        dispatch: Arc<dyn Dispatch>,
-    ) -> io::Result<()> {
+    ) -> io::Result<(Session, Stream)> {
         socket.set_nodelay(true)?;
         let redirected = if self.settings.follow_redirect {
             original_destination(&socket)
@@ -234,7 +237,7 @@ impl DokodemoDoor {
         };
         let Some(transport) = &self.transport else {
             let session = self.session(Network::Tcp, address, port, peer);
-            return dispatch.dispatch(session, Box::new(socket)).await;
+            return Ok((session, Box::new(socket)));
         };
         let Accepted { conn, source } =
             tokio::time::timeout(TRANSPORT_HANDSHAKE, transport.accept(socket, peer))
@@ -243,7 +246,7 @@ impl DokodemoDoor {
                     io::Error::new(io::ErrorKind::TimedOut, "transport handshake timed out")
                 })??;
         let session = self.session(Network::Tcp, address, port, source);
-        dispatch.dispatch(session, Box::new(conn)).await
+        Ok((session, Box::new(conn)))
     }
 
     async fn udp_loop(self: &Arc<Self>, socket: &Arc<UdpSocket>, context: &InboundContext) {

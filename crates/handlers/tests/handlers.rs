@@ -118,7 +118,7 @@ async fn tcp_through_dokodemo_and_freedom_arrives_intact() -> Result<()> {
         );
         assert_eq!(session.source.map(|s| s.ip()), Some("127.0.0.1".parse()?));
         assert_eq!(session.level(), 3);
-        assert_eq!(session.user.map(|u| u.email), Some(String::new()));
+        assert_eq!(session.user.clone().map(|u| u.email), Some(String::new()));
     }
     Ok(())
 }

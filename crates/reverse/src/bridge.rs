@@ -655,7 +655,9 @@ impl SessionHandler for BridgeSessions {
             Some(CONTROL_DOMAIN_V2RAY | CONTROL_DOMAIN_V2FLY)
         );
         if is_control {
-            read_control(stream, &self.liveness, &self.wake).await;
+            // Boxed: once per tunnel, and inline it would size every
+            // session's future.
+            Box::pin(read_control(stream, &self.liveness, &self.wake)).await;
             return Ok(());
         }
         // A burst of sessions wakes the loop so that it adds connections

@@ -384,20 +384,13 @@ pub fn rule_json(rule: &RuleSettings) -> Value {
 /// The session dokodemo-door builds for `case`, coming from `source`.
 pub fn session(case: &Case, source: SocketAddr) -> Session {
     let address = Address::parse(case.address).expect("case address");
-    Session {
-        inbound_tag: Some(Tag::new(case.inbound_tag)),
-        destination: Destination::new(case.network, address, case.port),
-        source: Some(source),
-        user: Some(User {
+    Session::new(Destination::new(case.network, address, case.port))
+        .with_inbound_tag(Tag::new(case.inbound_tag))
+        .with_source(source)
+        .with_user(User {
             email: String::new(),
             level: 0,
-        }),
-        send_budget: None,
-        protocol: None,
-        server: None,
-        peer_extensions: Default::default(),
-        agreed_by_server: None,
-    }
+        })
 }
 
 /// Routes like a dispatcher: resolves through the system when asked, maps
