@@ -6,8 +6,10 @@
 //! *handle* to adopt a bridge's stream; the bridge uses *connect* (through
 //! [`Dispatch::connect`]) to get its tunnel.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,16 +86,20 @@ pub struct InboundContext {
 /// in an error). `None` from the handshake (refused, timed out, shut down)
 /// ends the connection; the handshake logged why.
 ///
-/// The handshake runs boxed, freed before dispatch: the connection's task
-/// lives as long as its session (a bridge's tunnel: days), and would
-/// otherwise keep room for the handshake's state all that time.
-pub async fn dispatch_after_handshake(
-    handshake: impl std::future::Future<Output = Option<(Stream, Session)>> + Send,
+/// The handshake comes boxed, and is freed before dispatch: the
+/// connection's task lives as long as its session (a bridge's tunnel:
+/// days), and an async function keeps room for its parameters as long as
+/// it runs, so a handshake passed by value (boxed inside) still cost every
+/// tunnel 3.4 KB of task.
+pub async fn dispatch_after_handshake<F>(
+    handshake: Pin<Box<F>>,
     peer: SocketAddr,
     dispatch: Arc<dyn Dispatch>,
     protocol: &'static str,
-) {
-    let Some((stream, session)) = Box::pin(handshake).await else {
+) where
+    F: Future<Output = Option<(Stream, Session)>> + Send + ?Sized,
+{
+    let Some((stream, session)) = handshake.await else {
         return;
     };
     // The visitor as the transport saw it (a PROXY header's source).

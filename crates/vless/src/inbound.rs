@@ -336,7 +336,7 @@ impl Inbound for VlessInbound {
                 let dispatch = context.dispatch.clone();
                 let shutdown = context.shutdown.clone();
                 context.tracker.spawn(async move {
-                    let handshake = this.handshake(socket, peer, shutdown, admitted);
+                    let handshake = Box::pin(this.handshake(socket, peer, shutdown, admitted));
                     dispatch_after_handshake(handshake, peer, dispatch, "vless").await;
                 });
             })

@@ -81,7 +81,8 @@ fn take_write_buffer() -> Vec<u8> {
 }
 
 fn give_write_buffer(mut buffer: Vec<u8>) {
-    if buffer.capacity() == 0 || buffer.capacity() > 4 * WRITE_CAPACITY {
+    // A held header's small buffer is not worth keeping.
+    if buffer.capacity() < WRITE_CAPACITY || buffer.capacity() > 4 * WRITE_CAPACITY {
         return;
     }
     buffer.clear();
@@ -235,10 +236,13 @@ impl<S> VmessStream<S> {
         }
     }
 
+    /// Keeps `header` to go out with the first payload. In a buffer of
+    /// its own size: a header may wait alone for up to 100 ms, and a
+    /// portal that a thousand bridges reach at once held as many pooled
+    /// 128 KiB buffers for their response headers (8 MiB at the peak, and
+    /// the heap kept it). The first seal moves it into a pooled buffer.
     fn hold_header(&mut self, header: &[u8]) {
-        let mut buffer = take_write_buffer();
-        buffer.extend_from_slice(header);
-        self.write_buffer = buffer;
+        self.write_buffer = header.to_vec();
         self.holding_header = !header.is_empty();
     }
 
@@ -338,8 +342,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmessStream<S> {
     }
 
     fn seal_into_output(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.write_buffer.capacity() == 0 {
-            self.write_buffer = take_write_buffer();
+        if self.write_buffer.capacity() < WRITE_CAPACITY {
+            // Empty, or a held header alone (output is written out before
+            // anything else is sealed, so nothing else can be in it).
+            let mut buffer = take_write_buffer();
+            buffer.extend_from_slice(&self.write_buffer[self.write_pos..]);
+            self.write_pos = 0;
+            self.write_buffer = buffer;
         }
         let mut rng = rand::thread_rng();
         let taken = if self.packet {
