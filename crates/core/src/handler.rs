@@ -45,7 +45,7 @@ pub trait Outbound: Send + Sync + 'static {
     }
 
     /// The servers `connect` chooses among, named `host:port`, in the
-    /// order [`Session::server`] indexes them (VMess and VLESS `vnext`).
+    /// order [`Session::server`](crate::SessionFields::server) indexes them (VMess and VLESS `vnext`).
     /// Empty for an outbound that has no list to pick from.
     fn servers(&self) -> Vec<String> {
         Vec::new()

@@ -188,7 +188,7 @@ impl Eq for AgreedExtensions {}
 
 /// An inbound's `sniffing` when enabled (or its legacy `domainOverride`):
 /// the dispatcher reads the first bytes of each TCP session, names the
-/// protocol ([`Session::protocol`]) and, for the protocols listed here,
+/// protocol ([`SessionFields::protocol`]) and, for the protocols listed here,
 /// routes and dials the domain it found instead of the destination's
 /// address (the port is kept).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -305,7 +305,7 @@ impl Session {
     }
 
     /// The index of the server to dial among `count`: the one the session
-    /// names ([`Session::server`]), else the next in round robin.
+    /// names ([`SessionFields::server`]), else the next in round robin.
     pub fn server_index(&self, round_robin: &AtomicUsize, count: usize) -> usize {
         match self.server {
             Some(index) => index % count.max(1),

@@ -203,7 +203,7 @@ pub struct PortalLinkStatus {
 /// others.
 struct PortalLink {
     name: String,
-    /// The outbound's index of this server ([`Session::server`]); `None`
+    /// The outbound's index of this server ([`Session::server`](rayback_core::SessionFields::server)); `None`
     /// when the outbound has no list (it chooses).
     server: Option<usize>,
     tunnels: Vec<Tunnel>,

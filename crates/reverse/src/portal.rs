@@ -14,7 +14,7 @@
 //! A Rayback bridge sets option bit `0x40` in its VMess request (see
 //! `rayback_vmess::header::Options::SOURCE`); the portal's VMess inbound
 //! marks the tunnel's session ([`Extensions::SOURCE`] in
-//! [`Session::peer_extensions`]), and
+//! [`Session::peer_extensions`](rayback_core::SessionFields::peer_extensions)), and
 //! [`Portal::adopt`] then drives that tunnel with
 //! [`ClientSettings::send_source`]: every public session's New carries the
 //! visitor's address (the public inbound's `source`, from a PROXY header
@@ -42,7 +42,7 @@
 //! in its VMess request (`rayback_vmess::header::Options::LARGE_PACKETS`);
 //! the portal's VMess inbound answers it with the same bit and marks the
 //! session ([`Extensions::LARGE_PACKETS`] in
-//! [`Session::peer_extensions`]), and [`Portal::adopt`] raises that
+//! [`Session::peer_extensions`](rayback_core::SessionFields::peer_extensions)), and [`Portal::adopt`] raises that
 //! tunnel's `max_packet` to 65,535 bytes. The bridge reads the answer
 //! (`rayback_mux::MuxSettings::large_packets_agreed`) and raises its own,
 //! so datagrams up to 65,507 bytes cross both ways. A V2Ray bridge never

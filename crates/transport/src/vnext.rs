@@ -1,6 +1,6 @@
 //! The servers of a VMess or VLESS outbound (`vnext`), dialled as V2Ray
 //! 4.34 dials them: round robin over the list, or the one server the
-//! session names ([`Session::server`]: a bridge keeps a tunnel to each
+//! session names ([`Session::server`](rayback_core::SessionFields::server): a bridge keeps a tunnel to each
 //! portal); up to 5 attempts with 0/200/400/600/800 ms pauses.
 
 use std::io;
