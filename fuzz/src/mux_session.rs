@@ -130,6 +130,9 @@ impl Settings {
                 stall_timeout: STALL,
                 max_packet: V2RAY_MAX_PACKET,
                 large_packets_agreed: None,
+                // Flow control is not modelled here: never offered.
+                offer_flow_control: false,
+                max_window: 4 << 20,
             },
             max_sessions: if byte & 0x80 != 0 { 64 } else { 2 },
         }
@@ -825,7 +828,8 @@ impl<'a> Sim<'a> {
                 assert_eq!(owed, Some(kind), "id {id}: not the End a transition queued");
                 return;
             }
-            FrameKind::KeepAlive => return,
+            // Flow control is never offered here (see `Settings::decode`).
+            FrameKind::KeepAlive | FrameKind::Hello { .. } | FrameKind::Window { .. } => return,
         }
         let data = frame.data.unwrap_or_default();
         let written = self.written.get(&id).map_or(&[][..], Vec::as_slice);

@@ -527,6 +527,7 @@ pub fn status_json(sources: &Sources<'_>) -> serde_json::Value {
                         "sessions": tunnel.sessions,
                         "bytes_up": tunnel.bytes_up,
                         "bytes_down": tunnel.bytes_down,
+                        "flow_control": tunnel.flow_control,
                     })
                 })
                 .collect();

@@ -200,6 +200,8 @@ async fn metrics_count_bytes_and_connections_during_a_transfer() {
         .as_str()
         .unwrap()
         .starts_with("127.0.0.1:"));
+    // A Rayback bridge answered the portal's offer of per-stream windows.
+    assert_eq!(status["portals"][0]["bridges"][0]["flow_control"], true);
     assert!(
         !status.to_string().contains("27848739"),
         "no secrets in /status"

@@ -10,6 +10,11 @@
 //!
 //! 40 concurrent sub-streams, IPv4, IPv6 and no sources mixed, 256 KiB of
 //! seeded data each way, SHA-256 compared.
+//!
+//! The same client also offers per-stream flow control (a Hello, the
+//! KeepAlive with trailing metadata that a portal sends only to a Rayback
+//! bridge): v2ray takes it as a KeepAlive, never answers, and the client
+//! keeps sending without windows.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use rayback_core::{Address, Destination, Outbound, Session};
-use rayback_mux::{mux_cool_destination, ClientSettings, MuxClient};
+use rayback_mux::{mux_cool_destination, ClientSettings, MuxClient, MuxSettings};
 use rayback_testkit::{echo_server, free_port, seeded_bytes, sha256_hex, V2Ray};
 use rayback_vmess::{
     OutboundUser, Security, UserId, VmessMetrics, VmessOutbound, VmessOutboundSettings, VmessServer,
@@ -85,6 +90,10 @@ async fn v2ray_mux_server_ignores_the_source_after_the_address() -> Result<()> {
             carrier,
             ClientSettings {
                 send_source: true,
+                mux: MuxSettings {
+                    offer_flow_control: true,
+                    ..MuxSettings::default()
+                },
                 ..ClientSettings::outbound(STREAMS)
             },
         );
@@ -125,6 +134,7 @@ async fn v2ray_mux_server_ignores_the_source_after_the_address() -> Result<()> {
             client.total_opened()
         );
         ensure!(!client.is_closed(), "v2ray closed the mux connection");
+        ensure!(!client.flow_control(), "v2ray cannot have answered a Hello");
         anyhow::Ok(())
     })
     .await

@@ -162,6 +162,12 @@ impl MuxClient {
         self.conn.with(|engine| engine.buffered_bytes())
     }
 
+    /// Whether the server answered this client's offer of per-stream flow
+    /// control ([`crate::MuxSettings::offer_flow_control`]).
+    pub fn flow_control(&self) -> bool {
+        self.conn.with(|engine| engine.flow_control())
+    }
+
     /// Why the connection closed, when an error closed it.
     pub fn close_error(&self) -> Option<io::Error> {
         self.conn.close_error()

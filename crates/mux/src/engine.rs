@@ -47,6 +47,11 @@ use crate::frame::{Frame, FrameKind, SessionId};
 use crate::send::{Push, SendQueue};
 use crate::settings::MuxSettings;
 
+/// Flow control: a sub-stream that received data this recently makes the
+/// others' grants stay within the initial window (a request beside a bulk
+/// transfer then waits behind at most that much of it).
+const CONTENDED_FOR: Duration = Duration::from_secs(1);
+
 /// Which end of Mux.Cool a connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -101,10 +106,72 @@ struct Slot {
     reader: Option<Waker>,
     /// The connection's reader, waiting for room in `recv`.
     space: Option<Waker>,
+    /// Both ends of per-stream flow control (TCP sub-streams only).
+    flow: SlotFlow,
+}
+
+/// A sub-stream's offsets under per-stream flow control (the Rayback
+/// extension; see [`Flow`]). Offsets count stream bytes from the first.
+#[derive(Default)]
+struct SlotFlow {
+    /// Bytes we queued to send.
+    sent: u64,
+    /// The highest limit the peer's Windows named (0: none yet).
+    peer_limit: u64,
+    /// The sub-stream's writer, waiting for the peer's window.
+    credit: Option<Waker>,
+    /// Bytes received, and read by the sub-stream's reader.
+    received: u64,
+    consumed: u64,
+    /// The limit we last granted the peer, and the one before it.
+    granted: u64,
+    previous_grant: u64,
+    /// What each grant adds to what was read.
+    window: u32,
+    /// When the peer last used up a grant (it waits for our next Window),
+    /// until its next bytes come.
+    exhausted_at: Option<Instant>,
+    /// When the peer's bytes started coming after its last wait.
+    sending_since: Option<Instant>,
+    /// The peer waited for a Window long enough to matter: the next grant
+    /// doubles the window.
+    grow: bool,
+    /// Another TCP sub-stream received data lately (see
+    /// [`Engine::note_activity`]): grants stay within the initial window.
+    contended: bool,
+}
+
+impl SlotFlow {
+    /// Receiving side: `len` bytes arrived at `now`; `reader_idle` says
+    /// our reader had read everything before them. Decides whether the
+    /// window grows. A sender cuts its frames at its limit, so bytes that
+    /// end exactly at a grant mean the peer used it up and waits for the
+    /// next. When its next bytes come, if our reader had read everything
+    /// meanwhile (the window, not the reader, held the peer back) and the
+    /// peer waited over a quarter of the time it had been sending, the
+    /// window costs throughput (a long path, or grants that come late)
+    /// and doubles. A slow reader never makes it grow, so it never has
+    /// more than a window buffered.
+    fn on_data(&mut self, len: usize, reader_idle: bool, now: Instant) {
+        if let Some(exhausted_at) = self.exhausted_at.take() {
+            let waited = now.saturating_duration_since(exhausted_at);
+            let sending = exhausted_at.saturating_duration_since(self.sending_since.unwrap_or(now));
+            if reader_idle && waited * 4 > sending {
+                self.grow = true;
+            }
+            self.sending_since = Some(now);
+        }
+        self.sending_since.get_or_insert(now);
+        self.received += len as u64;
+        if self.received == self.granted || self.received == self.previous_grant {
+            self.exhausted_at = Some(now);
+        }
+    }
 }
 
 impl Slot {
-    fn new(id: SessionId, network: Network) -> Slot {
+    fn new(id: SessionId, network: Network, window: Option<u32>) -> Slot {
+        let window = window.unwrap_or(0);
         Slot {
             id,
             network,
@@ -115,6 +182,11 @@ impl Slot {
             recv: RecvBuffer::default(),
             reader: None,
             space: None,
+            flow: SlotFlow {
+                granted: u64::from(window),
+                window,
+                ..SlotFlow::default()
+            },
         }
     }
 
@@ -212,8 +284,39 @@ pub struct Engine {
     last_keepalive: Option<Instant>,
     /// A delivery that found its sub-stream full: which and since when.
     blocked: Option<(Key, Instant)>,
+    /// Per-stream flow control, once agreed.
+    flow: Flow,
+    /// The last two TCP sub-streams that received data, and when (flow
+    /// control's [`Engine::note_activity`]).
+    recent: [Option<(Key, Instant)>; 2],
     /// Tasks to wake once the driver lets go of the engine.
     wakes: Vec<Waker>,
+}
+
+/// Per-stream flow control, a Rayback extension (frames in
+/// [`crate::frame`]). Mux.Cool alone has no window: a receiver whose
+/// sub-stream is full stops reading the connection and every sub-stream
+/// waits (the stall rule in [`Engine::deliver`]). With it:
+///
+/// | side | rule |
+/// |---|---|
+/// | client | offers in its first frame (a Hello granting its initial window), when [`MuxSettings::offer_flow_control`] says the peer is Rayback; grants from then on, obeys once the server's Hello comes |
+/// | server | answers the first Hello with its own; grants and obeys from then on (the Hello comes before any New) |
+/// | receiver | grants each TCP sub-stream the initial window; each time its reader has read a quarter of a window since the last grant, sends a Window: limit = bytes read + window |
+/// | sender | sends a sub-stream's bytes up to the larger of the peer's initial window and its last Window, then waits for the next |
+/// | growth | a grant the sender used up, then waited for long enough to cost throughput while our reader had read everything (the window, not the reader, held it back), doubles the next window, up to [`MuxSettings::max_window`] (see `SlotFlow::on_data`) |
+/// | sharing | while another TCP sub-stream received data within [`CONTENDED_FOR`], grants stay within the initial window, so a grown window never queues megabytes ahead of a neighbour's request |
+///
+/// A receiver's buffer then holds at most a window per sub-stream, so a
+/// slow reader never stops the connection's reader. Before the client
+/// learns that the server agreed, it sends without limit and the old
+/// stall rule still bounds the server's buffer.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flow {
+    /// We grant windows (send Windows) starting with this many bytes.
+    grant: Option<u32>,
+    /// The peer grants windows starting with this many: we obey them.
+    peer: Option<u32>,
 }
 
 impl Engine {
@@ -234,8 +337,26 @@ impl Engine {
             handles: 0,
             last_keepalive: None,
             blocked: None,
+            flow: Flow::default(),
+            recent: [None, None],
             wakes: Vec::new(),
         }
+        .offering_flow_control()
+    }
+
+    /// A client that offers flow control queues its Hello first of all.
+    fn offering_flow_control(mut self) -> Engine {
+        if self.role == Role::Client && self.settings.offer_flow_control {
+            let window = self.settings.initial_window();
+            self.send.push_hello(window);
+            self.flow.grant = Some(window);
+        }
+        self
+    }
+
+    /// Whether flow control is agreed both ways (both Hellos seen).
+    pub fn flow_control(&self) -> bool {
+        self.flow.grant.is_some() && self.flow.peer.is_some()
     }
 
     /// The wakers collected since the last call; wake them after letting
@@ -356,6 +477,7 @@ impl Engine {
             slot.fault.get_or_insert(Fault::Lost);
             self.wakes.extend(slot.reader.take());
             self.wakes.extend(slot.space.take());
+            self.wakes.extend(slot.flow.credit.take());
         }
         self.send.close(&mut self.wakes);
     }
@@ -411,7 +533,7 @@ impl Engine {
         self.send.push_new(id, destination, source)?;
         self.next_id = id;
         self.total_opened += 1;
-        let key = self.insert(Slot::new(id, destination.network));
+        let key = self.insert(Slot::new(id, destination.network, self.flow.grant));
         self.wake_writer();
         Ok(key)
     }
@@ -459,6 +581,68 @@ impl Engine {
                 self.last_keepalive = Some(now);
                 Incoming::Done
             }
+            FrameKind::Hello { window } => {
+                self.last_keepalive = Some(now);
+                self.hello(window);
+                Incoming::Done
+            }
+            FrameKind::Window { limit } => {
+                self.window(id, limit);
+                Incoming::Done
+            }
+        }
+    }
+
+    /// The peer's Hello: a server answers the first with its own; either
+    /// side then obeys the peer's windows (see [`Flow`]).
+    fn hello(&mut self, window: u32) {
+        if self.flow.peer.is_some() {
+            return;
+        }
+        if self.role == Role::Server {
+            let ours = self.settings.initial_window();
+            self.send.push_hello(ours);
+            self.flow.grant = Some(ours);
+            self.wake_writer();
+        } else if self.flow.grant.is_none() {
+            // An answer to an offer never made: ignore it.
+            return;
+        }
+        self.flow.peer = Some(window);
+        tracing::debug!(
+            role = ?self.role,
+            peer_window = window,
+            "mux per-stream flow control agreed"
+        );
+        // Every sub-stream has been granted its window from its start (a
+        // client grants from its offer on, and a server has none before
+        // the Hello); this only guards a peer that breaks that order.
+        for slot in self.slots.iter_mut() {
+            if slot.flow.window == 0 {
+                if let Some(grant) = self.flow.grant {
+                    slot.flow.window = grant;
+                    slot.flow.granted = slot.flow.consumed + u64::from(grant);
+                }
+            }
+        }
+    }
+
+    /// The peer's Window for sub-stream `id`: it may send up to `limit`.
+    fn window(&mut self, id: SessionId, limit: u64) {
+        let Some(&key) = self.ids.get(&id) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let before = slot
+            .flow
+            .peer_limit
+            .max(self.flow.peer.map_or(0, u64::from));
+        slot.flow.peer_limit = slot.flow.peer_limit.max(limit);
+        if limit > before {
+            let credit = slot.flow.credit.take();
+            self.wake(credit);
         }
     }
 
@@ -485,7 +669,7 @@ impl Engine {
             // the wire (that would close the new one).
             self.abort(old, io::ErrorKind::ConnectionReset);
         }
-        let key = self.insert(Slot::new(id, destination.network));
+        let key = self.insert(Slot::new(id, destination.network, self.flow.grant));
         Incoming::Accepted {
             key,
             destination,
@@ -499,10 +683,18 @@ impl Engine {
     /// buffer is full; data for a sub-stream that can no longer receive is
     /// dropped.
     pub fn deliver(&mut self, key: Key, data: &Bytes, now: Instant, waker: &Waker) -> Poll<()> {
-        let limit = self.settings.receive_buffer;
+        let granting = self.flow.grant.is_some();
+        let contended = granting
+            && self
+                .slots
+                .get(key)
+                .is_some_and(|slot| slot.network == Network::Tcp)
+            && self.note_activity(key, now);
         let Some(slot) = self.slots.get_mut(key) else {
             return Poll::Ready(());
         };
+        // A window that grew may put more than `receive_buffer` in flight.
+        let limit = self.settings.receive_buffer.max(slot.flow.window as usize);
         if slot.network == Network::Tcp && data.is_empty() {
             return Poll::Ready(());
         }
@@ -513,6 +705,10 @@ impl Engine {
         }
         let framed = data.len() + if slot.network == Network::Udp { 2 } else { 0 };
         if slot.recv.is_empty() || slot.recv.len() + framed <= limit {
+            if granting && slot.network == Network::Tcp {
+                slot.flow.on_data(data.len(), slot.recv.is_empty(), now);
+                slot.flow.contended = contended;
+            }
             if slot.network == Network::Udp {
                 let framing = (data.len() as u16).to_be_bytes();
                 slot.recv.push(Bytes::copy_from_slice(&framing));
@@ -571,6 +767,8 @@ impl Engine {
         let slot = self.slots.get_mut(key).expect("attached IDs name slots");
         let reader = slot.reader.take();
         let space = slot.space.take();
+        let credit = slot.flow.credit.take();
+        self.wakes.extend(credit);
         if half_close && !error && slot.local == Local::Open {
             // The peer is done writing and still reads: EOF for our reader
             // once `recv` drains; our writes go on, and our own End
@@ -615,6 +813,7 @@ impl Engine {
         let owed = slot.take_end();
         let reader = slot.reader.take();
         let space = slot.space.take();
+        self.wakes.extend(slot.flow.credit.take());
         self.unblock(key);
         self.wake(reader);
         self.wake(space);
@@ -631,10 +830,10 @@ impl Engine {
         out: &mut dyn ReadInto,
         waker: &Waker,
     ) -> Poll<io::Result<usize>> {
-        let limit = self.settings.receive_buffer;
         let Some(slot) = self.slots.get_mut(key) else {
             return Poll::Ready(Ok(0));
         };
+        let limit = self.settings.receive_buffer.max(slot.flow.window as usize);
         if let Some(Fault::Reset(kind)) = slot.fault {
             return Poll::Ready(Err(io::Error::new(kind, "mux session reset")));
         }
@@ -645,6 +844,7 @@ impl Engine {
                 let space = slot.space.take();
                 self.wake(space);
             }
+            self.grant_after_read(key, n);
             return Poll::Ready(Ok(n));
         }
         if slot.remote != Remote::Open {
@@ -658,6 +858,84 @@ impl Engine {
         }
         slot.reader = Some(waker.clone());
         Poll::Pending
+    }
+
+    /// Flow control, receiving side: `n` more bytes of `key` were read;
+    /// once a quarter of the window was read since the last grant, grant
+    /// a window beyond what was read (doubled first if the peer was held
+    /// back by it, see [`SlotFlow::on_data`]; within the initial window
+    /// while another sub-stream is active). Granting each quarter keeps a
+    /// sender that is ahead of us from running dry while a grant travels.
+    fn grant_after_read(&mut self, key: Key, n: usize) {
+        let Some(initial) = self.flow.grant else {
+            return;
+        };
+        let cap = self.settings.window_cap();
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        // Only while the peer may still send: attached, not reset, no End.
+        if slot.network != Network::Tcp || !slot.is_live() || slot.remote != Remote::Open {
+            return;
+        }
+        let flow = &mut slot.flow;
+        flow.consumed += n as u64;
+        // A window grown for one busy sub-stream would put that much ahead
+        // of every other sub-stream's bytes; while others are active the
+        // grants stay within the initial window.
+        let window = if flow.contended {
+            flow.window.min(initial)
+        } else {
+            flow.window
+        };
+        if flow.granted.saturating_sub(flow.consumed) > u64::from(window - window / 4) {
+            return;
+        }
+        if flow.grow {
+            flow.grow = false;
+            flow.window = flow.window.saturating_mul(2).min(cap);
+        }
+        let window = if flow.contended {
+            flow.window.min(initial)
+        } else {
+            flow.window
+        };
+        flow.previous_grant = flow.granted;
+        flow.granted = flow.consumed + u64::from(window);
+        let (id, limit) = (slot.id, flow.granted);
+        self.send.push_window(id, limit);
+        self.wake_writer();
+    }
+
+    /// Flow control: `key` (a TCP sub-stream) received data at `now`.
+    /// Returns whether another one did within [`CONTENDED_FOR`]. The
+    /// engine remembers the last two sub-streams that received, so this
+    /// costs the same with one sub-stream or thousands.
+    fn note_activity(&mut self, key: Key, now: Instant) -> bool {
+        let [latest, before] = &mut self.recent;
+        match latest {
+            Some((last, at)) if *last == key => *at = now,
+            _ => {
+                *before = latest.take();
+                *latest = Some((key, now));
+            }
+        }
+        before.is_some_and(|(other, at)| {
+            other != key && now.saturating_duration_since(at) < CONTENDED_FOR
+        })
+    }
+
+    /// Flow control, sending side: how many bytes `key` may send now
+    /// (`usize::MAX` when the peer grants no windows, or for datagrams).
+    fn credit(&self, key: Key) -> usize {
+        let (Some(initial), Some(slot)) = (self.flow.peer, self.slots.get(key)) else {
+            return usize::MAX;
+        };
+        if slot.network != Network::Tcp {
+            return usize::MAX;
+        }
+        let limit = slot.flow.peer_limit.max(u64::from(initial));
+        usize::try_from(limit.saturating_sub(slot.flow.sent)).unwrap_or(usize::MAX)
     }
 
     /// Fails when `key` can no longer send.
@@ -692,7 +970,18 @@ impl Engine {
             Ok(id) => id,
             Err(error) => return Poll::Ready(Err(error)),
         };
-        let push = self.send.push_stream(id, data);
+        let credit = self.credit(key);
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Poll::Ready(Err(connection_closed()));
+        };
+        if credit == 0 && !data.is_empty() {
+            slot.flow.credit = Some(waker.clone());
+            return Poll::Pending;
+        }
+        let push = self.send.push_stream(id, &data[..data.len().min(credit)]);
+        if let Push::Taken(taken) = push {
+            slot.flow.sent += taken as u64;
+        }
         self.after_push(push, id, waker)
     }
 

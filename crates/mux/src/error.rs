@@ -35,6 +35,9 @@ pub enum MuxError {
     /// The data length field caps at 65535.
     #[error("frame data of {0} bytes is over 65535")]
     DataTooLong(usize),
+    /// A window update carries no data (the decoder would read it as data).
+    #[error("a window frame carries no data")]
+    DataOnWindow,
     /// The carrying connection is gone or was closed.
     #[error("mux connection is closed")]
     Closed,

@@ -73,6 +73,24 @@
 //! send datagrams up to the full 65,535 (`MuxSettings::max_packet`,
 //! `MuxSettings::large_packets_agreed`). The layout is unchanged, and this
 //! codec decodes any `dataLen` up to 65,535 from any peer.
+//!
+//! # Per-stream flow control (a Rayback extension)
+//!
+//! Mux.Cool has no window: a receiver whose sub-stream cannot take more
+//! stops reading the whole connection, and every other sub-stream waits
+//! behind it (crate docs, "Head-of-line blocking"). Two Rayback peers
+//! agree on windows in-band, with frames a V2Ray 4.34 peer would ignore
+//! but is never sent (the portal offers only to a bridge that asked for
+//! a Rayback extension in its VMess request):
+//!
+//! | frame | layout after the 4 usual metadata bytes | meaning |
+//! |---|---|---|
+//! | KeepAlive, ID 0, [`FrameKind::Hello`] | `52 57` ("RW"), 4 bytes: window | the client's first frame offers flow control and grants `window` bytes to every sub-stream; a server that understands answers with its own Hello once |
+//! | Keep without data, [`FrameKind::Window`] | `57` ("W"), 8 bytes: limit | the sender may send sub-stream bytes up to offset `limit` (counted from its first byte) |
+//!
+//! A peer that does not know them sees a KeepAlive and an empty Keep, and
+//! ignores both (an older Rayback does). The rules live in the engine
+//! (`crate::engine`); this codec only carries the frames.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -99,6 +117,14 @@ pub const OPTION_HALF_CLOSE: u8 = 0x80;
 
 /// Metadata length of Keep/End/KeepAlive frames (ID, status, option).
 const SHORT_METADATA: u16 = 4;
+/// What follows the short metadata of a [`FrameKind::Hello`].
+const HELLO_TAG: [u8; 2] = *b"RW";
+/// What follows the short metadata of a [`FrameKind::Window`].
+const WINDOW_TAG: u8 = b'W';
+/// Metadata length of a Hello: the short metadata, the tag, the window.
+const HELLO_METADATA: u16 = SHORT_METADATA + 2 + 4;
+/// Metadata length of a Window: the short metadata, the tag, the limit.
+const WINDOW_METADATA: u16 = SHORT_METADATA + 1 + 8;
 
 /// The status byte of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,6 +165,13 @@ pub enum FrameKind {
     End { error: bool, half_close: bool },
     /// Nothing; V2Ray 4.34 accepts it and never sends it.
     KeepAlive,
+    /// A KeepAlive that offers (client) or accepts (server) per-stream
+    /// flow control and grants each sub-stream `window` bytes to start
+    /// with (a Rayback extension; see the module docs).
+    Hello { window: u32 },
+    /// A data-less Keep: the peer may send this sub-stream's bytes up to
+    /// offset `limit` (a Rayback extension; see the module docs).
+    Window { limit: u64 },
 }
 
 impl FrameKind {
@@ -148,7 +181,8 @@ impl FrameKind {
             FrameKind::New { .. } => Status::New,
             FrameKind::Keep => Status::Keep,
             FrameKind::End { .. } => Status::End,
-            FrameKind::KeepAlive => Status::KeepAlive,
+            FrameKind::KeepAlive | FrameKind::Hello { .. } => Status::KeepAlive,
+            FrameKind::Window { .. } => Status::Keep,
         }
     }
 }
@@ -238,6 +272,8 @@ impl Frame {
                 destination,
                 source,
             } => new_metadata_len(destination, source.as_ref()),
+            FrameKind::Hello { .. } => HELLO_METADATA as usize,
+            FrameKind::Window { .. } => WINDOW_METADATA as usize,
             _ => SHORT_METADATA as usize,
         };
         2 + metadata + self.data.as_ref().map_or(0, |data| 2 + data.len())
@@ -291,6 +327,19 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut) -> Result<(), MuxError> {
                 data_len,
             )?;
         }
+        FrameKind::Hello { window } => {
+            put_hello(dst, frame.session_id, *window);
+            if let Some(len) = data_len {
+                set_option_data(dst, dst.len() - 7);
+                dst.put_u16(len);
+            }
+        }
+        FrameKind::Window { limit } => {
+            if data_len.is_some() {
+                return Err(MuxError::DataOnWindow);
+            }
+            put_window(dst, frame.session_id, *limit);
+        }
         kind => {
             let mut option = if data_len.is_some() { OPTION_DATA } else { 0 };
             if let FrameKind::End { error, half_close } = *kind {
@@ -319,8 +368,20 @@ fn data_len_u16(len: usize) -> Result<u16, MuxError> {
 
 /// Appends the 6 metadata bytes of a Keep/End/KeepAlive frame.
 pub fn put_short_header(dst: &mut BytesMut, session_id: SessionId, status: Status, option: u8) {
-    dst.reserve(6);
-    dst.put_u16(SHORT_METADATA);
+    put_header(dst, SHORT_METADATA, session_id, status, option);
+}
+
+/// Appends `metaLen` and the four bytes every frame's metadata starts
+/// with, reserving room for `meta_len` bytes of metadata in all.
+fn put_header(
+    dst: &mut BytesMut,
+    meta_len: u16,
+    session_id: SessionId,
+    status: Status,
+    option: u8,
+) {
+    dst.reserve(2 + meta_len as usize);
+    dst.put_u16(meta_len);
     dst.put_u16(session_id);
     dst.put_u8(status as u8);
     dst.put_u8(option);
@@ -341,6 +402,23 @@ pub fn put_end(dst: &mut BytesMut, session_id: SessionId, error: bool, half_clos
         option |= OPTION_HALF_CLOSE;
     }
     put_short_header(dst, session_id, Status::End, option);
+}
+
+/// Appends a Hello (12 bytes; see the module docs): the KeepAlive that
+/// offers or accepts flow control, granting `window` bytes per sub-stream.
+/// Sent with session ID 0.
+pub fn put_hello(dst: &mut BytesMut, session_id: SessionId, window: u32) {
+    put_header(dst, HELLO_METADATA, session_id, Status::KeepAlive, 0);
+    dst.extend_from_slice(&HELLO_TAG);
+    dst.put_u32(window);
+}
+
+/// Appends a Window (15 bytes; see the module docs): `session_id` may
+/// send up to offset `limit`.
+pub fn put_window(dst: &mut BytesMut, session_id: SessionId, limit: u64) {
+    put_header(dst, WINDOW_METADATA, session_id, Status::Keep, 0);
+    dst.put_u8(WINDOW_TAG);
+    dst.put_u64(limit);
 }
 
 /// Appends a New frame's metadata (with the visitor's `source` after the
@@ -523,12 +601,20 @@ fn parse_metadata(meta: &[u8]) -> Result<(Header, bool), MuxError> {
                 source: parse_source(rest),
             }
         }
-        Status::Keep => FrameKind::Keep,
+        // A window rides only in a data-less Keep, so that data is never
+        // lost to trailing metadata that merely looks like one.
+        Status::Keep => match parse_window(&meta[4..]) {
+            Some(limit) if option & OPTION_DATA == 0 => FrameKind::Window { limit },
+            _ => FrameKind::Keep,
+        },
         Status::End => FrameKind::End {
             error: option & OPTION_ERROR != 0,
             half_close: option & OPTION_HALF_CLOSE != 0,
         },
-        Status::KeepAlive => FrameKind::KeepAlive,
+        Status::KeepAlive => match parse_hello(&meta[4..]) {
+            Some(window) => FrameKind::Hello { window },
+            None => FrameKind::KeepAlive,
+        },
     };
     Ok((Header { session_id, kind }, option & OPTION_DATA != 0))
 }
@@ -592,6 +678,19 @@ fn parse_source(rest: &[u8]) -> Option<SocketAddr> {
         _ => return None,
     };
     Some(SocketAddr::new(ip, port))
+}
+
+/// The window of a Hello's trailing metadata (see the module docs);
+/// bytes after it are ignored.
+fn parse_hello(rest: &[u8]) -> Option<u32> {
+    let (tag, rest) = rest.split_first_chunk::<2>()?;
+    (*tag == HELLO_TAG).then_some(u32::from_be_bytes(*rest.first_chunk::<4>()?))
+}
+
+/// The limit of a Window's trailing metadata; bytes after it are ignored.
+fn parse_window(rest: &[u8]) -> Option<u64> {
+    let (&tag, rest) = rest.split_first()?;
+    (tag == WINDOW_TAG).then_some(u64::from_be_bytes(*rest.first_chunk::<8>()?))
 }
 
 /// A domain field as 4.34 reads it ([`Address::from_wire_domain`]).
@@ -879,6 +978,50 @@ mod tests {
         assert_eq!(frames[1], Frame::keep(9, Bytes::from_static(b"z")));
     }
 
+    // The flow-control frames of the module docs, and what a peer that
+    // does not know them reads: a KeepAlive and an empty Keep.
+    #[test]
+    fn golden_hello_and_window() {
+        let hello = hex("00 0a 00 00 04 00 52 57 00 04 00 00");
+        let frame = Frame {
+            session_id: 0,
+            kind: FrameKind::Hello { window: 256 * 1024 },
+            data: None,
+        };
+        assert_eq!(encode(&frame), hello);
+        assert_eq!(decode_all(&hello).unwrap(), vec![frame]);
+        let window = hex("00 0d 00 07 02 00 57 00 00 00 00 00 06 00 00");
+        let frame = Frame {
+            session_id: 7,
+            kind: FrameKind::Window { limit: 0x60000 },
+            data: None,
+        };
+        assert_eq!(encode(&frame), window);
+        assert_eq!(decode_all(&window).unwrap(), vec![frame]);
+        // A Keep with data whose metadata happens to hold a window's tag is
+        // data, never a window.
+        let wire = hex("00 0d 00 07 02 01 57 00 00 00 00 00 06 00 00 00 01 7a");
+        assert_eq!(
+            decode_all(&wire).unwrap(),
+            vec![Frame::keep(7, Bytes::from_static(b"z"))]
+        );
+        // Other trailing bytes leave a plain KeepAlive or Keep.
+        let wire = hex("00 06 00 00 04 00 52 58  00 05 00 07 02 00 58");
+        let frames = decode_all(&wire).unwrap();
+        assert_eq!(frames[0].kind, FrameKind::KeepAlive);
+        assert_eq!(frames[1].kind, FrameKind::Keep);
+        let mut out = BytesMut::new();
+        let with_data = Frame {
+            session_id: 7,
+            kind: FrameKind::Window { limit: 1 },
+            data: Some(Bytes::from_static(b"z")),
+        };
+        assert!(matches!(
+            encode_frame(&with_data, &mut out),
+            Err(MuxError::DataOnWindow)
+        ));
+    }
+
     /// A New frame for session 1, port 53, domain-typed address `name`.
     fn new_with_domain(network: u8, name: &[u8]) -> Vec<u8> {
         let mut wire = vec![
@@ -1058,14 +1201,17 @@ mod tests {
             (any::<bool>(), any::<bool>())
                 .prop_map(|(error, half_close)| FrameKind::End { error, half_close }),
             Just(FrameKind::KeepAlive),
+            any::<u32>().prop_map(|window| FrameKind::Hello { window }),
+            any::<u64>().prop_map(|limit| FrameKind::Window { limit }),
         ];
         let data = proptest::option::of(
             proptest::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from),
         );
         (any::<u16>(), kind, data).prop_map(|(session_id, kind, data)| Frame {
             session_id,
+            // A window never carries data (the encoder refuses it).
+            data: data.filter(|_| !matches!(kind, FrameKind::Window { .. })),
             kind,
-            data,
         })
     }
 

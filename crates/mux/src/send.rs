@@ -31,9 +31,11 @@
 //! `limit + MAX_WRITE` bytes of data and frame headers, plus control
 //! frames.
 //!
-//! Receiving has no such lever: Mux.Cool has no per-stream window, so the
-//! only back-pressure on a sender is the carrier (crate docs, "Head-of-line
-//! blocking").
+//! Receiving has no such lever: Mux.Cool has no per-stream window, so
+//! with a V2Ray peer the only back-pressure on a sender is the carrier;
+//! between Rayback peers the engine adds windows (crate docs,
+//! "Head-of-line blocking"). Window and Hello frames leave with the
+//! control frames.
 //!
 //! Not here: the writer task and the sub-stream handles (the private
 //! `conn` module and [`crate::stream`]), frame layouts ([`crate::frame`]).
@@ -293,6 +295,27 @@ impl SendQueue {
         self.answers += 6;
     }
 
+    /// Queues a Hello (12 bytes): the KeepAlive that offers or accepts
+    /// per-stream flow control (a Rayback extension).
+    pub(crate) fn push_hello(&mut self, window: u32) {
+        if self.closed {
+            return;
+        }
+        frame::put_hello(&mut self.control, 0, window);
+        self.tail_new = None;
+    }
+
+    /// Queues a Window for `id` (15 bytes, ahead of data): the peer may
+    /// send up to `limit`. Not counted as an answer: it follows our own
+    /// reads, at most one per half window.
+    pub(crate) fn push_window(&mut self, id: SessionId, limit: u64) {
+        if self.closed {
+            return;
+        }
+        frame::put_window(&mut self.control, id, limit);
+        self.tail_new = None;
+    }
+
     /// Registers `id`'s writer to be woken when the writer next takes a
     /// batch. A sub-stream keeps its place in line if it was waiting
     /// already.
@@ -455,7 +478,8 @@ mod tests {
                 FrameKind::New { .. } => Seen::New(frame.session_id, len),
                 FrameKind::Keep => Seen::Keep(frame.session_id, len),
                 FrameKind::End { .. } => Seen::End(frame.session_id),
-                FrameKind::KeepAlive => Seen::KeepAlive,
+                FrameKind::KeepAlive | FrameKind::Hello { .. } => Seen::KeepAlive,
+                FrameKind::Window { .. } => Seen::Keep(frame.session_id, 0),
             });
         }
         assert!(first.is_empty(), "a batch ends on a frame boundary");

@@ -65,6 +65,18 @@ pub struct MuxSettings {
     /// VMess response arrives, though always before the first frame it
     /// could answer. `None`: `max_packet` alone decides.
     pub large_packets_agreed: Option<AgreedExtensions>,
+    /// Client: offer per-stream flow control in the connection's first
+    /// frame (a Rayback extension, see [`crate::frame`]); only for a peer
+    /// known to be Rayback (V2Ray is never sent it). A server answers any
+    /// offer. Each side then grants every sub-stream `receive_buffer`
+    /// bytes to start with, and a window that a fast reader keeps empty
+    /// grows up to `max_window`.
+    pub offer_flow_control: bool,
+    /// Most bytes one sub-stream's window may grow to: what a receiver may
+    /// hold for a sub-stream whose reader slows after its window grew, and
+    /// what one sub-stream may have in flight (4 MiB: 40 MB/s per
+    /// sub-stream over a 100 ms path).
+    pub max_window: usize,
 }
 
 impl Default for MuxSettings {
@@ -78,6 +90,8 @@ impl Default for MuxSettings {
             max_frame_data: 60 * 1024,
             max_packet: V2RAY_MAX_PACKET,
             large_packets_agreed: None,
+            offer_flow_control: false,
+            max_window: 4 * 1024 * 1024,
         }
     }
 }
@@ -87,6 +101,19 @@ impl MuxSettings {
     /// 1..=65535.
     pub(crate) fn frame_data(&self) -> usize {
         self.max_frame_data.clamp(1, u16::MAX as usize)
+    }
+
+    /// The window each sub-stream is granted to start with (see
+    /// [`MuxSettings::offer_flow_control`]): `receive_buffer`, within
+    /// 1..=`max_window` and a u32.
+    pub(crate) fn initial_window(&self) -> u32 {
+        let max = self.max_window.clamp(1, u32::MAX as usize);
+        self.receive_buffer.clamp(1, max) as u32
+    }
+
+    /// [`MuxSettings::max_window`] as a u32, at least the initial window.
+    pub(crate) fn window_cap(&self) -> u32 {
+        (self.max_window.min(u32::MAX as usize) as u32).max(self.initial_window())
     }
 
     /// The largest datagram sent now: `max_packet` (at most a frame's

@@ -904,3 +904,212 @@ fn a_datagram_over_65535_bytes_never_corrupts_the_carrier() {
     let frames = sent(&mut engine);
     assert_eq!(frames.last(), Some(&keep(1, b"next")));
 }
+
+// ---------------------------------------------------------------- flow control (Rayback extension)
+
+const WINDOW: usize = 4096;
+
+fn hello(window: usize) -> Frame {
+    Frame {
+        session_id: 0,
+        kind: FrameKind::Hello {
+            window: window as u32,
+        },
+        data: None,
+    }
+}
+
+fn window(id: SessionId, limit: u64) -> Frame {
+    Frame {
+        session_id: id,
+        kind: FrameKind::Window { limit },
+        data: None,
+    }
+}
+
+/// Windows of `WINDOW` bytes growing up to `max_window`.
+fn flow_settings(offer: bool, max_window: usize) -> MuxSettings {
+    MuxSettings {
+        receive_buffer: WINDOW,
+        offer_flow_control: offer,
+        max_window,
+        ..MuxSettings::default()
+    }
+}
+
+/// A client that offered flow control and a server that answered: each
+/// has handled the other's Hello.
+fn agreed_pair(max_window: usize) -> (Engine, Engine) {
+    let mut client = Engine::new(Role::Client, flow_settings(true, max_window), 16);
+    let mut server = Engine::new(Role::Server, flow_settings(false, max_window), 16);
+    assert_eq!(sent(&mut client), [hello(WINDOW)]);
+    assert_eq!(
+        server.handle_frame(hello(WINDOW), Instant::now()),
+        Incoming::Done
+    );
+    assert_eq!(sent(&mut server), [hello(WINDOW)]);
+    assert_eq!(
+        client.handle_frame(hello(WINDOW), Instant::now()),
+        Incoming::Done
+    );
+    assert!(client.flow_control() && server.flow_control());
+    (client, server)
+}
+
+/// One read of up to `room` bytes that must return some.
+fn read_up_to(engine: &mut Engine, key: Key, room: usize) -> Vec<u8> {
+    match read(engine, key, room) {
+        Poll::Ready(Ok(bytes)) => bytes,
+        other => panic!("read of {key}: {other:?}"),
+    }
+}
+
+/// Server: the peer's `data` on `id` (routed to `key`) arrives at `at`.
+fn receive_at(engine: &mut Engine, id: SessionId, key: Key, data: &[u8], at: Instant) {
+    let Incoming::Data { key: to, data } = engine.handle_frame(keep(id, data), at) else {
+        panic!("Keep {id} not routed");
+    };
+    assert_eq!(to, key);
+    assert_eq!(engine.deliver(key, &data, at, noop()), Poll::Ready(()));
+}
+
+#[test]
+fn flow_control_is_offered_first_answered_once_and_never_unasked() {
+    // A client that offers: the Hello leaves before the first New.
+    let mut offering = Engine::new(Role::Client, flow_settings(true, WINDOW), 16);
+    offering.open(&tcp(), None, None).unwrap();
+    let frames = sent(&mut offering);
+    assert_eq!(frames[0], hello(WINDOW));
+    assert!(matches!(frames[1].kind, FrameKind::New { .. }));
+    assert!(!offering.flow_control());
+    // A server answers the first Hello only.
+    let mut answering = Engine::new(Role::Server, MuxSettings::default(), 16);
+    answering.handle_frame(hello(1 << 20), Instant::now());
+    answering.handle_frame(hello(1 << 20), Instant::now());
+    assert_eq!(sent(&mut answering), [hello(256 * 1024)]);
+    // A client that did not offer ignores a Hello, and a server that got
+    // none never sends Windows however much its reader reads.
+    let mut plain = client();
+    plain.handle_frame(hello(WINDOW), Instant::now());
+    assert!(!plain.flow_control());
+    let mut server = server();
+    let key = accept(&mut server, 1, tcp(), b"");
+    receive(&mut server, 1, key, &[1; 60_000]);
+    read_ok(&mut server, key);
+    assert_eq!(sent(&mut server), []);
+    assert_eq!(sent(&mut plain), []);
+}
+
+#[test]
+fn a_sender_stops_at_the_window_and_resumes_on_the_next() {
+    let (mut client, _) = agreed_pair(WINDOW);
+    let key = client.open(&tcp(), None, None).unwrap();
+    let (wakes, waker) = WakeCount::waker();
+    let data = vec![7u8; 3 * WINDOW];
+    assert_eq!(
+        client
+            .write_stream(key, &data, &waker)
+            .map_err(|e| e.kind()),
+        Poll::Ready(Ok(WINDOW))
+    );
+    assert!(client.write_stream(key, &data, &waker).is_pending());
+    // What left is exactly the window: the New with the first bytes.
+    let frames = sent(&mut client);
+    let carried: usize = frames
+        .iter()
+        .map(|f| f.data.as_ref().map_or(0, Bytes::len))
+        .sum();
+    assert_eq!(carried, WINDOW);
+    // A Window for another ID or below the limit wakes nobody.
+    client.take_wakes();
+    client.handle_frame(window(9, 1 << 30), Instant::now());
+    client.handle_frame(window(1, WINDOW as u64), Instant::now());
+    assert!(client.take_wakes().is_empty());
+    client.handle_frame(window(1, (WINDOW + 1000) as u64), Instant::now());
+    let woken = client.take_wakes();
+    assert!(woken.iter().any(|w| w.will_wake(&waker)));
+    drop(wakes);
+    assert_eq!(write(&mut client, key, &data), Poll::Ready(Ok(1000)));
+    assert!(write(&mut client, key, &data).is_pending());
+    // Datagrams have no window.
+    let udp_key = client.open(&udp(), None, None).unwrap();
+    for _ in 0..4 {
+        assert_eq!(
+            packet(&mut client, udp_key, &[1; 2000]),
+            Poll::Ready(Ok(()))
+        );
+        sent(&mut client);
+    }
+}
+
+#[test]
+fn a_receiver_grants_a_window_more_once_a_quarter_is_read() {
+    let (_, mut server) = agreed_pair(WINDOW);
+    let key = accept(&mut server, 1, tcp(), b"");
+    receive(&mut server, 1, key, &[1; WINDOW]);
+    assert_eq!(read_up_to(&mut server, key, 1000), vec![1; 1000]);
+    assert_eq!(sent(&mut server), []);
+    assert_eq!(read_up_to(&mut server, key, 24), vec![1; 24]);
+    assert_eq!(sent(&mut server), [window(1, (1024 + WINDOW) as u64)]);
+    // No Window once the peer has ended its side.
+    server.handle_frame(end(1, false, true), Instant::now());
+    read_ok(&mut server, key);
+    assert_eq!(sent(&mut server), []);
+}
+
+#[test]
+fn a_window_that_holds_back_a_fast_reader_grows_but_not_beside_a_neighbour() {
+    let (_, mut server) = agreed_pair(4 * WINDOW);
+    let t0 = Instant::now();
+    let key = accept(&mut server, 1, tcp(), b"");
+    // The peer sends its whole window, and our reader reads it at once.
+    receive_at(&mut server, 1, key, &[1; WINDOW], t0);
+    read_ok(&mut server, key);
+    assert_eq!(sent(&mut server), [window(1, 2 * WINDOW as u64)]);
+    // Its next bytes come 10 ms later: it waited on us, not on the reader.
+    receive_at(
+        &mut server,
+        1,
+        key,
+        &[1; 1024],
+        t0 + Duration::from_millis(10),
+    );
+    read_ok(&mut server, key);
+    let grown = (WINDOW + 1024 + 2 * WINDOW) as u64;
+    assert_eq!(sent(&mut server), [window(1, grown)]);
+    // Another sub-stream receives: grants stay within the initial window.
+    let other = accept(&mut server, 3, tcp(), b"");
+    receive_at(&mut server, 3, other, b"hi", t0 + Duration::from_millis(11));
+    let consumed = (WINDOW + 1024) as u64;
+    let rest = grown - consumed;
+    receive_at(
+        &mut server,
+        1,
+        key,
+        &vec![1; rest as usize],
+        t0 + Duration::from_millis(12),
+    );
+    read_ok(&mut server, key);
+    let frames = sent(&mut server);
+    assert_eq!(frames, [window(1, grown + WINDOW as u64)]);
+}
+
+#[test]
+fn a_slow_reader_never_grows_its_window() {
+    let (_, mut server) = agreed_pair(4 * WINDOW);
+    let t0 = Instant::now();
+    let key = accept(&mut server, 1, tcp(), b"");
+    receive_at(&mut server, 1, key, &[1; WINDOW], t0);
+    assert_eq!(read_up_to(&mut server, key, 1024), vec![1; 1024]);
+    assert_eq!(sent(&mut server), [window(1, (1024 + WINDOW) as u64)]);
+    // The peer's next bytes find unread ones: the reader is the brake.
+    receive_at(
+        &mut server,
+        1,
+        key,
+        &[1; 1024],
+        t0 + Duration::from_millis(50),
+    );
+    assert_eq!(read_ok(&mut server, key).len(), WINDOW);
+    assert_eq!(sent(&mut server), [window(1, (1024 + 2 * WINDOW) as u64)]);
+}

@@ -189,6 +189,8 @@ struct Setup {
     len: usize,
     pause: Option<Duration>,
     stall_timeout: Duration,
+    /// The client offers per-stream flow control (two Rayback peers).
+    flow_control: bool,
 }
 
 struct Outcome {
@@ -204,6 +206,10 @@ async fn run(setup: Setup) -> Result<Outcome> {
         stall_timeout: setup.stall_timeout,
         ..MuxSettings::default()
     };
+    let offering = MuxSettings {
+        offer_flow_control: setup.flow_control,
+        ..mux.clone()
+    };
     let receiver = Arc::new(Receiver {
         len: setup.len,
         fast: setup.streams as usize - 1,
@@ -216,7 +222,7 @@ async fn run(setup: Setup) -> Result<Outcome> {
     let client = MuxClient::new(
         Box::new(a),
         ClientSettings {
-            mux: mux.clone(),
+            mux: offering,
             ..ClientSettings::default()
         },
     );
@@ -228,6 +234,14 @@ async fn run(setup: Setup) -> Result<Outcome> {
             ..ServerSettings::default()
         },
     );
+    if setup.flow_control {
+        // Until the server's answer comes, the client sends without
+        // windows (it cannot know the server will grant any).
+        while !client.flow_control() {
+            ensure!(!server.is_closed(), "connection died");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
     let gauge = watch_gauges(client.clone(), server.clone());
     let started = Instant::now();
     let senders: Vec<_> = (0..setup.streams)
@@ -276,6 +290,7 @@ async fn a_paused_reader_holds_up_the_others_but_nothing_is_lost() -> Result<()>
             len: 16 * MIB,
             pause: Some(Duration::from_secs(10)),
             stall_timeout: Duration::from_secs(30),
+            flow_control: false,
         }),
     )
     .await??;
@@ -318,6 +333,7 @@ async fn a_stuck_reader_is_ended_after_the_stall_timeout() -> Result<()> {
             len: 4 * MIB,
             pause: None,
             stall_timeout: Duration::from_millis(500),
+            flow_control: false,
         }),
     )
     .await??;
@@ -339,6 +355,38 @@ async fn a_stuck_reader_is_ended_after_the_stall_timeout() -> Result<()> {
         outcome.longest_gap < Duration::from_secs(3),
         "held up {:?}",
         outcome.longest_gap
+    );
+    ensure!(outcome.max_buffered <= outcome.bound);
+    Ok(())
+}
+
+/// Between two Rayback peers (per-stream flow control) a reader that
+/// reads nothing holds nobody up: the others finish while its bytes wait
+/// in a buffer of one window, so the stall rule never ends it (without
+/// flow control the test above sees it ended with `TimedOut`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_flow_control_a_stuck_reader_holds_nobody_up() -> Result<()> {
+    let outcome = timeout(
+        Duration::from_secs(60),
+        run(Setup {
+            streams: 11,
+            len: 4 * MIB,
+            pause: None,
+            stall_timeout: Duration::from_secs(5),
+            flow_control: true,
+        }),
+    )
+    .await??;
+    let stalled = outcome.receiver.stalled_result.lock().unwrap().take();
+    ensure!(
+        matches!(stalled, Some(Ok(()))),
+        "the stuck stream was ended: {stalled:?}"
+    );
+    println!(
+        "flow control, stuck reader: 10 x 4 MiB done in {:?}; others held up at most {:?}; max buffered {} KiB",
+        outcome.elapsed,
+        outcome.longest_gap,
+        outcome.max_buffered / 1024
     );
     ensure!(outcome.max_buffered <= outcome.bound);
     Ok(())

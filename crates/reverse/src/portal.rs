@@ -47,6 +47,17 @@
 //! (`rayback_mux::MuxSettings::large_packets_agreed`) and raises its own,
 //! so datagrams up to 65,507 bytes cross both ways. A V2Ray bridge never
 //! asks and a V2Ray portal never answers: their tunnels keep 2048.
+//!
+//! # Per-stream flow control (a Rayback extension)
+//!
+//! A bridge that asked for any Rayback extension is Rayback, so the portal
+//! offers it per-stream windows in the tunnel's first Mux.Cool frame
+//! (`rayback_mux::MuxSettings::offer_flow_control`; frames and rules in
+//! `rayback_mux::frame`). A bridge that answers never lets one slow
+//! visitor (or backend) stop the tunnel's other sub-streams: each has a
+//! window, and the connection's reader never waits for a full one. A
+//! V2Ray bridge is never offered it; an older Rayback bridge ignores the
+//! offer, and both keep Mux.Cool's stall rule.
 
 use std::io;
 use std::net::SocketAddr;
@@ -202,6 +213,9 @@ pub struct TunnelStatus {
     /// framing included.
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// The bridge answered the offer of per-stream flow control (a Rayback
+    /// bridge; see the module docs).
+    pub flow_control: bool,
 }
 
 /// A portal outbound.
@@ -262,6 +276,7 @@ impl Portal {
                 sessions: tunnel.public_sessions(),
                 bytes_up: tunnel.bytes.up(),
                 bytes_down: tunnel.bytes.down(),
+                flow_control: tunnel.client.flow_control(),
             })
             .collect()
     }
@@ -338,6 +353,10 @@ impl Portal {
         if session.peer_extensions.contains(Extensions::LARGE_PACKETS) {
             mux.max_packet = mux.max_packet.max(LARGE_MAX_PACKET);
         }
+        // Any Rayback extension asked for says the bridge is Rayback: offer
+        // it per-stream flow control (an older one ignores the offer; a
+        // V2Ray bridge is never sent it).
+        mux.offer_flow_control = !session.peer_extensions.is_empty();
         let client = MuxClient::new(
             stream,
             ClientSettings {
