@@ -49,8 +49,12 @@ use crate::settings::MuxSettings;
 
 /// Flow control: a sub-stream that received data this recently makes the
 /// others' grants stay within the initial window (a request beside a bulk
-/// transfer then waits behind at most that much of it).
-const CONTENDED_FOR: Duration = Duration::from_secs(1);
+/// transfer then waits behind at most that much of it). Short, so that a
+/// lone transfer is not held to the initial window for long by a
+/// neighbour's one exchange (iperf3's control connection at its start:
+/// 1 s cost a single-stream run about a tenth of its throughput here);
+/// long enough to span the gaps of a page's requests.
+const CONTENDED_FOR: Duration = Duration::from_millis(250);
 
 /// Which end of Mux.Cool a connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
