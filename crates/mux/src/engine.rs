@@ -146,6 +146,17 @@ struct SlotFlow {
 }
 
 impl SlotFlow {
+    /// What the next grant adds: the window, or within `initial` while
+    /// another sub-stream is active (a window grown for one busy
+    /// sub-stream would put that much ahead of every other one's bytes).
+    fn effective_window(&self, initial: u32) -> u32 {
+        if self.contended {
+            self.window.min(initial)
+        } else {
+            self.window
+        }
+    }
+
     /// Receiving side: `len` bytes arrived at `now`; `reader_idle` says
     /// our reader had read everything before them. Decides whether the
     /// window grows. A sender cuts its frames at its limit, so bytes that
@@ -884,14 +895,7 @@ impl Engine {
         }
         let flow = &mut slot.flow;
         flow.consumed += n as u64;
-        // A window grown for one busy sub-stream would put that much ahead
-        // of every other sub-stream's bytes; while others are active the
-        // grants stay within the initial window.
-        let window = if flow.contended {
-            flow.window.min(initial)
-        } else {
-            flow.window
-        };
+        let window = flow.effective_window(initial);
         if flow.granted.saturating_sub(flow.consumed) > u64::from(window - window / 4) {
             return;
         }
@@ -899,11 +903,7 @@ impl Engine {
             flow.grow = false;
             flow.window = flow.window.saturating_mul(2).min(cap);
         }
-        let window = if flow.contended {
-            flow.window.min(initial)
-        } else {
-            flow.window
-        };
+        let window = flow.effective_window(initial);
         flow.previous_grant = flow.granted;
         flow.granted = flow.consumed + u64::from(window);
         let (id, limit) = (slot.id, flow.granted);
