@@ -12,15 +12,19 @@
 //!
 //! Byte 0 picks the role (bit 0: client) and small settings (bits 1–2 the
 //! receive buffer, 3–4 the send queue, 5–6 the frame size, 7 the session
-//! limit); see [`Settings::decode`]. Then one operation per byte (the byte
-//! modulo 16), each taking the argument bytes it needs (missing bytes read
-//! as 0), at most [`MAX_STEPS`] of them:
+//! limit; a client with bit 7 also offers per-stream flow control); see
+//! [`Settings::decode`]. Then one operation per byte (the byte modulo 16),
+//! each taking the argument bytes it needs (missing bytes read as 0), at
+//! most [`MAX_STEPS`] of them:
 //!
 //! * the peer sends New (with or without data), Keep (up to 4 KiB, near
-//!   64 KiB, or without data), End (error and half-close bits) or
-//!   KeepAlive. Frames queue up as on a carrier; the reader hands them to
-//!   `handle_frame` one by one and delivers the data they carry, and stops
-//!   while a delivery waits for room (as the driver does);
+//!   64 KiB, or without data), End (error and half-close bits),
+//!   KeepAlive, or flow control's Hello (any window, 0 included) and
+//!   Window (below, at or past what the sub-stream sent); or, obeying our
+//!   windows, exactly as much as a sub-stream's last grant allows. Frames
+//!   queue up as on a carrier; the reader hands them to `handle_frame` one
+//!   by one and delivers the data they carry, and stops while a delivery
+//!   waits for room (as the driver does);
 //! * a sub-stream (the client's opened ones, the server's accepted ones)
 //!   reads, writes (stream bytes or one datagram), shuts down or is
 //!   released; a client opens a new one or drops and adds handles;
@@ -60,6 +64,20 @@
 //!   outside the bound;
 //! * after `close()` and the release of every sub-stream,
 //!   `active_sessions()` and `buffered_bytes()` are 0.
+//!
+//! Per-stream flow control (the Rayback extension, `engine.rs` `Flow`):
+//!
+//! * a client sends one Hello, only if it offered, before any New; a
+//!   server sends one, only after the peer's first Hello; flow control is
+//!   agreed exactly then (`flow_control()`);
+//! * once the peer's Hello is obeyed, a TCP sub-stream's writes never take
+//!   it past the larger of the peer's window and its highest Window, and
+//!   a write with no credit left waits;
+//! * a Window leaves only after our Hello, names a TCP sub-stream, and
+//!   grants at most the window cap beyond what that ID's readers read;
+//! * a sub-stream granted windows from its start that read everything its
+//!   peer sent is always granted more than that (a reader that keeps up
+//!   never leaves its peer without credit), once the queue is written.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -130,9 +148,11 @@ impl Settings {
                 stall_timeout: STALL,
                 max_packet: V2RAY_MAX_PACKET,
                 large_packets_agreed: None,
-                // Flow control is not modelled here: never offered.
-                offer_flow_control: false,
-                max_window: 4 << 20,
+                // A client with many sessions offers per-stream windows (a
+                // server answers whenever the peer's Hello comes).
+                offer_flow_control: byte & 0x81 == 0x81,
+                // Small, so that growth reaches the cap.
+                max_window: 4 * pick(byte >> 1, &[256, 1024, 4096, 65536]),
             },
             max_sessions: if byte & 0x80 != 0 { 64 } else { 2 },
         }
@@ -142,7 +162,9 @@ impl Settings {
     /// after `events` steps and peer frames.
     fn bound(&self, alive: usize, events: usize) -> usize {
         let frame_data = self.mux.max_frame_data.clamp(1, u16::MAX as usize);
-        alive * self.mux.receive_buffer.max(ONE_FRAME)
+        // A window that grew lets a sub-stream buffer up to the cap.
+        let per_stream = self.mux.receive_buffer.max(self.mux.max_window);
+        alive * per_stream.max(ONE_FRAME)
             + self.mux.send_queue
             + MAX_WRITE
             + 8 * MAX_WRITE.div_ceil(frame_data)
@@ -244,6 +266,12 @@ struct Sub {
     got: Vec<u8>,
     /// The peer sent End (of any kind) while this sub-stream had its ID.
     peer_ended: bool,
+    /// Stream bytes its writes queued (flow control counts from the first).
+    sent: u64,
+    /// The highest limit the peer's Windows named for it.
+    peer_limit: u64,
+    /// We granted it windows from its start (our Hello came first).
+    windowed: bool,
 }
 
 impl Sub {
@@ -257,6 +285,9 @@ impl Sub {
             expected,
             got,
             peer_ended,
+            sent: 0,
+            peer_limit: 0,
+            windowed: false,
         }
     }
 }
@@ -288,11 +319,24 @@ struct Sim<'a> {
     /// Per ID: the Ends transitions queued and the wire has not shown yet,
     /// in order.
     owed_ends: HashMap<SessionId, VecDeque<FrameKind>>,
+    /// Flow control: we grant windows (our Hello is queued).
+    granting: bool,
+    /// The peer's Hello we obey: its window.
+    peer_window: Option<u32>,
+    /// Hellos and News of ours on the wire.
+    hellos_on_wire: usize,
+    news_on_wire: usize,
+    /// Per ID: the highest Window limit on the wire since its New was
+    /// handled or opened.
+    granted: HashMap<SessionId, u64>,
+    /// Per ID: TCP bytes its sub-streams read.
+    read_by_id: HashMap<SessionId, u64>,
 }
 
 impl<'a> Sim<'a> {
     fn new(settings: Settings, bytes: &'a [u8]) -> Sim<'a> {
         let mut engine = Engine::new(settings.role, settings.mux.clone(), settings.max_sessions);
+        let offer = settings.mux.offer_flow_control;
         if settings.role == Role::Client {
             // The `MuxClient` handle.
             engine.add_handle();
@@ -314,6 +358,12 @@ impl<'a> Sim<'a> {
             unannounced: HashMap::new(),
             announced: HashSet::new(),
             owed_ends: HashMap::new(),
+            granting: offer,
+            peer_window: None,
+            hellos_on_wire: 0,
+            news_on_wire: 0,
+            granted: HashMap::new(),
+            read_by_id: HashMap::new(),
         }
     }
 
@@ -457,10 +507,30 @@ impl<'a> Sim<'a> {
                     }
                 }
             }
-            _ => match self.script.byte() % 3 {
+            _ => match self.script.byte() % 6 {
                 0 => self.engine.queue_keepalive(),
                 1 => self.engine.add_handle(),
-                _ => self.engine.drop_handle(),
+                2 => self.engine.drop_handle(),
+                3 => {
+                    let pick = self.script.byte() as usize % 7;
+                    let window = [0, 1, 300, 4096, 65_536, 1 << 20, u32::MAX][pick];
+                    self.peer(short(0, FrameKind::Hello { window }));
+                }
+                4 => {
+                    let id = self.peer_id();
+                    let sent = self.attached(id).map_or(0, |index| self.subs[index].sent);
+                    let limit = match self.script.byte() % 7 {
+                        0 => 0,
+                        1 => sent / 2,
+                        2 => sent,
+                        3 => sent + 1,
+                        4 => sent + 1000,
+                        5 => sent + 65_536,
+                        _ => u64::MAX,
+                    };
+                    self.peer(short(id, FrameKind::Window { limit }));
+                }
+                _ => self.peer_up_to_grant(),
             },
         }
     }
@@ -476,6 +546,26 @@ impl<'a> Sim<'a> {
             *from = source(flags, n);
         }
         self.peer(frame);
+    }
+
+    /// A peer that obeys our windows: as much data as our grant for a
+    /// sub-stream still allows (the grant it last saw on the wire).
+    fn peer_up_to_grant(&mut self) {
+        let id = self.peer_id();
+        let Some(index) = self.attached(id) else {
+            return;
+        };
+        let sub = &self.subs[index];
+        if !sub.windowed || sub.network != Network::Tcp {
+            return;
+        }
+        let initial = self.settings.mux.receive_buffer.max(1) as u64;
+        let limit = self.granted.get(&id).copied().unwrap_or(0).max(initial);
+        let left = limit.saturating_sub(sub.expected.len() as u64);
+        if left > 0 {
+            let data = self.pattern(left.min(u64::from(u16::MAX)) as usize);
+            self.peer(Frame::keep(id, data.into()));
+        }
     }
 
     /// The peer sends `frame`: it waits on the carrier for the reader.
@@ -541,7 +631,9 @@ impl<'a> Sim<'a> {
                     assert_eq!(self.state(self.subs[old].key).2, reset);
                 }
                 self.accepted.insert(id);
+                self.granted.remove(&id);
                 let mut sub = Sub::new(key, id, to.network);
+                sub.windowed = self.granting;
                 if let Some(data) = data {
                     as_read(sub.network, &data, &mut sub.expected);
                     self.pending = Some((key, data));
@@ -601,6 +693,22 @@ impl<'a> Sim<'a> {
             (FrameKind::KeepAlive, Incoming::Done) => {
                 assert_eq!(self.engine.since_keepalive(self.now), Some(Duration::ZERO));
             }
+            (FrameKind::Hello { window }, Incoming::Done) => {
+                assert_eq!(self.engine.since_keepalive(self.now), Some(Duration::ZERO));
+                // A server answers the first; a client obeys the answer to
+                // its offer; later ones change nothing.
+                if self.peer_window.is_none() && (self.granting || !self.client()) {
+                    self.granting = true;
+                    self.peer_window = Some(window);
+                }
+                assert_eq!(self.engine.flow_control(), self.peer_window.is_some());
+            }
+            (FrameKind::Window { limit }, Incoming::Done) => {
+                if let Some(index) = before {
+                    let sub = &mut self.subs[index];
+                    sub.peer_limit = sub.peer_limit.max(limit);
+                }
+            }
             (kind, incoming) => panic!("{kind:?} answered with {incoming:?}"),
         }
     }
@@ -616,7 +724,10 @@ impl<'a> Sim<'a> {
                 let id = self.engine.session_id(key);
                 assert!(self.attached(id).is_none(), "id {id} allocated twice");
                 assert!(self.unannounced.insert(id, (to.clone(), from)).is_none());
-                self.subs.push(Sub::new(key, id, to.network));
+                self.granted.remove(&id);
+                let mut sub = Sub::new(key, id, to.network);
+                sub.windowed = self.granting;
+                self.subs.push(sub);
             }
             Err(error) if error.is_closed() => assert!(self.engine.is_refusing()),
             Err(error) => {
@@ -654,6 +765,9 @@ impl<'a> Sim<'a> {
             Poll::Ready(Ok(n)) => {
                 assert_eq!(n, out.len());
                 assert!(n <= room);
+                if sub.network == Network::Tcp {
+                    *self.read_by_id.entry(sub.id).or_default() += n as u64;
+                }
                 sub.got.extend_from_slice(&out);
                 assert!(
                     sub.expected.starts_with(&sub.got),
@@ -694,6 +808,12 @@ impl<'a> Sim<'a> {
             .engine
             .check_writable(key)
             .map_err(|error| error.kind());
+        if network == Network::Tcp && writable.is_ok() && self.credit(index) == 0 {
+            let data = self.pattern(1 + byte as usize);
+            let result = self.engine.write_stream(key, &data, Waker::noop());
+            assert!(result.is_pending(), "id {id}: a write without credit taken");
+            return;
+        }
         let written = match network {
             Network::Tcp => {
                 let len = if byte & 0x80 != 0 {
@@ -702,9 +822,15 @@ impl<'a> Sim<'a> {
                     byte as usize * 8
                 };
                 let data = self.pattern(len);
+                let credit = self.credit(index);
                 match self.engine.write_stream(key, &data, Waker::noop()) {
                     Poll::Ready(Ok(n)) => {
                         assert!(n <= len.min(MAX_WRITE) && (n > 0 || len == 0));
+                        assert!(
+                            n as u64 <= credit,
+                            "id {id}: {n} bytes written past the peer's window ({credit} left)"
+                        );
+                        self.subs[index].sent += n as u64;
                         Ok(data[..n].to_vec())
                     }
                     Poll::Ready(Err(error)) => Err(error.kind()),
@@ -727,6 +853,18 @@ impl<'a> Sim<'a> {
                 self.written.entry(id).or_default().extend(data);
             }
             Err(kind) => assert_eq!(writable, Err(kind)),
+        }
+    }
+
+    /// Bytes sub-stream `index` may still send under the peer's windows.
+    fn credit(&self, index: usize) -> u64 {
+        let sub = &self.subs[index];
+        match self.peer_window {
+            Some(window) if sub.network == Network::Tcp => sub
+                .peer_limit
+                .max(u64::from(window))
+                .saturating_sub(sub.sent),
+            _ => u64::MAX,
         }
     }
 
@@ -808,6 +946,7 @@ impl<'a> Sim<'a> {
                 let opened = self.unannounced.remove(&id);
                 assert_eq!(opened, Some((to, from)), "New {id} not opened so");
                 self.announced.insert(id);
+                self.news_on_wire += 1;
             }
             FrameKind::Keep => {
                 if self.client() {
@@ -828,8 +967,32 @@ impl<'a> Sim<'a> {
                 assert_eq!(owed, Some(kind), "id {id}: not the End a transition queued");
                 return;
             }
-            // Flow control is never offered here (see `Settings::decode`).
-            FrameKind::KeepAlive | FrameKind::Hello { .. } | FrameKind::Window { .. } => return,
+            FrameKind::KeepAlive => return,
+            FrameKind::Hello { window } => {
+                self.hellos_on_wire += 1;
+                assert_eq!(self.hellos_on_wire, 1, "a second Hello");
+                assert!(self.granting, "a Hello without an offer or a peer's Hello");
+                assert_eq!(self.news_on_wire, 0, "a Hello after a New");
+                assert_eq!(window as usize, self.settings.mux.receive_buffer.max(1));
+                return;
+            }
+            FrameKind::Window { limit } => {
+                assert_eq!(self.hellos_on_wire, 1, "a Window before our Hello");
+                let tcp = self
+                    .subs
+                    .iter()
+                    .any(|sub| sub.id == id && sub.network == Network::Tcp);
+                let read = self.read_by_id.get(&id).copied().unwrap_or(0);
+                assert!(tcp || read > 0, "a Window for id {id}, no TCP sub-stream");
+                let cap = self.settings.mux.max_window as u64;
+                assert!(
+                    limit <= read + cap,
+                    "id {id}: a Window to {limit}, over {cap} past the {read} bytes read"
+                );
+                let granted = self.granted.entry(id).or_default();
+                *granted = (*granted).max(limit);
+                return;
+            }
         }
         let data = frame.data.unwrap_or_default();
         let written = self.written.get(&id).map_or(&[][..], Vec::as_slice);
@@ -914,6 +1077,27 @@ impl<'a> Sim<'a> {
         drop(self.engine.take_wakes());
     }
 
+    /// Flow control's liveness, once the queue is written: a live TCP
+    /// sub-stream granted windows from its start that read everything its
+    /// peer sent has granted the peer more than that.
+    fn check_credit_left(&self) {
+        let initial = self.settings.mux.receive_buffer.max(1) as u64;
+        for sub in &self.subs {
+            let (_, remote, fault, attached) = self.state(sub.key);
+            let live = attached && fault.is_none() && remote == Remote::Open;
+            if !(sub.windowed && sub.network == Network::Tcp && live) || sub.got != sub.expected {
+                continue;
+            }
+            let limit = self.granted.get(&sub.id).copied().unwrap_or(0).max(initial);
+            assert!(
+                limit > sub.got.len() as u64,
+                "id {}: read all {} bytes, and the peer may send only up to {limit}",
+                sub.id,
+                sub.got.len()
+            );
+        }
+    }
+
     /// Writes out what is queued, closes, reads what is left, releases.
     fn finish(&mut self) {
         self.pump();
@@ -926,6 +1110,7 @@ impl<'a> Sim<'a> {
             for (id, owed) in &self.owed_ends {
                 assert!(owed.is_empty(), "id {id}: {owed:?} never sent");
             }
+            self.check_credit_left();
             self.close();
         }
         for index in 0..self.subs.len() {
