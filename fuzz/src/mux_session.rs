@@ -559,13 +559,20 @@ impl<'a> Sim<'a> {
         if !sub.windowed || sub.network != Network::Tcp {
             return;
         }
-        let initial = self.settings.mux.receive_buffer.max(1) as u64;
-        let limit = self.granted.get(&id).copied().unwrap_or(0).max(initial);
-        let left = limit.saturating_sub(sub.expected.len() as u64);
+        let left = self
+            .peer_may_send(id)
+            .saturating_sub(sub.expected.len() as u64);
         if left > 0 {
             let data = self.pattern(left.min(u64::from(u16::MAX)) as usize);
             self.peer(Frame::keep(id, data.into()));
         }
+    }
+
+    /// How far the peer may send on `id` by what our grants on the wire
+    /// said: the initial window (our Hello's), or a later Window.
+    fn peer_may_send(&self, id: SessionId) -> u64 {
+        let initial = self.settings.mux.receive_buffer.max(1) as u64;
+        self.granted.get(&id).copied().unwrap_or(0).max(initial)
     }
 
     /// The peer sends `frame`: it waits on the carrier for the reader.
@@ -1081,14 +1088,13 @@ impl<'a> Sim<'a> {
     /// sub-stream granted windows from its start that read everything its
     /// peer sent has granted the peer more than that.
     fn check_credit_left(&self) {
-        let initial = self.settings.mux.receive_buffer.max(1) as u64;
         for sub in &self.subs {
             let (_, remote, fault, attached) = self.state(sub.key);
             let live = attached && fault.is_none() && remote == Remote::Open;
             if !(sub.windowed && sub.network == Network::Tcp && live) || sub.got != sub.expected {
                 continue;
             }
-            let limit = self.granted.get(&sub.id).copied().unwrap_or(0).max(initial);
+            let limit = self.peer_may_send(sub.id);
             assert!(
                 limit > sub.got.len() as u64,
                 "id {}: read all {} bytes, and the peer may send only up to {limit}",
