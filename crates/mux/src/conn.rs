@@ -17,7 +17,7 @@
 //! handles ([`crate::client`], [`crate::server`]).
 
 use std::future::{poll_fn, Future};
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,13 +36,21 @@ use crate::error::MuxError;
 use crate::frame::{FrameCodec, SessionId};
 use crate::settings::MuxSettings;
 
-/// Bytes the reader asks the carrier for at least while data flows.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes the reader asks the carrier for at least while data flows: a
+/// whole VMess chunk with its length field (65,537 bytes) fits, so a VMess
+/// carrier opens large chunks straight into this buffer (one pass: see
+/// `VmessStream`) and the sub-streams get slices of the opened chunk.
+/// Under glibc's 128 KiB mmap threshold even with a partial frame kept.
+const READ_CHUNK: usize = 66 * 1024;
 /// Bytes it asks for while the connection is quiet (its last read was
 /// smaller than this, and everything read has been handed on): a portal
 /// holding a thousand idle tunnels keeps 1 KiB for each, not 16. A read
 /// that fills it brings the buffer back to [`READ_CHUNK`].
 const QUIET_READ_CHUNK: usize = 1024;
+/// Bytes of a cut frame the reader moves to a new buffer just to offer
+/// the carrier room for a whole chunk; with more pending it waits until
+/// the room runs low, as a frame this long would be copied again.
+const SMALL_CARRY: usize = 4 * 1024;
 /// A connection read buffer this large is freed (not kept) once it drains,
 /// so an idle connection holds little memory.
 const KEEP_RECEIVE_CAPACITY: usize = 256 * 1024;
@@ -50,6 +58,59 @@ const KEEP_RECEIVE_CAPACITY: usize = 256 * 1024;
 const KEEP_SEND_CAPACITY: usize = 64 * 1024;
 /// How long a draining connection may take to shut the carrier down.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most bytes of whole frames the writer hands the carrier as one piece:
+/// what one VMess chunk carries even with the most padding (65,456), so a
+/// VMess carrier seals each piece as one chunk and the peer's reader finds
+/// whole frames in each chunk it opens, with no frame cut in two to copy
+/// while it waits for the rest. A larger frame is a piece of its own.
+const CARRIER_PIECE: usize = 65_456;
+
+/// Writes `batch` (whole frames) to the carrier in pieces of whole frames
+/// of at most [`CARRIER_PIECE`] bytes, several pieces per vectored write.
+/// A carrier without vectored writes takes the first piece of each call;
+/// the bytes and their order are the same either way.
+async fn write_runs(carrier: &mut WriteHalf<Stream>, batch: &[u8]) -> io::Result<()> {
+    let pieces = frame_pieces(batch);
+    let (mut piece, mut offset) = (0, 0);
+    while piece < pieces.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&pieces[piece][offset..])
+            .chain(pieces[piece + 1..].iter().copied())
+            .map(IoSlice::new)
+            .collect();
+        let mut written = carrier.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while piece < pieces.len() && written >= pieces[piece].len() - offset {
+            written -= pieces[piece].len() - offset;
+            piece += 1;
+            offset = 0;
+        }
+        offset += written;
+    }
+    Ok(())
+}
+
+/// `batch` cut at frame boundaries into pieces of at most
+/// [`CARRIER_PIECE`] bytes (a larger frame is a piece of its own).
+fn frame_pieces(batch: &[u8]) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    while at < batch.len() {
+        let len = crate::frame::wire_len(&batch[at..]).unwrap_or(batch.len() - at);
+        if at > start && at + len - start > CARRIER_PIECE {
+            pieces.push(&batch[start..at]);
+            start = at;
+        }
+        at = (at + len).min(batch.len());
+    }
+    if start < batch.len() {
+        pieces.push(&batch[start..]);
+    }
+    pieces
+}
 
 /// Now, on tokio's clock (which tests may pause), as the engine's
 /// `Instant`.
@@ -233,9 +294,9 @@ impl Connection {
                         }
                         Transmit::Closed | Transmit::Idle => return Ok(()),
                     }
-                    carrier.write_all(&first).await?;
+                    write_runs(&mut carrier, &first).await?;
                     if !second.is_empty() {
-                        carrier.write_all(&second).await?;
+                        write_runs(&mut carrier, &second).await?;
                     }
                     carrier.flush().await?;
                     for buffer in [&mut first, &mut second] {
@@ -324,7 +385,12 @@ impl Connection {
                 // Nothing pending: do not keep a buffer grown by a large
                 // frame or by traffic that has stopped.
                 buf = BytesMut::with_capacity(chunk);
-            } else if buf.capacity() - buf.len() < chunk / 4 {
+            } else if buf.capacity() - buf.len() < chunk / 4
+                || (buf.capacity() - buf.len() < chunk && buf.len() <= SMALL_CARRY)
+            {
+                // Room for a whole carrier chunk; what is kept of a frame
+                // cut in two moves along (a Rayback peer cuts its chunks at
+                // frame boundaries, so that is rarely more than a header).
                 buf.reserve(chunk);
             }
             self.listening_since.store(self.stamp(), Ordering::Relaxed);
@@ -377,6 +443,63 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{encode_frame, Frame, FrameKind};
+
+    #[test]
+    fn batches_are_cut_into_pieces_of_whole_frames() {
+        let mut batch = BytesMut::new();
+        let mut frames = Vec::new();
+        for (i, len) in [100usize, 60_000, 5, 30_000, 40_000, 61_000, 0, 65_535, 7]
+            .into_iter()
+            .enumerate()
+        {
+            let start = batch.len();
+            let frame = Frame {
+                session_id: i as u16,
+                kind: if len == 0 {
+                    FrameKind::KeepAlive
+                } else {
+                    FrameKind::Keep
+                },
+                data: (len > 0).then(|| Bytes::from(vec![i as u8; len])),
+            };
+            encode_frame(&frame, &mut batch).unwrap();
+            frames.push(start..batch.len());
+        }
+        let pieces = frame_pieces(&batch);
+        assert_eq!(pieces.concat(), &batch[..], "the same bytes, in order");
+        let mut at = 0;
+        for piece in &pieces {
+            let end = at + piece.len();
+            assert!(
+                frames.iter().any(|frame| frame.start == at),
+                "a piece starts at a frame"
+            );
+            assert!(
+                frames.iter().any(|frame| frame.end == end),
+                "a piece ends at a frame"
+            );
+            let whole = frames
+                .iter()
+                .filter(|f| f.start >= at && f.end <= end)
+                .count();
+            assert!(
+                piece.len() <= CARRIER_PIECE || whole == 1,
+                "{} bytes",
+                piece.len()
+            );
+            at = end;
+        }
+        // Greedy: no two neighbouring pieces would have fitted in one.
+        for pair in pieces.windows(2) {
+            assert!(pair[0].len() + pair[1].len() > CARRIER_PIECE);
         }
     }
 }

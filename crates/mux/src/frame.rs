@@ -117,6 +117,22 @@ pub const OPTION_HALF_CLOSE: u8 = 0x80;
 
 /// Metadata length of Keep/End/KeepAlive frames (ID, status, option).
 const SHORT_METADATA: u16 = 4;
+
+/// The length on the wire of the frame at the start of `buf` (metadata
+/// length field, metadata, and the data section if its option says so);
+/// `None` when `buf` is too short to tell. For cutting a batch this side
+/// encoded, which holds whole frames, at frame boundaries.
+pub(crate) fn wire_len(buf: &[u8]) -> Option<usize> {
+    let meta = u16::from_be_bytes([*buf.first()?, *buf.get(1)?]) as usize;
+    // The option byte follows the ID (2 bytes) and the status (1).
+    let option = *buf.get(2 + 3)?;
+    let at = 2 + meta;
+    if option & OPTION_DATA == 0 {
+        return Some(at);
+    }
+    let data = u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?]) as usize;
+    Some(at + 2 + data)
+}
 /// What follows the short metadata of a [`FrameKind::Hello`].
 const HELLO_TAG: [u8; 2] = *b"RW";
 /// What follows the short metadata of a [`FrameKind::Window`].

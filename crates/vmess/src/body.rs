@@ -424,20 +424,13 @@ impl ChunkOpener {
                 consumed: buf.len(),
             });
         }
-        let (len, padding) = match self.pending {
-            Some(pending) => pending,
+        let len = match self.awaiting_body() {
+            Some(len) => len,
             None => {
                 let Some(field) = buf.get(..LEN_FIELD) else {
                     return Ok(Opened::NeedMore(LEN_FIELD));
                 };
-                let field = u16::from_be_bytes([field[0], field[1]]);
-                let (padding, mask) = self.draws.next();
-                let len = (field ^ mask) as usize;
-                if len < self.framing.tag_len() + padding {
-                    return Err(VmessError::ChunkTooShort(len as u16));
-                }
-                self.pending = Some((len, padding));
-                (len, padding)
+                self.read_len([field[0], field[1]])?
             }
         };
         // The end chunk is read whole too (and its tag checked, which 4.34
@@ -447,12 +440,55 @@ impl ChunkOpener {
         if buf.len() < total {
             return Ok(Opened::NeedMore(total));
         }
+        Ok(match self.open_body(&mut buf[LEN_FIELD..total])? {
+            Opened::Chunk { payload, .. } => Opened::Chunk {
+                payload: LEN_FIELD + payload.start..LEN_FIELD + payload.end,
+                consumed: total,
+            },
+            other => other,
+        })
+    }
+
+    /// The `Len` (sealed bytes plus padding) of the chunk whose length
+    /// field [`ChunkOpener::open`] has read and whose body it waits for.
+    /// A reader that knows it can put that body elsewhere (straight into
+    /// the buffer its caller reads into) and open it there with
+    /// [`ChunkOpener::open_body`].
+    pub fn awaiting_body(&self) -> Option<usize> {
+        self.pending.map(|(len, _)| len)
+    }
+
+    /// Decodes a length field: the draws are taken once, here.
+    fn read_len(&mut self, field: [u8; LEN_FIELD]) -> Result<usize, VmessError> {
+        let (padding, mask) = self.draws.next();
+        let len = (u16::from_be_bytes(field) ^ mask) as usize;
+        if len < self.framing.tag_len() + padding {
+            return Err(VmessError::ChunkTooShort(len as u16));
+        }
+        self.pending = Some((len, padding));
+        Ok(len)
+    }
+
+    /// Opens, in place, the body of the chunk whose length field was read
+    /// (see [`ChunkOpener::awaiting_body`]): `body` starts right after the
+    /// length field and holds at least `Len` bytes. The payload range and
+    /// `consumed` count from the start of `body`.
+    pub fn open_body(&mut self, body: &mut [u8]) -> Result<Opened, VmessError> {
+        if self.ended {
+            return Ok(Opened::End);
+        }
+        let Some((len, padding)) = self.pending else {
+            return Ok(Opened::NeedMore(LEN_FIELD));
+        };
+        if body.len() < len {
+            return Ok(Opened::NeedMore(len));
+        }
         self.pending = None;
         if self.rekey && self.with_key == NONCE_BUDGET {
             self.cipher = rotate(&mut self.key, &mut self.generation, self.framing);
             self.with_key = 0;
         }
-        let sealed_end = total - padding;
+        let sealed_end = len - padding;
         let payload_end = match &self.cipher {
             Some(cipher) => {
                 let counter = if self.rekey {
@@ -461,22 +497,21 @@ impl ChunkOpener {
                     self.opened as u16
                 };
                 let nonce = chunk_nonce(counter, &self.iv);
-                let plain = cipher
-                    .open_in_place(nonce, &[], &mut buf[LEN_FIELD..sealed_end])
-                    .map_err(|_| VmessError::ChunkUnauthentic { chunk: self.opened })?;
-                LEN_FIELD + plain
+                cipher
+                    .open_in_place(nonce, &[], &mut body[..sealed_end])
+                    .map_err(|_| VmessError::ChunkUnauthentic { chunk: self.opened })?
             }
             None => sealed_end,
         };
         self.with_key += 1;
-        if payload_end == LEN_FIELD {
+        if payload_end == 0 {
             self.ended = true;
             return Ok(Opened::End);
         }
         self.opened += 1;
         Ok(Opened::Chunk {
-            payload: LEN_FIELD..payload_end,
-            consumed: total,
+            payload: 0..payload_end,
+            consumed: len,
         })
     }
 }

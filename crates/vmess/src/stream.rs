@@ -12,8 +12,14 @@
 //! flush or shutdown sends it at once.
 //!
 //! Reading: ciphertext is read into a buffer that holds at least one whole
-//! chunk, opened in place, and copied out. For UDP sessions the stream
-//! speaks [`rayback_core::packet`] framing: each chunk is one packet.
+//! chunk, opened in place, and copied out. One pass instead: once a large
+//! chunk's length field is read and the caller's buffer has room for its
+//! body, the body is read from the inner stream straight into the caller's
+//! buffer and opened there (with the next length field, when it came
+//! along, kept back), so the bytes are not copied again in user space.
+//! The mux reader offers such room; its sub-streams then get slices of the
+//! opened chunk. For UDP sessions the stream speaks
+//! [`rayback_core::packet`] framing: each chunk is one packet.
 //!
 //! Buffers come from small per-thread pools and go back whenever they are
 //! empty, so an idle connection holds none and a busy one allocates none
@@ -46,6 +52,11 @@ pub const HEADER_FLUSH_DELAY: Duration = Duration::from_millis(100);
 /// Bytes of a read buffer: two whole maximum chunks, so a chunk rarely has
 /// to be moved to the front before it can be opened.
 const READ_BUFFER: usize = 2 * (LEN_FIELD + MAX_CHUNK_LEN);
+/// Chunks whose `Len` is at least this are read straight into the
+/// caller's buffer when it has room: one read call per chunk then saves a
+/// copy of the whole chunk. Smaller chunks (V2Ray sends about 2 KiB ones)
+/// are read many at a time into our buffer, which is cheaper for them.
+const DIRECT_MIN: usize = 16 * 1024;
 /// Input bytes one `poll_write` seals at most.
 const WRITE_BATCH: usize = 2 * 65_456;
 /// Capacity a pooled write buffer starts with: a batch plus chunk
@@ -158,6 +169,9 @@ pub struct VmessStream<S> {
     /// Client: where the connection-level extensions the server answered
     /// are recorded once the response header is read.
     agreed: Option<AgreedExtensions>,
+    /// Chunks opened straight in a caller's buffer (tests look).
+    #[cfg(test)]
+    direct_chunks: usize,
 }
 
 impl<S> VmessStream<S> {
@@ -233,6 +247,8 @@ impl<S> VmessStream<S> {
             partial_packet: Vec::new(),
             write_closed: false,
             agreed: None,
+            #[cfg(test)]
+            direct_chunks: 0,
         }
     }
 
@@ -496,13 +512,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmessStream<S> {
                     let before = self.opener.chunks_opened();
                     match self.opener.open(data)? {
                         Opened::Chunk { payload, consumed } => {
-                            if before > 0 && before % NONCE_BUDGET as u64 == 0 {
-                                increment(&self.metrics.peer_nonce_wraps);
-                                tracing::debug!(
-                                    chunks = before,
-                                    "vmess peer wrapped its chunk nonce counter"
-                                );
-                            }
+                            note_wrap(&self.metrics, before);
                             let mut start = self.read_start + payload.start;
                             let end = self.read_start + payload.end;
                             if self.packet {
@@ -560,6 +570,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for VmessStream<S> {
                 }
                 continue;
             }
+            if let Some(done) = this.poll_read_direct(cx, out) {
+                match done {
+                    Poll::Ready(Ok(true)) => return Poll::Ready(Ok(())),
+                    // The end chunk: the state says so now.
+                    Poll::Ready(Ok(false)) => continue,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             let buffer = this.read_buffer.get_or_insert_with(take_read_buffer);
             let mut read_buf = ReadBuf::new(&mut buffer[this.read_end..]);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read_buf) {
@@ -586,10 +605,109 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for VmessStream<S> {
     }
 }
 
+/// Counts a peer's nonce counter wrapping, seen when the chunk opened
+/// after `before` others starts a new round of 65536.
+fn note_wrap(metrics: &VmessMetrics, before: u64) {
+    if before > 0 && before % NONCE_BUDGET as u64 == 0 {
+        increment(&metrics.peer_nonce_wraps);
+        tracing::debug!(
+            chunks = before,
+            "vmess peer wrapped its chunk nonce counter"
+        );
+    }
+}
+
 /// The payload length of the packet framed at the start of `data`.
 fn packet_len(data: &[u8]) -> Option<usize> {
     let field = data.get(..LEN_FIELD)?;
     Some(u16::from_be_bytes([field[0], field[1]]) as usize)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> VmessStream<S> {
+    /// The one-pass read: when the chunk whose length field is buffered is
+    /// large and `out` has room for its body, reads the rest of the body
+    /// (and up to the next length field) from the inner stream into `out`
+    /// and opens it there. `None` when this does not apply (the caller
+    /// reads into our buffer); `Ready(Ok(true))` when plaintext was put in
+    /// `out`, `Ready(Ok(false))` when the chunk was the end. On `Pending`
+    /// what arrived so far goes back into our buffer, so `out` is never
+    /// relied on between calls.
+    fn poll_read_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Option<Poll<io::Result<bool>>> {
+        let len = self.opener.awaiting_body()?;
+        if self.packet
+            || !matches!(self.read_state, ReadState::Body)
+            || len < DIRECT_MIN
+            || out.remaining() < len + LEN_FIELD
+        {
+            return None;
+        }
+        let buffer = self.read_buffer.as_mut()?;
+        let body_start = self.read_start + LEN_FIELD;
+        // SAFETY: `unfilled_mut` lets us write uninitialised memory; the
+        // `ReadBuf` built on it only ever writes initialised bytes into it
+        // and tracks which, and `out` is told of no byte that was not
+        // written through it (see `assume_init` below).
+        #[allow(unsafe_code)]
+        let room = unsafe { out.unfilled_mut() };
+        let mut body = ReadBuf::uninit(&mut room[..len + LEN_FIELD]);
+        body.put_slice(&buffer[body_start..self.read_end]);
+        while body.filled().len() < len {
+            let before = body.filled().len();
+            let polled = Pin::new(&mut self.inner).poll_read(cx, &mut body);
+            let arrived = body.filled().len();
+            if matches!(polled, Poll::Ready(Ok(()))) && arrived > before {
+                continue;
+            }
+            // Not whole yet: keep what came where the buffered path
+            // expects it (`make_room` left space for the whole chunk).
+            buffer[body_start..body_start + arrived].copy_from_slice(body.filled());
+            self.read_end = body_start + arrived;
+            return Some(match polled {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                Poll::Ready(Ok(())) => Poll::Ready(self.inner_ended().map(|()| false)),
+            });
+        }
+        // The next chunk's length field, if it came along, is kept.
+        let next = body.filled().len() - len;
+        buffer[..next].copy_from_slice(&body.filled()[len..]);
+        self.read_start = 0;
+        self.read_end = next;
+        let before = self.opener.chunks_opened();
+        let opened = match self.opener.open_body(&mut body.filled_mut()[..len]) {
+            Ok(opened) => opened,
+            Err(error) => return Some(Poll::Ready(Err(error.into()))),
+        };
+        match opened {
+            Opened::Chunk { payload, .. } => {
+                note_wrap(&self.metrics, before);
+                debug_assert_eq!(payload.start, 0);
+                #[cfg(test)]
+                {
+                    self.direct_chunks += 1;
+                }
+                // SAFETY: `body` wrote `len` >= `payload.end` initialised
+                // bytes at the start of `out`'s unfilled part.
+                #[allow(unsafe_code)]
+                unsafe {
+                    out.assume_init(payload.end);
+                }
+                out.advance(payload.end);
+                Some(Poll::Ready(Ok(true)))
+            }
+            Opened::End => {
+                self.read_state = ReadState::Done;
+                Some(Poll::Ready(Ok(false)))
+            }
+            Opened::NeedMore(_) => Some(Poll::Ready(Err(io::Error::other(
+                "vmess chunk body not whole after reading it whole",
+            )))),
+        }
+    }
 }
 
 impl<S> VmessStream<S> {
@@ -643,6 +761,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for VmessStream<S> {
         Poll::Ready(Ok(taken))
     }
 
+    /// Each slice is sealed on its own (as one chunk when it fits one),
+    /// up to [`WRITE_BATCH`] bytes in all, and the lot goes out in one
+    /// write: a writer that cuts its bytes at its own boundaries (the mux
+    /// writer, at frame boundaries) has them kept at chunk boundaries.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        slices: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.packet {
+            let first = slices.iter().find(|slice| !slice.is_empty());
+            return Pin::new(this).poll_write(cx, first.map_or(&[][..], |slice| &slice[..]));
+        }
+        if this.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if !this.holding_header {
+            ready!(this.poll_write_out(cx))?;
+        }
+        let mut taken = 0;
+        for slice in slices.iter().filter(|slice| !slice.is_empty()) {
+            // A slice that does not fit in what is left of the batch waits
+            // for the next call, unless it is the first.
+            if taken > 0 && taken + slice.len() > WRITE_BATCH {
+                break;
+            }
+            let piece = &slice[..slice.len().min(WRITE_BATCH - taken)];
+            let sealed = this.seal_into_output(piece)?;
+            taken += sealed;
+            if sealed < slice.len() {
+                break;
+            }
+        }
+        if taken == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        this.release_header();
+        if let Poll::Ready(Err(error)) = this.poll_write_out(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.release_header();
@@ -671,7 +837,239 @@ mod tests {
     use super::*;
     use crate::body::BodyFraming;
     use crate::header::{BodySecurity, Command, DirectionKeys, Options};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An inner stream that hands out `wire` in pieces of random size,
+    /// now and then answering `Pending` (and waking itself) instead.
+    struct Trickle {
+        wire: Vec<u8>,
+        at: usize,
+        rng: StdRng,
+        largest: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if this.rng.gen_ratio(1, 4) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let piece = this.rng.gen_range(1..=this.largest);
+            let len = piece.min(out.remaining()).min(this.wire.len() - this.at);
+            out.put_slice(&this.wire[this.at..this.at + len]);
+            this.at += len;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    const KEYS: DirectionKeys = DirectionKeys {
+        key: [7; 16],
+        iv: [9; 16],
+    };
+
+    /// Seals writes of random sizes (so chunks from a few bytes to the
+    /// largest) and the end chunk; returns the wire and the plaintext.
+    fn sealed_body(framing: BodyFraming, rng: &mut StdRng, writes: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut sealer = ChunkSealer::new(framing, &KEYS);
+        let (mut wire, mut plain) = (Vec::new(), Vec::new());
+        for _ in 0..writes {
+            let len = match rng.gen_range(0..3) {
+                0 => rng.gen_range(1..3_000),
+                1 => rng.gen_range(16_000..70_000),
+                _ => rng.gen_range(60_000..200_000),
+            };
+            let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let mut taken = 0;
+            while taken < data.len() {
+                taken += sealer.seal(&data[taken..], &mut wire, rng).unwrap();
+            }
+            plain.extend_from_slice(&data);
+        }
+        sealer.seal_end(&mut wire, rng);
+        (wire, plain)
+    }
+
+    fn reader(framing: BodyFraming, wire: Vec<u8>, seed: u64) -> VmessStream<Trickle> {
+        trickle_reader(framing, wire, seed, 100_000)
+    }
+
+    fn trickle_reader(
+        framing: BodyFraming,
+        wire: Vec<u8>,
+        seed: u64,
+        largest: usize,
+    ) -> VmessStream<Trickle> {
+        let inner = Trickle {
+            wire,
+            at: 0,
+            rng: StdRng::seed_from_u64(seed),
+            largest,
+        };
+        VmessStream::server(
+            inner,
+            &[],
+            &[],
+            ChunkSealer::new(framing, &KEYS),
+            ChunkOpener::new(framing, &KEYS),
+            Arc::new(VmessMetrics::new()),
+        )
+    }
+
+    /// Reads to the end with buffers of random size: some with room for
+    /// a whole chunk (the one-pass path), some small (the buffered one).
+    async fn read_all(stream: &mut VmessStream<Trickle>, rng: &mut StdRng) -> io::Result<Vec<u8>> {
+        let mut got = Vec::new();
+        loop {
+            let room = if rng.gen_ratio(2, 3) {
+                rng.gen_range(65_537..140_000)
+            } else {
+                rng.gen_range(1..20_000)
+            };
+            let mut buf = vec![0u8; room];
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(got);
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn large_chunks_open_in_the_callers_buffer_and_read_the_same() {
+        let framings = [
+            BodyFraming::new(BodySecurity::Aes128Gcm, Options(0x0d), Command::Tcp),
+            BodyFraming::new(BodySecurity::ChaCha20Poly1305, Options(0x05), Command::Tcp),
+            BodyFraming::new(BodySecurity::Aes128Gcm, Options(0x01), Command::Tcp),
+            BodyFraming::new(BodySecurity::None, Options(0x0d), Command::Tcp),
+        ];
+        for (i, framing) in framings.into_iter().enumerate() {
+            for seed in 0..6u64 {
+                let mut rng = StdRng::seed_from_u64(seed * 31 + i as u64);
+                let (wire, plain) = sealed_body(framing, &mut rng, 12);
+                let mut stream = reader(framing, wire, seed);
+                let got = read_all(&mut stream, &mut rng).await.unwrap();
+                assert!(got == plain, "framing {i}, seed {seed}: bytes differ");
+                assert!(
+                    stream.direct_chunks > 0,
+                    "framing {i}, seed {seed}: no chunk took the one-pass path"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_one_pass_path_reports_truncation_and_tampering() {
+        let framing = BodyFraming::new(BodySecurity::Aes128Gcm, Options(0x0d), Command::Tcp);
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut sealer = ChunkSealer::new(framing, &KEYS);
+        let mut wire = Vec::new();
+        let data = vec![0x5a; 60_000];
+        sealer.seal(&data, &mut wire, &mut rng).unwrap();
+        let chunk = wire.len();
+        sealer.seal(&data, &mut wire, &mut rng).unwrap();
+        // Pieces of at most 1,000 bytes and a roomy caller: each chunk's
+        // length field is read into our buffer, the rest into the caller's.
+        let read_whole = |mut stream: VmessStream<Trickle>| async move {
+            let mut buf = vec![0u8; 70_000];
+            let mut got = 0;
+            let result = loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) => break Ok(got),
+                    Ok(n) => got += n,
+                    Err(error) => break Err(error),
+                }
+            };
+            (result, stream.direct_chunks)
+        };
+        // Cut inside the second chunk's body.
+        let cut = trickle_reader(framing, wire[..chunk + 30_000].to_vec(), 1, 1_000);
+        let (result, direct) = read_whole(cut).await;
+        let error = result.unwrap_err();
+        assert!(error.to_string().contains("inside a body chunk"), "{error}");
+        assert_eq!(direct, 1, "the first chunk took the one-pass path");
+        // One bit flipped inside the second chunk's ciphertext.
+        let mut tampered = wire.clone();
+        tampered[chunk + 20_000] ^= 1;
+        let (result, direct) = read_whole(trickle_reader(framing, tampered, 2, 1_000)).await;
+        let error = result.unwrap_err();
+        assert!(error.to_string().contains("chunk 1"), "{error}");
+        assert_eq!(direct, 1);
+        // Untouched, both chunks come through whole.
+        let (result, direct) = read_whole(trickle_reader(framing, wire, 3, 1_000)).await;
+        assert_eq!(result.unwrap(), 120_000);
+        assert_eq!(direct, 2);
+    }
+
+    #[tokio::test]
+    async fn a_vectored_write_seals_each_slice_as_its_own_chunk() {
+        let framing = BodyFraming::new(BodySecurity::Aes128Gcm, Options(0x0d), Command::Tcp);
+        let (mut peer, ours) = tokio::io::duplex(1 << 20);
+        let mut stream = VmessStream::server(
+            ours,
+            &[],
+            &[],
+            ChunkSealer::new(framing, &KEYS),
+            ChunkOpener::new(framing, &KEYS),
+            Arc::new(VmessMetrics::new()),
+        );
+        let slices = [
+            vec![1u8; 40_000],
+            vec![2u8; 30_000],
+            vec![3u8; 100],
+            vec![4; 70_000],
+        ];
+        let io: Vec<io::IoSlice<'_>> = slices.iter().map(|s| io::IoSlice::new(s)).collect();
+        // The fourth slice does not fit the batch after the other three.
+        let taken = stream.write_vectored(&io).await.unwrap();
+        assert_eq!(taken, 70_100);
+        let taken = stream.write_vectored(&io[3..]).await.unwrap();
+        assert_eq!(taken, 70_000);
+        stream.shutdown().await.unwrap();
+        let mut wire = Vec::new();
+        peer.read_to_end(&mut wire).await.unwrap();
+        let mut opener = ChunkOpener::new(framing, &KEYS);
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        while let Opened::Chunk { payload, consumed } = opener.open(&mut wire[at..]).unwrap() {
+            let data = &wire[at + payload.start..at + payload.end];
+            chunks.push((data[0], data.len()));
+            at += consumed;
+        }
+        let max = framing.max_payload();
+        assert_eq!(
+            chunks,
+            [
+                (1, 40_000),
+                (2, 30_000),
+                (3, 100),
+                (4, max),
+                (4, 70_000 - max)
+            ]
+        );
+    }
 
     #[tokio::test]
     async fn counts_a_peer_that_wraps_its_nonce_counter() {
