@@ -928,13 +928,22 @@ mod tests {
             rng: StdRng::seed_from_u64(seed),
             largest,
         };
+        server(inner, framing, &KEYS, Arc::new(VmessMetrics::new()))
+    }
+
+    fn server<S>(
+        inner: S,
+        framing: BodyFraming,
+        keys: &DirectionKeys,
+        metrics: Arc<VmessMetrics>,
+    ) -> VmessStream<S> {
         VmessStream::server(
             inner,
             &[],
             &[],
-            ChunkSealer::new(framing, &KEYS),
-            ChunkOpener::new(framing, &KEYS),
-            Arc::new(VmessMetrics::new()),
+            ChunkSealer::new(framing, keys),
+            ChunkOpener::new(framing, keys),
+            metrics,
         )
     }
 
@@ -1027,14 +1036,7 @@ mod tests {
     async fn a_vectored_write_seals_each_slice_as_its_own_chunk() {
         let framing = BodyFraming::new(BodySecurity::Aes128Gcm, Options(0x0d), Command::Tcp);
         let (mut peer, ours) = tokio::io::duplex(1 << 20);
-        let mut stream = VmessStream::server(
-            ours,
-            &[],
-            &[],
-            ChunkSealer::new(framing, &KEYS),
-            ChunkOpener::new(framing, &KEYS),
-            Arc::new(VmessMetrics::new()),
-        );
+        let mut stream = server(ours, framing, &KEYS, Arc::new(VmessMetrics::new()));
         let slices = [
             vec![1u8; 40_000],
             vec![2u8; 30_000],
@@ -1080,14 +1082,7 @@ mod tests {
         };
         let metrics = Arc::new(VmessMetrics::new());
         let (mut peer, ours) = tokio::io::duplex(1 << 20);
-        let mut stream = VmessStream::server(
-            ours,
-            &[],
-            &[],
-            ChunkSealer::new(framing, &keys),
-            ChunkOpener::new(framing, &keys),
-            metrics.clone(),
-        );
+        let mut stream = server(ours, framing, &keys, metrics.clone());
         let chunks = NONCE_BUDGET as usize + 3;
         let writer = tokio::spawn(async move {
             let mut sealer = ChunkSealer::new(framing, &keys);
