@@ -762,7 +762,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for VmessStream<S> {
     }
 
     /// Each slice is sealed on its own (as one chunk when it fits one),
-    /// up to [`WRITE_BATCH`] bytes in all, and the lot goes out in one
+    /// up to `WRITE_BATCH` bytes in all, and the lot goes out in one
     /// write: a writer that cuts its bytes at its own boundaries (the mux
     /// writer, at frame boundaries) has them kept at chunk boundaries.
     fn poll_write_vectored(
