@@ -4,7 +4,10 @@
 //! hot path of every proxied connection, so it avoids per-read work: one
 //! buffer per direction, borrowed from a small per-thread pool only while
 //! bytes are in flight, so that thousands of idle connections hold no
-//! buffers at all.
+//! buffers at all. A source that lends its own buffer of received bytes
+//! ([`AsyncStream::buffered`]: a Mux.Cool sub-stream, whose buffer holds
+//! slices of the opened VMess chunks) is written onward from there, with
+//! no buffer of ours and no copy.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -13,10 +16,11 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::policy::Policy;
+use crate::stream::AsyncStream;
 
 /// Bytes one direction buffer holds: large enough for bulk transfers to
 /// move in few syscalls, and sized so that one read becomes one Mux.Cool
@@ -79,13 +83,18 @@ impl Direction {
         activity: &mut bool,
     ) -> Poll<io::Result<()>>
     where
-        R: AsyncRead + ?Sized,
+        R: Side + ?Sized,
         W: AsyncWrite + ?Sized,
     {
         if self.done {
             return Poll::Ready(Ok(()));
         }
         loop {
+            if self.start == self.end && !self.read_done {
+                if let Some(lender) = reader.as_mut().get_mut().lender() {
+                    ready!(self.poll_copy_lent(cx, lender, writer.as_mut(), activity))?;
+                }
+            }
             if self.start == self.end && !self.read_done {
                 let buffer = self.buffer.get_or_insert_with(take_buffer);
                 let mut read_buf = ReadBuf::new(buffer);
@@ -142,6 +151,110 @@ impl Direction {
     }
 }
 
+impl Direction {
+    /// Writes what `lender` has received straight from its buffer until it
+    /// has nothing more now (`Pending`, after a flush) or ends (sets
+    /// `read_done`, `Ready`). What a write does not take stays lent.
+    fn poll_copy_lent<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        lender: &mut (dyn AsyncBufRead + Unpin + Send),
+        mut writer: Pin<&mut W>,
+        activity: &mut bool,
+    ) -> Poll<io::Result<()>>
+    where
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            let lent = match Pin::new(&mut *lender).poll_fill_buf(cx) {
+                Poll::Ready(Ok(lent)) => lent,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {
+                    if self.need_flush {
+                        ready!(writer.as_mut().poll_flush(cx))?;
+                        self.need_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+            };
+            if lent.is_empty() {
+                self.read_done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let written = ready!(writer.as_mut().poll_write(cx, lent))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            Pin::new(&mut *lender).consume(written);
+            self.bytes += written as u64;
+            self.need_flush = true;
+            *activity = true;
+        }
+    }
+}
+
+/// What the relay reads from: any stream, and for an [`AsyncStream`] the
+/// buffer it may lend.
+trait Side: AsyncRead + AsyncWrite + Unpin {
+    fn lender(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)>;
+}
+
+impl<S: AsyncStream> Side for S {
+    fn lender(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)> {
+        self.buffered()
+    }
+}
+
+/// A borrowed stream of any kind ([`relay_borrowed`]): read through
+/// `poll_read` only.
+struct Borrowed<'a, S: ?Sized>(&'a mut S);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> Side for Borrowed<'_, S> {
+    fn lender(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)> {
+        None
+    }
+}
+
+impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Borrowed<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Borrowed<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().0).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
 impl Drop for Direction {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {
@@ -173,11 +286,7 @@ impl<A, B> Relay<A, B> {
     }
 }
 
-impl<A, B> Future for Relay<A, B>
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
+impl<A: Side, B: Side> Future for Relay<A, B> {
     type Output = io::Result<RelayStats>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -250,9 +359,17 @@ pub fn relay<A, B>(
     policy: &Policy,
 ) -> impl Future<Output = io::Result<RelayStats>>
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: AsyncStream,
+    B: AsyncStream,
 {
+    relay_sides(inbound, outbound, policy)
+}
+
+fn relay_sides<A: Side, B: Side>(
+    inbound: A,
+    outbound: B,
+    policy: &Policy,
+) -> impl Future<Output = io::Result<RelayStats>> {
     let now = Instant::now();
     Relay {
         inbound,
@@ -275,7 +392,7 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    relay(inbound, outbound, policy)
+    relay_sides(Borrowed(inbound), Borrowed(outbound), policy)
 }
 
 #[cfg(test)]
@@ -306,6 +423,119 @@ mod tests {
         let stats = task.await.unwrap().unwrap();
         assert_eq!(stats.uplink, 200_000);
         assert_eq!(stats.downlink, 4);
+    }
+
+    /// A source that only lends: it hands out `pieces` one at a time
+    /// through `AsyncBufRead` (sometimes `Pending` first) and fails the
+    /// test if read through `poll_read`.
+    struct Lender {
+        pieces: std::collections::VecDeque<Vec<u8>>,
+        at: usize,
+        stall: bool,
+    }
+
+    impl AsyncStream for Lender {
+        fn buffered(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)> {
+            Some(self)
+        }
+    }
+
+    impl AsyncBufRead for Lender {
+        fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+            let this = self.get_mut();
+            this.stall = !this.stall;
+            if this.stall {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if this
+                .pieces
+                .front()
+                .is_some_and(|piece| this.at == piece.len())
+            {
+                this.pieces.pop_front();
+                this.at = 0;
+            }
+            Poll::Ready(Ok(this
+                .pieces
+                .front()
+                .map_or(&[][..], |piece| &piece[this.at..])))
+        }
+
+        fn consume(self: Pin<&mut Self>, amt: usize) {
+            self.get_mut().at += amt;
+        }
+    }
+
+    impl AsyncRead for Lender {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            panic!("a lender was read through poll_read");
+        }
+    }
+
+    impl AsyncWrite for Lender {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct Total(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+    impl crate::stream::Tally for Total {
+        fn add(&self, read: u64, _: u64) {
+            self.0.fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_a_lenders_bytes_from_its_buffer_and_counts_them() {
+        let pieces: Vec<Vec<u8>> = (0..50u32)
+            .map(|i| (0..(i * 997 % 70_000 + 1)).map(|b| (b ^ i) as u8).collect())
+            .collect();
+        let expected = pieces.concat();
+        let lender = Lender {
+            pieces: pieces.into_iter().collect(),
+            at: 0,
+            stall: false,
+        };
+        let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let inbound: crate::Stream = Box::new(crate::stream::Counted::new(
+            Box::new(lender) as crate::Stream,
+            Total(counted.clone()),
+        ));
+        // A small pipe: writes are partial and wait, so lent bytes stay
+        // lent across calls.
+        let (outbound, mut server) = duplex(1000);
+        let task = tokio::spawn(async move { relay(inbound, outbound, &Policy::default()).await });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert!(
+            got == expected,
+            "{} bytes, {} expected",
+            got.len(),
+            expected.len()
+        );
+        drop(server);
+        let stats = task.await.unwrap().unwrap();
+        assert_eq!(stats.uplink, expected.len() as u64);
+        assert_eq!(
+            counted.load(std::sync::atomic::Ordering::Relaxed),
+            expected.len() as u64
+        );
     }
 
     #[tokio::test(start_paused = true)]

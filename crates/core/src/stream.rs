@@ -10,12 +10,36 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
 /// A bidirectional byte stream that can move between tasks.
-pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+///
+/// Each stream type says it is one (`impl AsyncStream for MyStream {}`),
+/// so that one that keeps received bytes in a buffer of its own can lend
+/// them through [`AsyncStream::buffered`] even from behind a [`Stream`].
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The stream's own buffer of received bytes, to read in place (tokio's
+    /// `AsyncBufRead`: `poll_fill_buf`, then `consume`) instead of copying
+    /// them into the caller's buffer: the relay writes them onward from
+    /// there. `None` (the default) for a stream that has no such buffer;
+    /// reads then go through `poll_read`. A stream may answer differently
+    /// over time; the two ways read the same bytes in the same order.
+    fn buffered(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)> {
+        None
+    }
+}
 
-impl<T> AsyncStream for T where T: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl AsyncStream for Box<dyn AsyncStream> {
+    fn buffered(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)> {
+        (**self).buffered()
+    }
+}
+
+impl AsyncStream for tokio::net::TcpStream {}
+impl AsyncStream for tokio::io::DuplexStream {}
+#[cfg(unix)]
+impl AsyncStream for tokio::net::UnixStream {}
+impl<S: AsyncStream> AsyncStream for Prefixed<S> {}
 
 /// A boxed [`AsyncStream`]: what inbounds accept and outbounds return.
 pub type Stream = Box<dyn AsyncStream>;
@@ -166,6 +190,32 @@ impl<S: AsyncRead + Unpin, T: Tally + Unpin> AsyncRead for Counted<S, T> {
             self.tally.add(read as u64, 0);
         }
         result
+    }
+}
+
+impl<S: AsyncStream, T: Tally + Unpin + Send + 'static> AsyncStream for Counted<S, T> {
+    fn buffered(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)> {
+        self.inner.buffered()?;
+        Some(self)
+    }
+}
+
+/// Lent bytes count when they are consumed. Only reached through
+/// [`AsyncStream::buffered`], which lends only when the inner stream does.
+impl<S: AsyncStream, T: Tally + Unpin> AsyncBufRead for Counted<S, T> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        match self.get_mut().inner.buffered() {
+            Some(inner) => Pin::new(inner).poll_fill_buf(cx),
+            None => Poll::Ready(Err(io::Error::other("stream lends no buffer"))),
+        }
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        if let Some(inner) = this.inner.buffered() {
+            Pin::new(inner).consume(amt);
+            this.tally.add(amt as u64, 0);
+        }
     }
 }
 

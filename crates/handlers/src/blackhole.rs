@@ -103,6 +103,8 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "blackholed")
 }
 
+impl rayback_core::AsyncStream for BlackholeStream {}
+
 impl AsyncRead for BlackholeStream {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -189,6 +189,8 @@ impl ConnectedDatagrams {
     }
 }
 
+impl rayback_core::AsyncStream for ConnectedDatagrams {}
+
 impl AsyncRead for ConnectedDatagrams {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -469,6 +469,8 @@ impl ClientStream {
     }
 }
 
+impl rayback_core::AsyncStream for ClientStream {}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -845,6 +845,30 @@ impl Engine {
         out: &mut dyn ReadInto,
         waker: &Waker,
     ) -> Poll<io::Result<usize>> {
+        self.read_with(key, waker, |recv| recv.pop_into(out))
+    }
+
+    /// Takes the oldest piece of received bytes of `key` whole, without a
+    /// copy (a slice of the frame it came in): an empty piece is EOF;
+    /// `Pending` registers `waker`. For a stream sub-stream's lent buffer;
+    /// the piece counts as read (for windows) when taken.
+    pub fn read_piece(&mut self, key: Key, waker: &Waker) -> Poll<io::Result<Bytes>> {
+        let mut piece = Bytes::new();
+        self.read_with(key, waker, |recv| {
+            piece = recv.pop_front();
+            piece.len()
+        })
+        .map_ok(|_| piece)
+    }
+
+    /// What [`Engine::read`] and [`Engine::read_piece`] share: `take`
+    /// moves bytes out of a non-empty buffer and says how many.
+    fn read_with(
+        &mut self,
+        key: Key,
+        waker: &Waker,
+        take: impl FnOnce(&mut RecvBuffer) -> usize,
+    ) -> Poll<io::Result<usize>> {
         let Some(slot) = self.slots.get_mut(key) else {
             return Poll::Ready(Ok(0));
         };
@@ -853,7 +877,7 @@ impl Engine {
             return Poll::Ready(Err(io::Error::new(kind, "mux session reset")));
         }
         if !slot.recv.is_empty() {
-            let n = slot.recv.pop_into(out);
+            let n = take(&mut slot.recv);
             self.recv_buffered -= n;
             if slot.recv.len() < limit {
                 let space = slot.space.take();
@@ -1246,6 +1270,8 @@ struct RecvBuffer {
 
 /// Frames this large are queued without a copy (see [`RecvBuffer`]).
 const ZERO_COPY_MIN: usize = 8 * 1024;
+/// Most bytes of small pieces [`RecvBuffer::pop_front`] hands out as one.
+const GATHER: usize = 60 * 1024;
 
 impl RecvBuffer {
     fn len(&self) -> usize {
@@ -1266,6 +1292,32 @@ impl RecvBuffer {
         } else {
             self.chunks.push_back(Bytes::copy_from_slice(&bytes));
         }
+    }
+
+    /// Takes the oldest piece whole (empty when there is none); a run of
+    /// small pieces (copied when queued anyway) comes as one, up to
+    /// [`GATHER`] bytes, so that whoever writes them onward makes one
+    /// write of them, not one each.
+    fn pop_front(&mut self) -> Bytes {
+        let small = |piece: &Bytes| piece.len() < ZERO_COPY_MIN;
+        let mut piece = self.chunks.pop_front().unwrap_or_default();
+        if small(&piece) && self.chunks.front().is_some_and(small) {
+            let mut run = BytesMut::with_capacity(GATHER);
+            run.extend_from_slice(&piece);
+            while let Some(next) = self.chunks.front() {
+                if !small(next) || run.len() + next.len() > GATHER {
+                    break;
+                }
+                run.extend_from_slice(next);
+                self.chunks.pop_front();
+            }
+            piece = run.freeze();
+        }
+        self.len -= piece.len();
+        if self.chunks.is_empty() {
+            self.chunks = VecDeque::new();
+        }
+        piece
     }
 
     /// Moves as many bytes as fit into `out`; returns how many.
@@ -1289,5 +1341,44 @@ impl RecvBuffer {
             self.chunks = VecDeque::new();
         }
         moved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_come_out_whole_and_runs_of_small_ones_together() {
+        let mut recv = RecvBuffer::default();
+        let sizes = [100, 200, 9_000, 50, 60, 20_000, 7_000];
+        let mut all = Vec::new();
+        for (i, len) in sizes.into_iter().enumerate() {
+            let piece = vec![i as u8; len];
+            all.extend_from_slice(&piece);
+            recv.push(Bytes::from(piece));
+        }
+        // Many small ones: a run stops at GATHER bytes.
+        for i in 0..20u8 {
+            let piece = vec![100 + i; 4_000];
+            all.extend_from_slice(&piece);
+            recv.push(Bytes::from(piece));
+        }
+        let mut lens = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let piece = recv.pop_front();
+            if piece.is_empty() {
+                break;
+            }
+            lens.push(piece.len());
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, all);
+        assert_eq!(recv.len(), 0);
+        assert_eq!(
+            lens,
+            [300, 9_000, 110, 20_000, 7_000 + 13 * 4_000, 7 * 4_000]
+        );
     }
 }

@@ -41,8 +41,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use rayback_core::Network;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Buf, Bytes};
+use rayback_core::{AsyncStream, Network};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::conn::Connection;
 use crate::engine::{Key, ReadInto};
@@ -58,6 +59,9 @@ pub struct MuxStream {
     /// Reassembles packets written in pieces (UDP sessions only).
     packet: Option<PacketWriter>,
     shut_down: bool,
+    /// Received bytes taken from the engine and lent to a relay
+    /// ([`AsyncStream::buffered`]); read first.
+    lent: Bytes,
 }
 
 /// A packet being written across several `poll_write` calls.
@@ -108,6 +112,7 @@ impl MuxStream {
             network,
             packet: (network == Network::Udp).then(PacketWriter::default),
             shut_down: false,
+            lent: Bytes::new(),
         }
     }
 
@@ -196,10 +201,41 @@ impl AsyncRead for MuxStream {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let key = self.key;
-        self.conn
+        let this = self.get_mut();
+        if !this.lent.is_empty() {
+            let n = this.lent.len().min(buf.remaining());
+            buf.put_slice(&this.lent.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        let key = this.key;
+        this.conn
             .with(|engine| engine.read(key, buf, cx.waker()))
             .map_ok(drop)
+    }
+}
+
+/// A stream sub-stream lends what it received: slices of the frames as
+/// they arrived (so, between Rayback peers, of the opened VMess chunks),
+/// which the relay writes onward with no copy. Datagram sub-streams read
+/// their packet framing through `poll_read` only.
+impl AsyncStream for MuxStream {
+    fn buffered(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)> {
+        (self.network == Network::Tcp).then_some(self)
+    }
+}
+
+impl AsyncBufRead for MuxStream {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.lent.is_empty() {
+            let key = this.key;
+            this.lent = ready!(this.conn.with(|engine| engine.read_piece(key, cx.waker())))?;
+        }
+        Poll::Ready(Ok(&this.lent))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        self.get_mut().lent.advance(amt);
     }
 }
 

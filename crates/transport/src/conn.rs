@@ -148,5 +148,9 @@ macro_rules! delegate_io {
     };
 }
 
+/// A transport connection lends no buffer of its own: the layer above reads
+/// it into its own.
+impl rayback_core::AsyncStream for Conn {}
+
 delegate_io!(Secured { Tcp, Tls });
 delegate_io!(Conn { Plain, Http, Ws });

@@ -134,6 +134,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VlessStream<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> rayback_core::AsyncStream
+    for VlessStream<S>
+{
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for VlessStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -605,6 +605,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for VmessStream<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> rayback_core::AsyncStream
+    for VmessStream<S>
+{
+}
+
 /// Counts a peer's nonce counter wrapping, seen when the chunk opened
 /// after `before` others starts a new round of 65536.
 fn note_wrap(metrics: &VmessMetrics, before: u64) {

@@ -515,6 +515,8 @@ impl UdpSessionStream {
     }
 }
 
+impl rayback_core::AsyncStream for UdpSessionStream {}
+
 impl AsyncRead for UdpSessionStream {
     fn poll_read(
         self: Pin<&mut Self>,
