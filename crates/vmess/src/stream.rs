@@ -874,21 +874,8 @@ mod tests {
         }
     }
 
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            data: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Ok(data.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
+    /// What the tests read from: a trickle, and nowhere to write.
+    type Inner = tokio::io::Join<Trickle, tokio::io::Sink>;
 
     const KEYS: DirectionKeys = DirectionKeys {
         key: [7; 16],
@@ -917,7 +904,7 @@ mod tests {
         (wire, plain)
     }
 
-    fn reader(framing: BodyFraming, wire: Vec<u8>, seed: u64) -> VmessStream<Trickle> {
+    fn reader(framing: BodyFraming, wire: Vec<u8>, seed: u64) -> VmessStream<Inner> {
         trickle_reader(framing, wire, seed, 100_000)
     }
 
@@ -926,13 +913,14 @@ mod tests {
         wire: Vec<u8>,
         seed: u64,
         largest: usize,
-    ) -> VmessStream<Trickle> {
+    ) -> VmessStream<Inner> {
         let inner = Trickle {
             wire,
             at: 0,
             rng: StdRng::seed_from_u64(seed),
             largest,
         };
+        let inner = tokio::io::join(inner, tokio::io::sink());
         server(inner, framing, &KEYS, Arc::new(VmessMetrics::new()))
     }
 
@@ -954,7 +942,7 @@ mod tests {
 
     /// Reads to the end with buffers of random size: some with room for
     /// a whole chunk (the one-pass path), some small (the buffered one).
-    async fn read_all(stream: &mut VmessStream<Trickle>, rng: &mut StdRng) -> io::Result<Vec<u8>> {
+    async fn read_all(stream: &mut VmessStream<Inner>, rng: &mut StdRng) -> io::Result<Vec<u8>> {
         let mut got = Vec::new();
         loop {
             let room = if rng.gen_ratio(2, 3) {
@@ -1006,7 +994,7 @@ mod tests {
         sealer.seal(&data, &mut wire, &mut rng).unwrap();
         // Pieces of at most 1,000 bytes and a roomy caller: each chunk's
         // length field is read into our buffer, the rest into the caller's.
-        let read_whole = |mut stream: VmessStream<Trickle>| async move {
+        let read_whole = |mut stream: VmessStream<Inner>| async move {
             let mut buf = vec![0u8; 70_000];
             let mut got = 0;
             let result = loop {
