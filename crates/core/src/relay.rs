@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::policy::Policy;
@@ -83,7 +83,7 @@ impl Direction {
         activity: &mut bool,
     ) -> Poll<io::Result<()>>
     where
-        R: Side + ?Sized,
+        R: AsyncStream,
         W: AsyncWrite + ?Sized,
     {
         if self.done {
@@ -91,7 +91,7 @@ impl Direction {
         }
         loop {
             if self.start == self.end && !self.read_done {
-                if let Some(lender) = reader.as_mut().get_mut().lender() {
+                if let Some(lender) = reader.as_mut().get_mut().buffered() {
                     ready!(self.poll_copy_lent(cx, lender, writer.as_mut(), activity))?;
                 }
             }
@@ -193,68 +193,6 @@ impl Direction {
     }
 }
 
-/// What the relay reads from: any stream, and for an [`AsyncStream`] the
-/// buffer it may lend.
-trait Side: AsyncRead + AsyncWrite + Unpin {
-    fn lender(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)>;
-}
-
-impl<S: AsyncStream> Side for S {
-    fn lender(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)> {
-        self.buffered()
-    }
-}
-
-/// A borrowed stream of any kind ([`relay_borrowed`]): read through
-/// `poll_read` only.
-struct Borrowed<'a, S: ?Sized>(&'a mut S);
-
-impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> Side for Borrowed<'_, S> {
-    fn lender(&mut self) -> Option<&mut (dyn AsyncBufRead + Unpin + Send)> {
-        None
-    }
-}
-
-impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Borrowed<'_, S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Borrowed<'_, S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().0).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
 impl Drop for Direction {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {
@@ -286,7 +224,7 @@ impl<A, B> Relay<A, B> {
     }
 }
 
-impl<A: Side, B: Side> Future for Relay<A, B> {
+impl<A: AsyncStream, B: AsyncStream> Future for Relay<A, B> {
     type Output = io::Result<RelayStats>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -362,14 +300,6 @@ where
     A: AsyncStream,
     B: AsyncStream,
 {
-    relay_sides(inbound, outbound, policy)
-}
-
-fn relay_sides<A: Side, B: Side>(
-    inbound: A,
-    outbound: B,
-    policy: &Policy,
-) -> impl Future<Output = io::Result<RelayStats>> {
     let now = Instant::now();
     Relay {
         inbound,
@@ -382,23 +312,10 @@ fn relay_sides<A: Side, B: Side>(
     }
 }
 
-/// [`relay`] over borrowed streams, for callers that keep them afterwards.
-pub fn relay_borrowed<'a, A, B>(
-    inbound: &'a mut A,
-    outbound: &'a mut B,
-    policy: &Policy,
-) -> impl Future<Output = io::Result<RelayStats>> + 'a
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    relay_sides(Borrowed(inbound), Borrowed(outbound), policy)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{duplex, AsyncRead, AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn moves_bytes_both_ways_and_counts_them() {

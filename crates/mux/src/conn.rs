@@ -71,23 +71,14 @@ const CARRIER_PIECE: usize = 65_456;
 /// A carrier without vectored writes takes the first piece of each call;
 /// the bytes and their order are the same either way.
 async fn write_runs(carrier: &mut WriteHalf<Stream>, batch: &[u8]) -> io::Result<()> {
-    let pieces = frame_pieces(batch);
-    let (mut piece, mut offset) = (0, 0);
-    while piece < pieces.len() {
-        let slices: Vec<IoSlice<'_>> = std::iter::once(&pieces[piece][offset..])
-            .chain(pieces[piece + 1..].iter().copied())
-            .map(IoSlice::new)
-            .collect();
-        let mut written = carrier.write_vectored(&slices).await?;
+    let mut slices: Vec<IoSlice<'_>> = frame_pieces(batch).into_iter().map(IoSlice::new).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let written = carrier.write_vectored(rest).await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        while piece < pieces.len() && written >= pieces[piece].len() - offset {
-            written -= pieces[piece].len() - offset;
-            piece += 1;
-            offset = 0;
-        }
-        offset += written;
+        IoSlice::advance_slices(&mut rest, written);
     }
     Ok(())
 }

@@ -275,6 +275,7 @@ impl SendQueue {
             return;
         }
         if self.data.is_empty() {
+            // The most data a batch holds, and room for frame headers.
             let batch = if need >= BULK_WRITE {
                 self.limit + MAX_WRITE + MAX_WRITE / 1024 * 8
             } else {

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rayback_core::handler::dispatch_after_handshake;
-use rayback_core::relay::relay_borrowed;
+use rayback_core::relay::relay;
 use rayback_core::{Inbound, InboundContext, Policy, Session, Stream, Tag, User};
 use rayback_transport::admission::{drain_until, HandshakeLimit, Handshaking};
 use rayback_transport::{Accepted, Conn, Transport};
@@ -256,7 +256,7 @@ impl VlessInbound {
     /// already read, then relays both ways under the level-0 policy.
     async fn fall_back(
         &self,
-        mut socket: Conn,
+        socket: Conn,
         already_read: &[u8],
         peer: SocketAddr,
         local: SocketAddr,
@@ -280,7 +280,7 @@ impl VlessInbound {
             return;
         }
         tracing::debug!(%peer, dest = ?fallback.dest, "vless: not VLESS; fell back");
-        if let Err(error) = relay_borrowed(&mut socket, &mut target, &self.policy).await {
+        if let Err(error) = relay(socket, target, &self.policy).await {
             tracing::debug!(%peer, %error, "vless fallback ended with an error");
         }
     }

@@ -610,6 +610,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> rayback_core::AsyncStre
 {
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> VmessStream<S> {
+    /// What both writes do: seals each non-empty slice on its own (as one
+    /// chunk when it fits one), up to `WRITE_BATCH` bytes in all, and
+    /// starts one write of the lot; returns how many bytes were taken.
+    fn poll_seal<'a>(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Poll<io::Result<usize>> {
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if !self.holding_header {
+            ready!(self.poll_write_out(cx))?;
+        }
+        let mut taken = 0;
+        for slice in slices.into_iter().filter(|slice| !slice.is_empty()) {
+            // A slice that does not fit in what is left of the batch waits
+            // for the next call, unless it is the first.
+            if taken > 0 && taken + slice.len() > WRITE_BATCH {
+                break;
+            }
+            let piece = &slice[..slice.len().min(WRITE_BATCH - taken)];
+            let sealed = self.seal_into_output(piece)?;
+            taken += sealed;
+            if sealed < slice.len() {
+                break;
+            }
+        }
+        if taken == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        self.release_header();
+        // One write now; what the socket does not take waits for the next
+        // call or flush.
+        if let Poll::Ready(Err(error)) = self.poll_write_out(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Poll::Ready(Ok(taken))
+    }
+}
+
 /// Counts a peer's nonce counter wrapping, seen when the chunk opened
 /// after `before` others starts a new round of 65536.
 fn note_wrap(metrics: &VmessMetrics, before: u64) {
@@ -745,69 +787,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for VmessStream<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.write_closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        if !this.holding_header {
-            ready!(this.poll_write_out(cx))?;
-        }
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let batch = &data[..data.len().min(WRITE_BATCH)];
-        let taken = this.seal_into_output(batch)?;
-        this.release_header();
-        // One write now; what the socket does not take waits for the next
-        // call or flush.
-        if let Poll::Ready(Err(error)) = this.poll_write_out(cx) {
-            return Poll::Ready(Err(error));
-        }
-        Poll::Ready(Ok(taken))
+        self.get_mut().poll_seal(cx, [data])
     }
 
-    /// Each slice is sealed on its own (as one chunk when it fits one),
-    /// up to `WRITE_BATCH` bytes in all, and the lot goes out in one
-    /// write: a writer that cuts its bytes at its own boundaries (the mux
-    /// writer, at frame boundaries) has them kept at chunk boundaries.
+    /// Each slice is sealed on its own (`poll_seal`): a writer that cuts
+    /// its bytes at its own boundaries (the mux writer, at frame
+    /// boundaries) has them kept at chunk boundaries.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         slices: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let slices = slices.iter().map(|slice| &slice[..]);
+        // Packet framing may span writes: one slice at a time.
         if this.packet {
-            let first = slices.iter().find(|slice| !slice.is_empty());
-            return Pin::new(this).poll_write(cx, first.map_or(&[][..], |slice| &slice[..]));
+            let first = slices.filter(|slice| !slice.is_empty()).take(1);
+            return this.poll_seal(cx, first);
         }
-        if this.write_closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        if !this.holding_header {
-            ready!(this.poll_write_out(cx))?;
-        }
-        let mut taken = 0;
-        for slice in slices.iter().filter(|slice| !slice.is_empty()) {
-            // A slice that does not fit in what is left of the batch waits
-            // for the next call, unless it is the first.
-            if taken > 0 && taken + slice.len() > WRITE_BATCH {
-                break;
-            }
-            let piece = &slice[..slice.len().min(WRITE_BATCH - taken)];
-            let sealed = this.seal_into_output(piece)?;
-            taken += sealed;
-            if sealed < slice.len() {
-                break;
-            }
-        }
-        if taken == 0 {
-            return Poll::Ready(Ok(0));
-        }
-        this.release_header();
-        if let Poll::Ready(Err(error)) = this.poll_write_out(cx) {
-            return Poll::Ready(Err(error));
-        }
-        Poll::Ready(Ok(taken))
+        this.poll_seal(cx, slices)
     }
 
     fn is_write_vectored(&self) -> bool {
